@@ -1,0 +1,211 @@
+//! The broker of one data-plane node: the state every connection shares,
+//! and the operations that span sessions (publish, session end, expiry).
+//!
+//! Invariants: a message is routed exactly once per publish, and each
+//! matching session gets one `Arc` of it, never a copy of its payload; no
+//! per-session queue grows past its limit (drops are counted in
+//! `messages_dropped`); a parked session is removed only by the expiry
+//! timer of its own generation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::DataplaneConfig;
+use crate::mailbox::{PushOutcome, QueueLimits};
+use crate::message::{Delivery, Message};
+use crate::metrics::Metrics;
+use crate::registry::{ConnectionId, PendingWill, Registry};
+use crate::retained::{RetainOutcome, RetainStore};
+use crate::router::{Router, SessionId};
+use crate::session::SessionState;
+use crate::topic;
+
+/// State shared by every connection of this node.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: DataplaneConfig,
+    /// The node's name, as in `$SYS/brokers/{node}/`.
+    pub node_name: String,
+    pub router: Router,
+    pub retained: RetainStore,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub started: Instant,
+    next_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Broker {
+    pub fn new(config: DataplaneConfig, node_name: String) -> Arc<Broker> {
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Broker {
+            router: Router::new(config.shared_subscription.strategy),
+            retained: RetainStore::new(config.retainer.clone()),
+            registry: Registry::default(),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+            shutdown,
+            node_name,
+            config,
+        })
+    }
+
+    /// A number never handed out before (session ids, connection ids, generations).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Watches for the shutdown signal.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every connection to close (DISCONNECT 0x8B for MQTT 5.0 clients).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_len: self.config.session.max_queued_messages,
+            policy: self.config.session.queue_full_policy,
+            queue_qos0_offline: self.config.session.queue_qos0,
+        }
+    }
+
+    /// Stores (if retained) and routes a message to every matching session.
+    /// Returns the number of sessions it was given to.
+    pub fn publish(&self, message: Arc<Message>) -> usize {
+        Metrics::add(&self.metrics.messages_received, 1);
+        if message.retain
+            && self.config.mqtt.retain_available
+            && self.retained.store(&message) == RetainOutcome::Refused
+        {
+            Metrics::add(&self.metrics.messages_retained_refused, 1);
+        }
+        let mut routes = Vec::new();
+        self.router.route(&message, &mut routes);
+        let limits = self.queue_limits();
+        let delivered = routes.len();
+        for (subscriber, delivery) in routes {
+            self.push(&subscriber.mailbox, delivery, limits);
+        }
+        delivered
+    }
+
+    /// Publishes a will message; its expiry interval starts now.
+    pub fn publish_will(&self, message: Arc<Message>) -> usize {
+        match message.properties.message_expiry_interval {
+            Some(seconds) => {
+                let mut message = (*message).clone();
+                message.expires_at = Some(Instant::now() + Duration::from_secs(seconds as u64));
+                self.publish(Arc::new(message))
+            }
+            None => self.publish(message),
+        }
+    }
+
+    /// Queues one delivery, counting a drop.
+    pub fn deliver(&self, mailbox: &crate::mailbox::Mailbox, delivery: Delivery) {
+        self.push(mailbox, delivery, self.queue_limits());
+    }
+
+    fn push(&self, mailbox: &crate::mailbox::Mailbox, delivery: Delivery, limits: QueueLimits) {
+        match mailbox.push(delivery, limits) {
+            PushOutcome::Queued => {}
+            PushOutcome::DroppedOldest | PushOutcome::Dropped => {
+                Metrics::add(&self.metrics.messages_dropped, 1);
+            }
+        }
+    }
+
+    /// Gives the shared-subscription deliveries of a leaving session to
+    /// another member of their group; returns the ones no one could take.
+    pub fn redispatch_shared(&self, session: SessionId, deliveries: Vec<Delivery>) -> Vec<Delivery> {
+        let mut kept = Vec::new();
+        for mut delivery in deliveries {
+            let other = delivery.share.as_ref().and_then(|key| self.router.other_member(key, session));
+            match other {
+                Some((subscriber, options)) => {
+                    delivery.qos = options.qos.min(delivery.message.qos);
+                    self.deliver(&subscriber.mailbox, delivery);
+                }
+                None => kept.push(delivery),
+            }
+        }
+        kept
+    }
+
+    /// Ends a session: its subscriptions go, its shared deliveries go to
+    /// other members, the rest is dropped.
+    #[allow(clippy::boxed_local)] // sessions travel boxed; unboxing here would copy one.
+    pub fn end_session(&self, mut state: Box<SessionState>) {
+        for filter in state.subscriptions.keys() {
+            if let Ok(parsed) = topic::parse_filter(filter) {
+                self.router.unsubscribe(&parsed, state.id);
+            }
+        }
+        state.subscriptions.clear();
+        let mut pending: Vec<Delivery> =
+            state.inflight_in_order().into_iter().map(|(_, entry)| entry.delivery).collect();
+        pending.extend(state.mailbox.take_all());
+        let lost = self.redispatch_shared(state.id, pending);
+        Metrics::add(&self.metrics.messages_dropped, lost.iter().filter(|d| d.qos as u8 > 0).count() as u64);
+    }
+
+    /// Parks a session whose connection ended, and arms its timers: the
+    /// will (if delayed) and the expiry. `expiry` of `u32::MAX` never expires.
+    pub fn park_session(
+        self: &Arc<Self>,
+        connection: ConnectionId,
+        state: Box<SessionState>,
+        expiry: u32,
+        will: Option<(Arc<Message>, u32)>,
+    ) {
+        let generation = self.next_id();
+        let client_id = state.client_id.clone();
+        let will_delay = will.as_ref().map(|(_, delay)| *delay);
+        let pending = will.map(|(message, _)| PendingWill { message });
+        if let Err(state) = self.registry.park(connection, state, generation, pending.clone()) {
+            // Another connection holds the client id now; this state is stale.
+            self.end_session(state);
+            return;
+        }
+        let broker = Arc::clone(self);
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            if let Some(delay) = will_delay {
+                if delay < expiry {
+                    tokio::time::sleep(Duration::from_secs(delay as u64)).await;
+                    if let Some(will) = broker.registry.take_will(&client_id, generation) {
+                        broker.publish_will(will.message);
+                    }
+                }
+            }
+            if expiry == u32::MAX {
+                return;
+            }
+            tokio::time::sleep_until(started + Duration::from_secs(expiry as u64)).await;
+            if let Some((state, will)) = broker.registry.expire(&client_id, generation) {
+                if let Some(will) = will {
+                    broker.publish_will(will.message);
+                }
+                broker.end_session(state);
+            }
+        });
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}

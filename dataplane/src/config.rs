@@ -1,0 +1,392 @@
+//! The data plane's configuration: raw serde structs with their defaults.
+//!
+//! Every struct denies unknown fields so that a typo in a key is an error
+//! that names the key, never a silently ignored setting. Defaults live here
+//! and only here; `config/mqttd.toml` spells the same values out for users,
+//! and a test keeps the two equal. [`DataplaneConfig::validate`] checks the
+//! values that serde cannot.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a data-plane node needs to serve clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    pub listeners: ListenersConfig,
+    pub mqtt: MqttConfig,
+    pub session: SessionConfig,
+    pub retainer: RetainerConfig,
+    pub shared_subscription: SharedSubscriptionConfig,
+    pub sys: SysConfig,
+    pub auth: AuthConfig,
+}
+
+/// The client-facing listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersConfig {
+    pub tcp: TcpListenerConfig,
+    pub tls: TlsListenerConfig,
+    pub ws: WsListenerConfig,
+    pub wss: WssListenerConfig,
+}
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        ListenersConfig {
+            tcp: TcpListenerConfig { enabled: true, bind: addr("0.0.0.0:1883") },
+            tls: TlsListenerConfig {
+                enabled: false,
+                bind: addr("0.0.0.0:8883"),
+                certfile: None,
+                keyfile: None,
+                cacertfile: None,
+                verify_peer: false,
+            },
+            ws: WsListenerConfig { enabled: true, bind: addr("0.0.0.0:8083"), path: "/mqtt".into() },
+            wss: WssListenerConfig {
+                enabled: false,
+                bind: addr("0.0.0.0:8084"),
+                path: "/mqtt".into(),
+                certfile: None,
+                keyfile: None,
+                cacertfile: None,
+                verify_peer: false,
+            },
+        }
+    }
+}
+
+fn addr(text: &str) -> SocketAddr {
+    // Only called on the literals above.
+    text.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Plain MQTT over TCP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpListenerConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub bind: SocketAddr,
+}
+
+/// MQTT over TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// PEM certificate chain of the server.
+    #[serde(default)]
+    pub certfile: Option<PathBuf>,
+    /// PEM private key of the server.
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    #[serde(default)]
+    pub cacertfile: Option<PathBuf>,
+    /// Require and verify a client certificate.
+    #[serde(default)]
+    pub verify_peer: bool,
+}
+
+/// MQTT over WebSocket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsListenerConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    #[serde(default = "mqtt_path")]
+    pub path: String,
+}
+
+/// MQTT over WebSocket over TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WssListenerConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    #[serde(default = "mqtt_path")]
+    pub path: String,
+    /// PEM certificate chain of the server.
+    #[serde(default)]
+    pub certfile: Option<PathBuf>,
+    /// PEM private key of the server.
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    #[serde(default)]
+    pub cacertfile: Option<PathBuf>,
+    /// Require and verify a client certificate.
+    #[serde(default)]
+    pub verify_peer: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn mqtt_path() -> String {
+    "/mqtt".into()
+}
+
+/// Certificate files of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsFiles {
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub cacertfile: Option<PathBuf>,
+    pub verify_peer: bool,
+}
+
+impl TlsListenerConfig {
+    /// The certificate files of this listener.
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            certfile: self.certfile.clone(),
+            keyfile: self.keyfile.clone(),
+            cacertfile: self.cacertfile.clone(),
+            verify_peer: self.verify_peer,
+        }
+    }
+}
+
+impl WssListenerConfig {
+    /// The certificate files of this listener.
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            certfile: self.certfile.clone(),
+            keyfile: self.keyfile.clone(),
+            cacertfile: self.cacertfile.clone(),
+            verify_peer: self.verify_peer,
+        }
+    }
+}
+
+/// Protocol limits, announced to clients in CONNACK.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Largest packet accepted from or sent to a client, in bytes.
+    pub max_packet_size: u32,
+    /// Longest client identifier accepted.
+    pub max_clientid_len: usize,
+    /// Largest keep-alive a client may ask for, in seconds; a v5 client
+    /// asking for more (or for 0) is told this value as Server Keep Alive.
+    /// 0 means no limit.
+    pub max_keep_alive: u16,
+    /// QoS 1 and 2 publishes a client may have unacknowledged towards us
+    /// (Receive Maximum in CONNACK).
+    pub receive_maximum: u16,
+    /// QoS 1 and 2 publishes we keep unacknowledged towards one client,
+    /// also bounded by the client's own Receive Maximum.
+    pub max_inflight: u16,
+    /// Topic aliases a client may use towards us.
+    pub topic_alias_maximum: u16,
+    /// Highest QoS granted (0, 1 or 2).
+    pub max_qos: u8,
+    pub retain_available: bool,
+    pub wildcard_subscription_available: bool,
+    pub shared_subscription_available: bool,
+    pub subscription_identifiers_available: bool,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_size: 1024 * 1024,
+            max_clientid_len: 65535,
+            max_keep_alive: 0,
+            receive_maximum: 32,
+            max_inflight: 32,
+            topic_alias_maximum: 65535,
+            max_qos: 2,
+            retain_available: true,
+            wildcard_subscription_available: true,
+            shared_subscription_available: true,
+            subscription_identifiers_available: true,
+            connect_timeout: 10,
+        }
+    }
+}
+
+/// What to do with a new message for a client whose queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueFullPolicy {
+    /// Drop the oldest queued message (a QoS 0 one first if there is one).
+    DropOldest,
+    /// Drop the new message.
+    DropNew,
+}
+
+/// Session persistence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Upper bound on any session's expiry, in seconds (MQTT 3.1.1 persistent
+    /// sessions get exactly this). 0 means sessions never outlive the
+    /// connection; 4294967295 means a 3.1.1 session never expires.
+    pub max_expiry_interval: u32,
+    /// Messages queued per client, offline or not yet sent.
+    pub max_queued_messages: usize,
+    pub queue_full_policy: QueueFullPolicy,
+    /// Queue QoS 0 messages for offline clients too.
+    pub queue_qos0: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_expiry_interval: 7200,
+            max_queued_messages: 1000,
+            queue_full_policy: QueueFullPolicy::DropOldest,
+            queue_qos0: true,
+        }
+    }
+}
+
+/// The retained message store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetainerConfig {
+    /// Most retained messages kept; 0 means no limit.
+    pub max_retained_messages: usize,
+    /// Largest retained payload, in bytes; 0 means no limit.
+    pub max_payload_size: usize,
+}
+
+impl Default for RetainerConfig {
+    fn default() -> Self {
+        RetainerConfig { max_retained_messages: 0, max_payload_size: 1024 * 1024 }
+    }
+}
+
+/// How a shared-subscription group picks the member for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareStrategy {
+    Random,
+    RoundRobin,
+    Sticky,
+    HashClientid,
+    HashTopic,
+}
+
+/// Shared subscriptions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedSubscriptionConfig {
+    pub strategy: ShareStrategy,
+}
+
+impl Default for SharedSubscriptionConfig {
+    fn default() -> Self {
+        SharedSubscriptionConfig { strategy: ShareStrategy::RoundRobin }
+    }
+}
+
+/// `$SYS` topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SysConfig {
+    /// Seconds between two publications; 0 turns `$SYS` off.
+    pub interval: u64,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig { interval: 10 }
+    }
+}
+
+/// Who may connect without credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnonymousPolicy {
+    /// Anonymous clients from loopback addresses only (the default, as in Mosquitto 2).
+    Loopback,
+    /// Anyone.
+    Allow,
+    /// No one.
+    Deny,
+}
+
+/// Client authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub allow_anonymous: AnonymousPolicy,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { allow_anonymous: AnonymousPolicy::Loopback }
+    }
+}
+
+/// A value that is well-typed but not acceptable.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl DataplaneConfig {
+    /// Checks the values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key, message: &str| Err(ConfigError { key, message: message.to_string() });
+        if self.mqtt.max_qos > 2 {
+            return err("mqtt.max_qos", "expected 0, 1 or 2");
+        }
+        if self.mqtt.receive_maximum == 0 {
+            return err("mqtt.receive_maximum", "expected 1 to 65535");
+        }
+        if self.mqtt.max_inflight == 0 {
+            return err("mqtt.max_inflight", "expected 1 to 65535");
+        }
+        if self.mqtt.max_packet_size < 64
+            || self.mqtt.max_packet_size as usize > mqtt_codec::MAX_REMAINING_LENGTH
+        {
+            return err("mqtt.max_packet_size", "expected 64 to 268435455");
+        }
+        if self.session.max_queued_messages == 0 {
+            return err("session.max_queued_messages", "expected at least 1");
+        }
+        if self.mqtt.connect_timeout == 0 {
+            return err("mqtt.connect_timeout", "expected at least 1 second");
+        }
+        for (key, enabled, files) in [
+            ("listeners.tls", self.listeners.tls.enabled, &self.listeners.tls.files()),
+            ("listeners.wss", self.listeners.wss.enabled, &self.listeners.wss.files()),
+        ] {
+            if enabled && (files.certfile.is_none() || files.keyfile.is_none()) {
+                return Err(ConfigError {
+                    key,
+                    message: "an enabled TLS listener needs certfile and keyfile".into(),
+                });
+            }
+            if enabled && files.verify_peer && files.cacertfile.is_none() {
+                return Err(ConfigError { key, message: "verify_peer needs cacertfile".into() });
+            }
+        }
+        for (key, path) in
+            [("listeners.ws.path", &self.listeners.ws.path), ("listeners.wss.path", &self.listeners.wss.path)]
+        {
+            if !path.starts_with('/') {
+                return err(key, "expected a path starting with /");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The first exchange: CONNECT in, checks, session claim (or takeover),
+//! CONNACK out.
+//!
+//! Invariants: nothing but CONNECT is accepted as the first packet; a
+//! refused client gets a CONNACK with the reason (in its own protocol
+//! version's form) and no session is touched; a takeover completes before
+//! CONNACK, so the old connection has sent DISCONNECT 0x8E and handed its
+//! session over by the time the new client hears back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqtt_codec::{ConnAck, ConnAckProperties, Connect, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{ClientLimits, Connection};
+use crate::broker::Broker;
+use crate::config::AnonymousPolicy;
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::registry::Claim;
+use crate::session::SessionState;
+use crate::transport::Transport;
+
+/// How long a takeover may take before the new connection is refused.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads CONNECT and answers it. Returns the connection on success.
+pub(super) async fn accept<T: Transport>(
+    broker: Arc<Broker>,
+    mut transport: T,
+    peer: SocketAddr,
+) -> Option<Connection<T>> {
+    let timeout = Duration::from_secs(broker.config.mqtt.connect_timeout);
+    let mut read_buf = BytesMut::with_capacity(1024);
+    let max_packet = broker.config.mqtt.max_packet_size as usize;
+    let read = tokio::time::timeout(timeout, read_connect(&mut transport, &mut read_buf, max_packet));
+    let connect = match read.await {
+        Err(_) => {
+            debug!("no CONNECT in time");
+            return None;
+        }
+        Ok(Err(refusal)) => {
+            Metrics::add(&broker.metrics.packets_malformed, 1);
+            debug!(?refusal, "bad first packet");
+            if let Some((version, reason)) = refusal {
+                let ack = ConnAck { session_present: false, reason, properties: Default::default() };
+                let mut out = BytesMut::new();
+                let _ = mqtt_codec::encode(&Packet::ConnAck(ack), version, &mut out);
+                let _ = transport.write_all(&out).await;
+            }
+            transport.close().await;
+            return None;
+        }
+        Ok(Ok(connect)) => connect,
+    };
+    let version = connect.protocol;
+    let mut connack_props = ConnAckProperties::default();
+    let config = &broker.config;
+
+    let refuse = |reason: ReasonCode| (version, reason);
+    let checked = check_connect(&broker, &connect, peer).map_err(refuse);
+    let (client_id, assigned) = match checked {
+        Ok(ids) => ids,
+        Err((version, reason)) => {
+            refuse_connection(&mut transport, version, reason).await;
+            return None;
+        }
+    };
+    tracing::Span::current().record("client_id", &*client_id);
+
+    let will = match build_will(&broker, &connect, &client_id) {
+        Ok(will) => will,
+        Err(reason) => {
+            refuse_connection(&mut transport, version, reason).await;
+            return None;
+        }
+    };
+
+    // Session expiry: 5.0 asks; 3.1.1 persistent sessions get the configured maximum.
+    let requested_expiry = if version.is_v5() {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    let session_expiry = requested_expiry.min(config.session.max_expiry_interval);
+    if version.is_v5() && session_expiry != requested_expiry {
+        connack_props.session_expiry_interval = Some(session_expiry);
+    }
+
+    // Claim the session, taking it over from a live connection if need be.
+    let connection_id = broker.next_id();
+    let (control_tx, control_rx) = mpsc::channel(4);
+    let mut previous_state = None;
+    let mut attempts = 0;
+    let mut resumed_will = None;
+    loop {
+        attempts += 1;
+        match broker.registry.claim(&client_id, connection_id, &control_tx) {
+            Claim::Fresh => break,
+            Claim::Resumed(state, will) => {
+                previous_state = Some(state);
+                resumed_will = will;
+                break;
+            }
+            Claim::Busy { connection, control } => {
+                let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+                let asked =
+                    control.send(crate::registry::Control::TakeOver { reply: reply_tx }).await.is_ok();
+                let state = if asked {
+                    tokio::time::timeout(TAKEOVER_TIMEOUT, reply_rx).await.ok().and_then(Result::ok)
+                } else {
+                    None
+                };
+                if broker.registry.claim_from(&client_id, connection, connection_id, &control_tx) {
+                    previous_state = state;
+                    break;
+                }
+                if let Some(state) = state {
+                    broker.end_session(state);
+                }
+                if attempts > 3 {
+                    refuse_connection(&mut transport, version, ReasonCode::SERVER_BUSY).await;
+                    return None;
+                }
+            }
+        }
+    }
+    if let Some(will) = resumed_will {
+        // A delayed will of the parked session: a new connection cancels it,
+        // unless Clean Start ends that session, which sends it.
+        if connect.clean_start {
+            broker.publish_will(will.message);
+        }
+    }
+
+    let (session, session_present) = match previous_state {
+        Some(state) if !connect.clean_start => (state, true),
+        Some(state) => {
+            broker.end_session(state);
+            (Box::new(SessionState::new(broker.next_id(), client_id.clone())), false)
+        }
+        None => (Box::new(SessionState::new(broker.next_id(), client_id.clone())), false),
+    };
+    session.mailbox.set_online(true);
+
+    let keep_alive = server_keep_alive(connect.keep_alive, config.mqtt.max_keep_alive);
+    if version.is_v5() {
+        if keep_alive != connect.keep_alive {
+            connack_props.server_keep_alive = Some(keep_alive);
+        }
+        connack_props.receive_maximum = Some(config.mqtt.receive_maximum);
+        connack_props.maximum_packet_size = Some(config.mqtt.max_packet_size);
+        connack_props.topic_alias_maximum = Some(config.mqtt.topic_alias_maximum);
+        if config.mqtt.max_qos < 2 {
+            connack_props.maximum_qos = Some(config.mqtt.max_qos);
+        }
+        connack_props.retain_available = Some(config.mqtt.retain_available);
+        connack_props.wildcard_subscription_available = Some(config.mqtt.wildcard_subscription_available);
+        connack_props.shared_subscription_available = Some(config.mqtt.shared_subscription_available);
+        connack_props.subscription_identifiers_available =
+            Some(config.mqtt.subscription_identifiers_available);
+        if assigned {
+            connack_props.assigned_client_identifier = Some(client_id.to_string());
+        }
+    }
+    let limits = ClientLimits {
+        window: connect.properties.receive_maximum.unwrap_or(u16::MAX).min(config.mqtt.max_inflight) as usize,
+        max_packet_size: connect.properties.maximum_packet_size.unwrap_or(u32::MAX) as usize,
+        topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
+    };
+
+    let mut connection = Connection {
+        shutdown: broker.shutdown_signal(),
+        broker,
+        transport,
+        id: connection_id,
+        version,
+        read_buf,
+        write_buf: BytesMut::new(),
+        session,
+        keep_alive,
+        last_read: Instant::now(),
+        limits,
+        session_expiry,
+        will,
+        aliases_in: Default::default(),
+        aliases_out: Default::default(),
+        control: control_rx,
+    };
+    let ack = ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: connack_props };
+    connection.send(&Packet::ConnAck(ack));
+    debug!(?version, session_present, "connected");
+    Some(connection)
+}
+
+/// Reads bytes until a whole first packet is there and decodes it as CONNECT.
+/// On failure, says which CONNACK to send, if any.
+async fn read_connect<T: Transport>(
+    transport: &mut T,
+    buf: &mut BytesMut,
+    max_packet: usize,
+) -> Result<Box<Connect>, Option<(ProtocolVersion, ReasonCode)>> {
+    loop {
+        if let Some(&first) = buf.first() {
+            if first >> 4 != 1 {
+                return Err(None);
+            }
+            match mqtt_codec::decode(buf, ProtocolVersion::V311, max_packet) {
+                Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+                Ok(Some(_)) => return Err(None),
+                Ok(None) => {}
+                Err(DecodeError::UnsupportedProtocol { name, .. }) => {
+                    // MQTT-3.1.2-2: an unsupported level of "MQTT" gets return code 1.
+                    let known_name = name == "MQTT" || name == "MQIsdp";
+                    return Err(known_name
+                        .then_some((ProtocolVersion::V311, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)));
+                }
+                Err(error) => {
+                    let v5 = connect_level(buf) == Some(5);
+                    return Err(v5.then(|| (ProtocolVersion::V5, error.reason_code())));
+                }
+            }
+        }
+        match transport.read(buf).await {
+            Ok(0) | Err(_) => return Err(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The protocol level byte of a buffered CONNECT, if it can be found.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    let mut index = 1;
+    while *buf.get(index)? & 0x80 != 0 {
+        index += 1;
+        if index > 4 {
+            return None;
+        }
+    }
+    index += 1;
+    let name_len = u16::from_be_bytes([*buf.get(index)?, *buf.get(index + 1)?]) as usize;
+    buf.get(index + 2 + name_len).copied()
+}
+
+/// Checks identity and credentials. Returns the client id and whether we assigned it.
+fn check_connect(
+    broker: &Broker,
+    connect: &Connect,
+    peer: SocketAddr,
+) -> Result<(Arc<str>, bool), ReasonCode> {
+    let config = &broker.config;
+    let version = connect.protocol;
+    if connect.properties.authentication_method.is_some() {
+        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    }
+    let (client_id, assigned) = if connect.client_id.is_empty() {
+        // 3.1 requires an identifier; 3.1.1 allows none only with Clean Session.
+        if version == ProtocolVersion::V31 || (version == ProtocolVersion::V311 && !connect.clean_start) {
+            return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        (Arc::<str>::from(format!("mqttd-{:016x}", rand::random::<u64>())), true)
+    } else {
+        (Arc::from(connect.client_id.as_str()), false)
+    };
+    if client_id.len() > config.mqtt.max_clientid_len {
+        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    }
+    let anonymous_ok = match config.auth.allow_anonymous {
+        AnonymousPolicy::Allow => true,
+        AnonymousPolicy::Deny => false,
+        AnonymousPolicy::Loopback => peer.ip().is_loopback(),
+    };
+    if !anonymous_ok {
+        return Err(if connect.username.is_some() {
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD
+        } else {
+            ReasonCode::NOT_AUTHORIZED
+        });
+    }
+    Ok((client_id, assigned))
+}
+
+/// Validates the will and builds its message.
+fn build_will(
+    broker: &Broker,
+    connect: &Connect,
+    client_id: &Arc<str>,
+) -> Result<Option<(Arc<Message>, u32)>, ReasonCode> {
+    let Some(will) = &connect.will else { return Ok(None) };
+    if will.topic.is_empty() || crate::topic::has_wildcard(&will.topic) {
+        return Err(ReasonCode::TOPIC_NAME_INVALID);
+    }
+    if will.qos as u8 > broker.config.mqtt.max_qos {
+        return Err(ReasonCode::QOS_NOT_SUPPORTED);
+    }
+    if will.retain && !broker.config.mqtt.retain_available {
+        return Err(ReasonCode::RETAIN_NOT_SUPPORTED);
+    }
+    let props = &will.properties;
+    let publish_props = mqtt_codec::PublishProperties {
+        payload_format_indicator: props.payload_format_indicator,
+        message_expiry_interval: props.message_expiry_interval,
+        response_topic: props.response_topic.clone(),
+        correlation_data: props.correlation_data.clone(),
+        user_properties: props.user_properties.clone(),
+        content_type: props.content_type.clone(),
+        ..Default::default()
+    };
+    if props.payload_format_indicator == Some(1) && std::str::from_utf8(&will.payload).is_err() {
+        return Err(ReasonCode::PAYLOAD_FORMAT_INVALID);
+    }
+    let message = Message {
+        topic: will.topic.clone(),
+        payload: will.payload.clone(),
+        qos: will.qos,
+        retain: will.retain,
+        expires_at: None,
+        properties: publish_props,
+        publisher: Some(client_id.clone()),
+    };
+    Ok(Some((Arc::new(message), props.will_delay_interval.unwrap_or(0))))
+}
+
+/// The keep-alive to enforce: the client's, unless it exceeds the maximum.
+fn server_keep_alive(requested: u16, maximum: u16) -> u16 {
+    if maximum > 0 && (requested == 0 || requested > maximum) {
+        maximum
+    } else {
+        requested
+    }
+}
+
+async fn refuse_connection<T: Transport>(transport: &mut T, version: ProtocolVersion, reason: ReasonCode) {
+    debug!(?reason, "connection refused");
+    let ack = ConnAck { session_present: false, reason, properties: Default::default() };
+    let mut out = BytesMut::new();
+    if mqtt_codec::encode(&Packet::ConnAck(ack), version, &mut out).is_ok() {
+        let _ = transport.write_all(&out).await;
+    }
+    transport.close().await;
+}

@@ -1,0 +1,293 @@
+//! Packets from the client after CONNECT: PUBLISH and its acknowledgements,
+//! SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT.
+//!
+//! Invariants: an incoming QoS 2 message is routed once, when its PUBLISH
+//! first arrives, and its packet id is remembered until PUBREL, so a resent
+//! PUBLISH (DUP) is acknowledged but not routed again; more unacknowledged
+//! QoS 2 messages than our Receive Maximum closes the connection with 0x93.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use mqtt_codec::{
+    AckProperties, Packet, PubAck, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
+};
+use tracing::debug;
+
+use super::{Close, Connection};
+use crate::message::{Delivery, Message};
+use crate::metrics::Metrics;
+use crate::session::{OutgoingState, SessionSubscription};
+use crate::topic::{self, FilterError, ParsedFilter};
+use crate::transport::Transport;
+
+impl<T: Transport> Connection<T> {
+    /// Decodes and handles every whole packet in the read buffer.
+    pub(super) fn handle_input(&mut self) -> Result<(), Close> {
+        let max = self.broker.config.mqtt.max_packet_size as usize;
+        loop {
+            match mqtt_codec::decode(&mut self.read_buf, self.version, max) {
+                Ok(Some(packet)) => self.handle_packet(packet)?,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    Metrics::add(&self.broker.metrics.packets_malformed, 1);
+                    debug!(%error, "bad packet");
+                    return Err(Close::Violation(error.reason_code()));
+                }
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::PubAck(ack) => {
+                if matches!(self.session.inflight.get(&ack.packet_id), Some(e) if e.delivery.qos == QoS::AtLeastOnce)
+                {
+                    self.session.inflight.remove(&ack.packet_id);
+                }
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                let known = matches!(
+                    self.session.inflight.get(&rec.packet_id),
+                    Some(e) if e.delivery.qos == QoS::ExactlyOnce
+                );
+                if !known {
+                    self.send_ack(Packet::PubRel, rec.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+                } else if !rec.reason.is_success() {
+                    // The receiver refused it: the exchange ends here.
+                    self.session.inflight.remove(&rec.packet_id);
+                } else {
+                    if let Some(entry) = self.session.inflight.get_mut(&rec.packet_id) {
+                        entry.state = OutgoingState::Released;
+                    }
+                    self.send_ack(Packet::PubRel, rec.packet_id, ReasonCode::SUCCESS);
+                }
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                let reason = if self.session.awaiting_rel.remove(&rel.packet_id) {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.send_ack(Packet::PubComp, rel.packet_id, reason);
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                if matches!(self.session.inflight.get(&comp.packet_id), Some(e) if e.state == OutgoingState::Released)
+                {
+                    self.session.inflight.remove(&comp.packet_id);
+                }
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => {
+                self.on_unsubscribe(unsubscribe);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                if let Some(expiry) = disconnect.properties.session_expiry_interval {
+                    // MQTT-3.14.2-2: a session that had no expiry cannot be given one now.
+                    if self.session_expiry == 0 && expiry != 0 {
+                        return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR));
+                    }
+                    self.session_expiry = expiry.min(self.broker.config.session.max_expiry_interval);
+                }
+                Err(Close::ClientDisconnect {
+                    with_will: disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL,
+                })
+            }
+            // A second CONNECT, AUTH without an authentication method, or a
+            // packet only a server sends.
+            Packet::Connect(_)
+            | Packet::Auth(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => Err(Close::Violation(ReasonCode::PROTOCOL_ERROR)),
+        }
+    }
+
+    fn send_ack(&mut self, kind: fn(PubAck) -> Packet, packet_id: u16, reason: ReasonCode) {
+        let packet = kind(PubAck { packet_id, reason, properties: AckProperties::default() });
+        self.send(&packet);
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) -> Result<(), Close> {
+        let config = &self.broker.config.mqtt;
+        if publish.qos as u8 > config.max_qos {
+            return Err(Close::Violation(ReasonCode::QOS_NOT_SUPPORTED));
+        }
+        if publish.retain && !config.retain_available {
+            return Err(Close::Violation(ReasonCode::RETAIN_NOT_SUPPORTED));
+        }
+        if let Some(alias) = publish.properties.topic_alias.take() {
+            if alias == 0 || alias > config.topic_alias_maximum {
+                return Err(Close::Violation(ReasonCode::TOPIC_ALIAS_INVALID));
+            }
+            if publish.topic.is_empty() {
+                match self.aliases_in.get(&alias) {
+                    Some(topic) => publish.topic = topic.clone(),
+                    None => return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR)),
+                }
+            } else {
+                self.aliases_in.insert(alias, publish.topic.clone());
+            }
+        } else if publish.topic.is_empty() {
+            return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR));
+        }
+
+        let packet_id = publish.packet_id.unwrap_or(0);
+        if publish.qos == QoS::ExactlyOnce && self.session.awaiting_rel.contains(&packet_id) {
+            // A resend of a message we already routed.
+            self.send_ack(Packet::PubRec, packet_id, ReasonCode::SUCCESS);
+            return Ok(());
+        }
+        if publish.qos == QoS::ExactlyOnce
+            && self.session.awaiting_rel.len() >= self.broker.config.mqtt.receive_maximum as usize
+        {
+            return Err(Close::Violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+        }
+
+        let reason = self.route_publish(publish.clone());
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send_ack(Packet::PubAck, packet_id, reason),
+            QoS::ExactlyOnce => {
+                if reason.is_success() {
+                    self.session.awaiting_rel.insert(packet_id);
+                }
+                self.send_ack(Packet::PubRec, packet_id, reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes a client's message; returns the reason code for its acknowledgement.
+    fn route_publish(&mut self, publish: Publish) -> ReasonCode {
+        if publish.topic.starts_with("$SYS") {
+            // Only the broker publishes $SYS topics.
+            return ReasonCode::NOT_AUTHORIZED;
+        }
+        if publish.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            return ReasonCode::PAYLOAD_FORMAT_INVALID;
+        }
+        let mut properties = publish.properties;
+        properties.subscription_identifiers.clear();
+        let expires_at =
+            properties.message_expiry_interval.map(|s| StdInstant::now() + Duration::from_secs(s as u64));
+        let message = Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            publisher: Some(self.session.client_id.clone()),
+            expires_at,
+        };
+        let matched = self.broker.publish(Arc::new(message));
+        if matched == 0 && self.version.is_v5() {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        }
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
+        let config = &self.broker.config.mqtt;
+        let identifier = subscribe.properties.subscription_identifier;
+        if identifier.is_some() && !config.subscription_identifiers_available {
+            return Err(Close::Violation(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED));
+        }
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut retained_to_send = Vec::new();
+        for (raw, mut options) in subscribe.filters {
+            let parsed = match topic::parse_filter(&raw) {
+                Ok(parsed) => parsed,
+                Err(FilterError::BadShare) if !config.shared_subscription_available => {
+                    reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+                    continue;
+                }
+                Err(_) => {
+                    reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            let shared = matches!(parsed, ParsedFilter::Shared { .. });
+            if shared && options.no_local && self.version.is_v5() {
+                // MQTT-3.8.3-4.
+                return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR));
+            }
+            if shared && !config.shared_subscription_available {
+                reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+                continue;
+            }
+            if topic::has_wildcard(parsed.filter()) && !config.wildcard_subscription_available {
+                reasons.push(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+                continue;
+            }
+            options.qos = options.qos.min(QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce));
+            let existed =
+                self.broker.router.subscribe(&parsed, self.session.subscriber(), options, identifier);
+            self.session.subscriptions.insert(raw.clone(), SessionSubscription { options, identifier });
+            reasons.push(ReasonCode(options.qos as u8));
+
+            let send_retained = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if send_retained && !shared {
+                for message in self.broker.retained.matching(parsed.filter()) {
+                    if options.no_local && message.publisher.as_deref() == Some(&*self.session.client_id) {
+                        continue;
+                    }
+                    retained_to_send.push(Delivery {
+                        qos: options.qos.min(message.qos),
+                        retain: true,
+                        subscription_ids: identifier.into_iter().collect(),
+                        share: None,
+                        message,
+                    });
+                }
+            }
+        }
+        let ack = SubAck { packet_id: subscribe.packet_id, reasons, properties: AckProperties::default() };
+        self.send(&Packet::SubAck(ack));
+        for delivery in retained_to_send {
+            self.broker.deliver(&self.session.mailbox, delivery);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        for raw in &unsubscribe.filters {
+            let reason = match topic::parse_filter(raw) {
+                Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
+                Ok(parsed) => {
+                    let removed = self.broker.router.unsubscribe(&parsed, self.session.id);
+                    self.session.subscriptions.remove(raw);
+                    if removed {
+                        ReasonCode::SUCCESS
+                    } else {
+                        ReasonCode::NO_SUBSCRIPTION_EXISTED
+                    }
+                }
+            };
+            reasons.push(reason);
+        }
+        let ack =
+            UnsubAck { packet_id: unsubscribe.packet_id, reasons, properties: AckProperties::default() };
+        self.send(&Packet::UnsubAck(ack));
+    }
+}

@@ -1,0 +1,134 @@
+//! Deliveries to the client: draining the mailbox into PUBLISH packets,
+//! packet identifiers, outgoing topic aliases, and resending unacknowledged
+//! messages after a reconnect.
+//!
+//! Invariants: at most `window` QoS 1/2 messages are unacknowledged at once;
+//! a packet larger than the client's Maximum Packet Size is never sent (the
+//! message is dropped and counted); expired messages are dropped, and the
+//! rest carry the expiry time they have left.
+
+use std::time::Instant as StdInstant;
+
+use mqtt_codec::{AckProperties, Packet, PubAck, Publish, QoS, ReasonCode};
+
+use super::{Close, Connection};
+use crate::message::Delivery;
+use crate::metrics::Metrics;
+use crate::session::OutgoingState;
+use crate::transport::Transport;
+
+/// Deliveries taken from the mailbox per turn of the loop, so that one
+/// busy subscriber cannot grow its write buffer without bound.
+const BATCH: usize = 256;
+
+impl<T: Transport> Connection<T> {
+    /// Moves queued deliveries into the write buffer, as the window allows.
+    pub(super) fn pump(&mut self) -> Result<(), Close> {
+        let mut batch = Vec::new();
+        let window = self.limits.window.saturating_sub(self.session.inflight.len());
+        self.session.mailbox.drain_into(&mut batch, window, BATCH);
+        let now = StdInstant::now();
+        let mut sent = 0u64;
+        let mut dropped = 0u64;
+        for delivery in batch {
+            if delivery.message.is_expired(now) {
+                dropped += 1;
+                continue;
+            }
+            let packet_id = match delivery.qos {
+                QoS::AtMostOnce => None,
+                _ => match self.session.allocate_packet_id() {
+                    Some(id) => Some(id),
+                    None => {
+                        dropped += 1;
+                        continue;
+                    }
+                },
+            };
+            if self.write_publish(&delivery, packet_id, false, now) {
+                sent += 1;
+                if let Some(id) = packet_id {
+                    self.session.track(id, delivery);
+                }
+            } else {
+                dropped += 1;
+            }
+        }
+        Metrics::add(&self.broker.metrics.messages_sent, sent);
+        Metrics::add(&self.broker.metrics.messages_dropped, dropped);
+        Ok(())
+    }
+
+    /// Resends, in their original order, the messages a resumed session had
+    /// not had acknowledged: PUBLISH with DUP, or PUBREL once PUBREC came.
+    pub(super) fn resend_inflight(&mut self) -> Result<(), Close> {
+        let now = StdInstant::now();
+        for (packet_id, entry) in self.session.inflight_in_order() {
+            match entry.state {
+                OutgoingState::Published => {
+                    if !self.write_publish(&entry.delivery, Some(packet_id), true, now) {
+                        self.session.inflight.remove(&packet_id);
+                    }
+                }
+                OutgoingState::Released => {
+                    let rel = PubAck {
+                        packet_id,
+                        reason: ReasonCode::SUCCESS,
+                        properties: AckProperties::default(),
+                    };
+                    self.send(&Packet::PubRel(rel));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes one PUBLISH; false if it could not go out (too large for the client).
+    fn write_publish(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: Option<u16>,
+        dup: bool,
+        now: StdInstant,
+    ) -> bool {
+        let message = &delivery.message;
+        let mut properties = message.properties.clone();
+        let mut topic = message.topic.clone();
+        if self.version.is_v5() {
+            properties.subscription_identifiers = delivery.subscription_ids.clone();
+            properties.message_expiry_interval = message.remaining_expiry(now);
+            if self.limits.topic_alias_maximum > 0 {
+                if let Some(alias) = self.aliases_out.get(&topic) {
+                    properties.topic_alias = Some(*alias);
+                    topic = String::new();
+                } else if self.aliases_out.len() < self.limits.topic_alias_maximum as usize {
+                    let alias = self.aliases_out.len() as u16 + 1;
+                    self.aliases_out.insert(topic.clone(), alias);
+                    properties.topic_alias = Some(alias);
+                }
+            }
+        }
+        let publish = Publish {
+            dup,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic,
+            packet_id,
+            properties,
+            payload: message.payload.clone(),
+        };
+        let start = self.write_buf.len();
+        let fits = mqtt_codec::encode_publish(&publish, self.version, &mut self.write_buf).is_ok()
+            && self.write_buf.len() - start <= self.limits.max_packet_size;
+        if !fits {
+            self.write_buf.truncate(start);
+            if let Some(alias) = publish.properties.topic_alias {
+                if !publish.topic.is_empty() {
+                    // The alias was never announced: forget it.
+                    self.aliases_out.retain(|_, a| *a != alias);
+                }
+            }
+        }
+        fits
+    }
+}

@@ -1,0 +1,112 @@
+//! The data plane: stateless nodes that terminate MQTT connections, keep
+//! sessions in memory, and route messages between local subscribers.
+//!
+//! Start with [`Node::start`]: it binds every enabled listener (failing if
+//! one cannot be bound), then serves until [`Node::shutdown`]. The modules
+//! follow a message: `listener` accepts, `transport` frames bytes,
+//! `connection` speaks MQTT with one client, `session` and `mailbox` hold
+//! what a client has not received yet, `router` finds subscribers,
+//! `retained` keeps the last message per topic, `broker` ties them together.
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod config;
+mod connection;
+pub mod listener;
+pub mod mailbox;
+pub mod message;
+pub mod metrics;
+pub mod registry;
+pub mod retained;
+pub mod router;
+pub mod session;
+pub mod sys;
+pub mod tls;
+pub mod topic;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use broker::Broker;
+pub use config::DataplaneConfig;
+
+use listener::Protocol;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("listeners.{listener}.bind: cannot bind {addr}: {source}")]
+    Bind { listener: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running data-plane node.
+pub struct Node {
+    pub broker: Arc<Broker>,
+    /// Bound addresses by listener name (`tcp`, `tls`, `ws`, `wss`).
+    pub addresses: Vec<(&'static str, SocketAddr)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Validates the config, binds every enabled listener and starts serving.
+    pub async fn start(config: DataplaneConfig, node_name: String) -> Result<Node, StartError> {
+        config.validate()?;
+        let listeners = config.listeners.clone();
+        let mut bound = Vec::new();
+        if listeners.tcp.enabled {
+            bound.push(("tcp", listener::bind("tcp", listeners.tcp.bind).await?, Protocol::Mqtt));
+        }
+        if listeners.tls.enabled {
+            let acceptor = tls::acceptor("listeners.tls", &listeners.tls.files())?;
+            bound.push(("tls", listener::bind("tls", listeners.tls.bind).await?, Protocol::Tls(acceptor)));
+        }
+        if listeners.ws.enabled {
+            let protocol = Protocol::Ws { path: listeners.ws.path.clone() };
+            bound.push(("ws", listener::bind("ws", listeners.ws.bind).await?, protocol));
+        }
+        if listeners.wss.enabled {
+            let acceptor = tls::acceptor("listeners.wss", &listeners.wss.files())?;
+            let protocol = Protocol::Wss { acceptor, path: listeners.wss.path.clone() };
+            bound.push(("wss", listener::bind("wss", listeners.wss.bind).await?, protocol));
+        }
+        let broker = Broker::new(config, node_name);
+        let mut addresses = Vec::new();
+        let mut tasks = Vec::new();
+        for (name, socket, protocol) in bound {
+            let addr = socket.local_addr().map_err(|source| StartError::Bind {
+                listener: name,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?;
+            addresses.push((name, addr));
+            tasks.push(tokio::spawn(listener::accept_loop(broker.clone(), socket, protocol)));
+        }
+        tasks.push(tokio::spawn(sys::run(broker.clone())));
+        Ok(Node { broker, addresses, tasks })
+    }
+
+    /// Stops accepting, tells every client the server is shutting down, and
+    /// waits (up to `grace`) for connections to close.
+    pub async fn shutdown(self, grace: Duration) {
+        self.broker.begin_shutdown();
+        let deadline = tokio::time::Instant::now() + grace;
+        while metrics::Metrics::get(&self.broker.metrics.connections) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+        info!("data plane stopped");
+    }
+}

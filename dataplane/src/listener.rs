@@ -1,0 +1,156 @@
+//! Accept loops for the TCP, TLS, WebSocket and WSS listeners.
+//!
+//! A listener is bound before the node reports itself started, so a port
+//! that is taken fails start-up. Each accepted socket gets its own task; TLS
+//! and WebSocket handshakes run on that task, under a timeout, never on the
+//! accept loop. Accept errors (such as running out of file descriptors) are
+//! logged and followed by a short pause, so the loop never spins.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+use crate::connection;
+use crate::transport::{StreamTransport, WsTransport};
+
+/// Time allowed for a TLS or WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What runs on top of an accepted TCP socket.
+#[derive(Clone)]
+pub enum Protocol {
+    Mqtt,
+    Tls(TlsAcceptor),
+    Ws { path: String },
+    Wss { acceptor: TlsAcceptor, path: String },
+}
+
+impl Protocol {
+    fn name(&self) -> &'static str {
+        match self {
+            Protocol::Mqtt => "tcp",
+            Protocol::Tls(_) => "tls",
+            Protocol::Ws { .. } => "ws",
+            Protocol::Wss { .. } => "wss",
+        }
+    }
+}
+
+/// Binds `addr` for the listener `name`.
+pub async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, crate::StartError> {
+    TcpListener::bind(addr).await.map_err(|source| crate::StartError::Bind { listener: name, addr, source })
+}
+
+/// Accepts connections until the broker shuts down.
+pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, protocol: Protocol) {
+    let mut shutdown = broker.shutdown_signal();
+    if let Ok(addr) = listener.local_addr() {
+        info!(listener = protocol.name(), %addr, "listening");
+    }
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                let _ = socket.set_nodelay(true);
+                tokio::spawn(handle(broker.clone(), socket, peer, protocol.clone()));
+            }
+            Err(error) => {
+                warn!(%error, listener = protocol.name(), "accept failed; pausing");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr, protocol: Protocol) {
+    match protocol {
+        Protocol::Mqtt => connection::serve(broker, StreamTransport(socket), peer).await,
+        Protocol::Tls(acceptor) => {
+            if let Some(stream) = tls_handshake(&acceptor, socket, peer).await {
+                connection::serve(broker, StreamTransport(stream), peer).await;
+            }
+        }
+        Protocol::Ws { path } => {
+            if let Some(ws) = ws_handshake(socket, &path, peer).await {
+                connection::serve(broker, WsTransport(ws), peer).await;
+            }
+        }
+        Protocol::Wss { acceptor, path } => {
+            if let Some(stream) = tls_handshake(&acceptor, socket, peer).await {
+                if let Some(ws) = ws_handshake(stream, &path, peer).await {
+                    connection::serve(broker, WsTransport(ws), peer).await;
+                }
+            }
+        }
+    }
+}
+
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    socket: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            debug!(%peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    path: &str,
+    peer: SocketAddr,
+) -> Option<tokio_tungstenite::WebSocketStream<S>> {
+    // The error type is tungstenite's own; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        if request.uri().path() != path {
+            let mut refusal =
+                ErrorResponse::new(Some(format!("no MQTT endpoint at {}", request.uri().path())));
+            *refusal.status_mut() = StatusCode::NOT_FOUND;
+            return Err(refusal);
+        }
+        let offered = request
+            .headers()
+            .get_all("Sec-WebSocket-Protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .find(|p| matches!(*p, "mqtt" | "mqttv3.1" | "mqttv3.1.1" | "mqttv5.0"))
+            .map(str::to_string);
+        if let Some(protocol) = offered {
+            if let Ok(value) = HeaderValue::from_str(&protocol) {
+                response.headers_mut().insert("Sec-WebSocket-Protocol", value);
+            }
+        }
+        Ok(response)
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::accept_hdr_async(stream, callback)).await
+    {
+        Ok(Ok(ws)) => Some(ws),
+        Ok(Err(error)) => {
+            debug!(%peer, %error, "WebSocket handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}

@@ -1,0 +1,230 @@
+//! A session's bounded queue of deliveries, shared between the publishers
+//! that fill it and the connection task that drains it.
+//!
+//! Invariant: the queue never holds more than its limit; when it is full the
+//! configured policy drops a message and the caller counts it. The queue
+//! outlives connections: while a persistent session is offline, deliveries
+//! wait here and go out in order when the client comes back. Each mailbox
+//! has its own lock, held only for a push or a drain, never across `.await`.
+
+use std::collections::VecDeque;
+
+use mqtt_codec::QoS;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::config::QueueFullPolicy;
+use crate::message::Delivery;
+
+/// What happened to a pushed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Queued,
+    /// Queued, and an older message was dropped to make room.
+    DroppedOldest,
+    /// Not queued: the queue was full, or the session is offline and the
+    /// message is QoS 0 while QoS 0 is not queued for offline sessions.
+    Dropped,
+}
+
+/// Limits applied on push.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_len: usize,
+    pub policy: QueueFullPolicy,
+    pub queue_qos0_offline: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Delivery>,
+    online: bool,
+}
+
+/// The queue of one session.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    inner: Mutex<Inner>,
+    notify: Notify,
+}
+
+impl Mailbox {
+    pub fn new() -> Mailbox {
+        Mailbox::default()
+    }
+
+    /// Adds a delivery and wakes the connection, applying the limits.
+    pub fn push(&self, delivery: Delivery, limits: QueueLimits) -> PushOutcome {
+        let mut inner = self.inner.lock();
+        if !inner.online && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
+            return PushOutcome::Dropped;
+        }
+        let mut outcome = PushOutcome::Queued;
+        if inner.queue.len() >= limits.max_len {
+            match limits.policy {
+                QueueFullPolicy::DropNew => return PushOutcome::Dropped,
+                QueueFullPolicy::DropOldest => {
+                    let victim = inner.queue.iter().position(|d| d.qos == QoS::AtMostOnce).unwrap_or(0);
+                    inner.queue.remove(victim);
+                    outcome = PushOutcome::DroppedOldest;
+                }
+            }
+        }
+        inner.queue.push_back(delivery);
+        let online = inner.online;
+        drop(inner);
+        if online {
+            self.notify.notify_one();
+        }
+        outcome
+    }
+
+    /// Puts deliveries back at the front, in their order (a redispatch).
+    pub fn push_front_all(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        for delivery in deliveries.into_iter().rev() {
+            inner.queue.push_front(delivery);
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// Moves deliveries into `out` in order, stopping before the first QoS 1
+    /// or 2 delivery once `window` of them have been taken, or after `max`.
+    pub fn drain_into(&self, out: &mut Vec<Delivery>, mut window: usize, max: usize) {
+        let mut inner = self.inner.lock();
+        while out.len() < max {
+            match inner.queue.front() {
+                None => break,
+                Some(front) if front.qos != QoS::AtMostOnce => {
+                    if window == 0 {
+                        break;
+                    }
+                    window -= 1;
+                }
+                Some(_) => {}
+            }
+            if let Some(delivery) = inner.queue.pop_front() {
+                out.push(delivery);
+            }
+        }
+    }
+
+    /// Takes every queued delivery out (the session is going away).
+    pub fn take_all(&self) -> Vec<Delivery> {
+        self.inner.lock().queue.drain(..).collect()
+    }
+
+    /// Marks the session online or offline.
+    pub fn set_online(&self, online: bool) {
+        self.inner.lock().online = online;
+        if online {
+            self.notify.notify_one();
+        }
+    }
+
+    /// True while a connection is attached to the session.
+    pub fn is_online(&self) -> bool {
+        self.inner.lock().online
+    }
+
+    /// Number of queued deliveries.
+    pub fn len(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until something is pushed (or a wake-up was already pending).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// Wakes the connection without pushing (e.g. the window opened).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::message::Message;
+
+    fn delivery(qos: QoS, n: u8) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: "t".into(),
+                payload: bytes::Bytes::from(vec![n]),
+                qos,
+                retain: false,
+                properties: Default::default(),
+                publisher: None,
+                expires_at: None,
+            }),
+            qos,
+            retain: false,
+            subscription_ids: vec![],
+            share: None,
+        }
+    }
+
+    fn limits(max_len: usize, policy: QueueFullPolicy) -> QueueLimits {
+        QueueLimits { max_len, policy, queue_qos0_offline: false }
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_qos0_first() {
+        let mailbox = Mailbox::new();
+        mailbox.set_online(true);
+        let l = limits(3, QueueFullPolicy::DropOldest);
+        mailbox.push(delivery(QoS::AtLeastOnce, 1), l);
+        mailbox.push(delivery(QoS::AtMostOnce, 2), l);
+        mailbox.push(delivery(QoS::AtLeastOnce, 3), l);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce, 4), l), PushOutcome::DroppedOldest);
+        let payloads: Vec<u8> = mailbox.take_all().iter().map(|d| d.message.payload[0]).collect();
+        assert_eq!(payloads, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn full_queue_drop_new_keeps_old() {
+        let mailbox = Mailbox::new();
+        mailbox.set_online(true);
+        let l = limits(1, QueueFullPolicy::DropNew);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce, 1), l), PushOutcome::Queued);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce, 2), l), PushOutcome::Dropped);
+        assert_eq!(mailbox.len(), 1);
+    }
+
+    #[test]
+    fn offline_qos0_is_dropped_unless_configured() {
+        let mailbox = Mailbox::new();
+        let l = limits(10, QueueFullPolicy::DropOldest);
+        assert_eq!(mailbox.push(delivery(QoS::AtMostOnce, 1), l), PushOutcome::Dropped);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce, 2), l), PushOutcome::Queued);
+    }
+
+    #[test]
+    fn drain_respects_the_window_but_not_for_qos0() {
+        let mailbox = Mailbox::new();
+        mailbox.set_online(true);
+        let l = limits(10, QueueFullPolicy::DropOldest);
+        for (i, qos) in
+            [QoS::AtLeastOnce, QoS::AtMostOnce, QoS::ExactlyOnce, QoS::AtMostOnce].iter().enumerate()
+        {
+            mailbox.push(delivery(*qos, i as u8), l);
+        }
+        let mut out = Vec::new();
+        mailbox.drain_into(&mut out, 1, 100);
+        assert_eq!(out.len(), 2);
+        assert_eq!(mailbox.len(), 2);
+    }
+}

@@ -1,0 +1,60 @@
+//! The internal message model: a message is built once per publish and
+//! shared by every subscriber it reaches through an `Arc`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use mqtt_codec::{PublishProperties, QoS};
+
+/// A published application message, as routed inside the broker.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// The publisher's properties minus Topic Alias and Subscription Identifiers.
+    pub properties: PublishProperties,
+    /// Client identifier of the publisher, for No Local; `None` for the broker itself.
+    pub publisher: Option<Arc<str>>,
+    /// When the Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// True once the message's expiry interval has passed.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Seconds of expiry left (at least 1), for the outgoing Message Expiry Interval.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now).as_secs_f64().ceil() as u64;
+            left.clamp(1, u32::MAX as u64) as u32
+        })
+    }
+}
+
+/// Identifies a shared subscription group: the group name and its filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShareKey {
+    pub group: Arc<str>,
+    pub filter: Arc<str>,
+}
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// The QoS it goes out with: the message's, capped by the subscription's.
+    pub qos: QoS,
+    /// The RETAIN flag it goes out with.
+    pub retain: bool,
+    /// Identifiers of the subscriptions it matched (MQTT 5.0).
+    pub subscription_ids: Vec<u32>,
+    /// Set when it reached this session through a shared subscription, so
+    /// that it can go to another member if this one leaves before acking.
+    pub share: Option<ShareKey>,
+}

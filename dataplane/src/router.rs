@@ -1,0 +1,308 @@
+//! The local subscription index: a trie over topic levels, with `+` and `#`
+//! children, and shared-subscription groups at the node of their filter.
+//!
+//! Routing a message walks the trie once, collects every matching
+//! subscription, picks one member per shared group by the configured
+//! strategy, and merges overlapping subscriptions of one session into one
+//! delivery (highest QoS, every Subscription Identifier), as MQTT 5.0 allows
+//! and 3.1.1 requires. Topics starting with `$` are not matched by a filter
+//! that starts with a wildcard. The trie sits behind one read-write lock:
+//! publishes only read it.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use mqtt_codec::SubscriptionOptions;
+use parking_lot::RwLock;
+use rand::Rng;
+
+use crate::config::ShareStrategy;
+use crate::mailbox::Mailbox;
+use crate::message::{Delivery, Message, ShareKey};
+use crate::topic::ParsedFilter;
+
+/// Identifies one session for its whole life (not reused).
+pub type SessionId = u64;
+
+/// Where deliveries for one session go.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub session: SessionId,
+    pub client_id: Arc<str>,
+    pub mailbox: Arc<Mailbox>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    subscriber: Subscriber,
+    options: SubscriptionOptions,
+    identifier: Option<u32>,
+}
+
+#[derive(Debug)]
+struct SharedGroup {
+    /// The group's key (name and filter), handed out with each delivery.
+    key: ShareKey,
+    members: Vec<Entry>,
+    next: AtomicUsize,
+    sticky: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    subscribers: HashMap<SessionId, Entry>,
+    shared: HashMap<Arc<str>, SharedGroup>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subscribers.is_empty() && self.shared.is_empty()
+    }
+}
+
+/// The subscription index of this node.
+#[derive(Debug)]
+pub struct Router {
+    root: RwLock<Node>,
+    strategy: ShareStrategy,
+    count: AtomicUsize,
+}
+
+/// One delivery to make: a mailbox and what to put in it.
+pub type Route = (Subscriber, Delivery);
+
+impl Router {
+    pub fn new(strategy: ShareStrategy) -> Router {
+        Router { root: RwLock::new(Node::default()), strategy, count: AtomicUsize::new(0) }
+    }
+
+    /// Number of subscriptions, shared ones included.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Adds or replaces a subscription. Returns true if it existed before.
+    pub fn subscribe(
+        &self,
+        filter: &ParsedFilter<'_>,
+        subscriber: Subscriber,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> bool {
+        let mut root = self.root.write();
+        let mut node = &mut *root;
+        for level in filter.filter().split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let session = subscriber.session;
+        let entry = Entry { subscriber, options, identifier };
+        let existed = match filter {
+            ParsedFilter::Shared { group, .. } => {
+                let name: Arc<str> = Arc::from(*group);
+                let group = node.shared.entry(name.clone()).or_insert_with(|| SharedGroup {
+                    key: ShareKey { group: name, filter: Arc::from(filter.filter()) },
+                    members: Vec::new(),
+                    next: AtomicUsize::new(0),
+                    sticky: AtomicU64::new(0),
+                });
+                match group.members.iter_mut().find(|m| m.subscriber.session == session) {
+                    Some(member) => {
+                        *member = entry;
+                        true
+                    }
+                    None => {
+                        group.members.push(entry);
+                        false
+                    }
+                }
+            }
+            _ => node.subscribers.insert(session, entry).is_some(),
+        };
+        if !existed {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        existed
+    }
+
+    /// Removes a subscription. Returns true if it existed.
+    pub fn unsubscribe(&self, filter: &ParsedFilter<'_>, session: SessionId) -> bool {
+        let mut root = self.root.write();
+        let levels: Vec<&str> = filter.filter().split('/').collect();
+        let removed = remove(&mut root, &levels, filter, session);
+        if removed {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Collects the deliveries for `message`. Deliveries are appended to `out`.
+    pub fn route(&self, message: &Arc<Message>, out: &mut Vec<Route>) {
+        let topic = message.topic.as_str();
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        let mut plain: Vec<&Entry> = Vec::new();
+        let mut shared: Vec<&SharedGroup> = Vec::new();
+        let root = self.root.read();
+        collect(&root, &levels, 0, dollar, &mut plain, &mut shared);
+
+        let publisher = message.publisher.as_deref();
+        plain.retain(|e| !(e.options.no_local && publisher == Some(&*e.subscriber.client_id)));
+        plain.sort_unstable_by_key(|e| e.subscriber.session);
+        let mut i = 0;
+        while i < plain.len() {
+            let first = plain[i];
+            let mut qos = first.options.qos.min(message.qos);
+            let mut retain = first.options.retain_as_published && message.retain;
+            let mut ids: Vec<u32> = first.identifier.into_iter().collect();
+            let mut j = i + 1;
+            while j < plain.len() && plain[j].subscriber.session == first.subscriber.session {
+                let other = plain[j];
+                qos = qos.max(other.options.qos.min(message.qos));
+                retain |= other.options.retain_as_published && message.retain;
+                ids.extend(other.identifier);
+                j += 1;
+            }
+            out.push((
+                first.subscriber.clone(),
+                Delivery { message: message.clone(), qos, retain, subscription_ids: ids, share: None },
+            ));
+            i = j;
+        }
+
+        for group in shared {
+            if let Some(member) = self.pick(group, message) {
+                let qos = member.options.qos.min(message.qos);
+                out.push((
+                    member.subscriber.clone(),
+                    Delivery {
+                        message: message.clone(),
+                        qos,
+                        retain: member.options.retain_as_published && message.retain,
+                        subscription_ids: member.identifier.into_iter().collect(),
+                        share: Some(group.key.clone()),
+                    },
+                ));
+            }
+        }
+    }
+
+    /// Picks a member of the group `key` other than `except` to take over a
+    /// delivery, preferring connected members.
+    pub fn other_member(
+        &self,
+        key: &ShareKey,
+        except: SessionId,
+    ) -> Option<(Subscriber, SubscriptionOptions)> {
+        let root = self.root.read();
+        let mut node = &*root;
+        for level in key.filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        let group = node.shared.get(&key.group)?;
+        let candidates: Vec<&Entry> =
+            group.members.iter().filter(|m| m.subscriber.session != except).collect();
+        let pick =
+            candidates.iter().find(|m| m.subscriber.mailbox.is_online()).or_else(|| candidates.first())?;
+        Some((pick.subscriber.clone(), pick.options))
+    }
+
+    fn pick<'a>(&self, group: &'a SharedGroup, message: &Message) -> Option<&'a Entry> {
+        let members = &group.members;
+        if members.is_empty() {
+            return None;
+        }
+        // Prefer connected members; fall back to any (its queue keeps the message).
+        let online: Vec<usize> =
+            (0..members.len()).filter(|&i| members[i].subscriber.mailbox.is_online()).collect();
+        let pool: Vec<usize> = if online.is_empty() { (0..members.len()).collect() } else { online };
+        let index = match self.strategy {
+            ShareStrategy::Random => pool[rand::thread_rng().gen_range(0..pool.len())],
+            ShareStrategy::RoundRobin => pool[group.next.fetch_add(1, Ordering::Relaxed) % pool.len()],
+            ShareStrategy::Sticky => {
+                let current = group.sticky.load(Ordering::Relaxed);
+                match pool.iter().find(|&&i| members[i].subscriber.session == current) {
+                    Some(&i) => i,
+                    None => {
+                        let i = pool[rand::thread_rng().gen_range(0..pool.len())];
+                        group.sticky.store(members[i].subscriber.session, Ordering::Relaxed);
+                        i
+                    }
+                }
+            }
+            ShareStrategy::HashClientid => {
+                let key = message.publisher.as_deref().unwrap_or("");
+                pool[(hash_of(key) % pool.len() as u64) as usize]
+            }
+            ShareStrategy::HashTopic => pool[(hash_of(&message.topic) % pool.len() as u64) as usize],
+        };
+        members.get(index)
+    }
+}
+
+fn hash_of(text: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn collect<'a>(
+    node: &'a Node,
+    levels: &[&str],
+    depth: usize,
+    dollar: bool,
+    plain: &mut Vec<&'a Entry>,
+    shared: &mut Vec<&'a SharedGroup>,
+) {
+    let wildcards_allowed = !(depth == 0 && dollar);
+    if wildcards_allowed {
+        if let Some(hash) = node.children.get("#") {
+            take(hash, plain, shared);
+        }
+    }
+    if depth == levels.len() {
+        take(node, plain, shared);
+        return;
+    }
+    if let Some(child) = node.children.get(levels[depth]) {
+        collect(child, levels, depth + 1, dollar, plain, shared);
+    }
+    if wildcards_allowed {
+        if let Some(plus) = node.children.get("+") {
+            collect(plus, levels, depth + 1, dollar, plain, shared);
+        }
+    }
+}
+
+fn take<'a>(node: &'a Node, plain: &mut Vec<&'a Entry>, shared: &mut Vec<&'a SharedGroup>) {
+    plain.extend(node.subscribers.values());
+    shared.extend(node.shared.values());
+}
+
+fn remove(node: &mut Node, levels: &[&str], filter: &ParsedFilter<'_>, session: SessionId) -> bool {
+    match levels.split_first() {
+        None => match filter {
+            ParsedFilter::Shared { group, .. } => {
+                let Some(members) = node.shared.get_mut(*group) else { return false };
+                let before = members.members.len();
+                members.members.retain(|m| m.subscriber.session != session);
+                let removed = members.members.len() != before;
+                if members.members.is_empty() {
+                    node.shared.remove(*group);
+                }
+                removed
+            }
+            _ => node.subscribers.remove(&session).is_some(),
+        },
+        Some((first, rest)) => {
+            let Some(child) = node.children.get_mut(*first) else { return false };
+            let removed = remove(child, rest, filter, session);
+            if child.is_empty() {
+                node.children.remove(*first);
+            }
+            removed
+        }
+    }
+}

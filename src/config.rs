@@ -1,0 +1,222 @@
+//! The daemon's configuration: TOML file, then `MQTTD__...` environment
+//! variables, then `--set key=value`, merged as TOML values and only then
+//! deserialized into typed structs, so that every error names its key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use dataplane::DataplaneConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of `mqttd`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub log: LogConfig,
+    pub dataplane: DataplaneConfig,
+}
+
+/// Identity and storage of this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub id: u64,
+    /// Name used in `$SYS/brokers/{name}/` and in logs.
+    pub name: String,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { id: 1, name: "mqttd@127.0.0.1".into(), data_dir: PathBuf::from("./data") }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `dataplane=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The sections that belong to the daemon itself; the rest is the data plane's.
+const OWN_SECTIONS: [&str; 2] = ["node", "log"];
+
+/// The default config file, read when present and no `--config` is given.
+pub const DEFAULT_FILE: &str = "config/mqttd.toml";
+
+/// Loads the configuration from `file` (or the default file if it exists),
+/// the environment and `--set` overrides.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+) -> anyhow::Result<Config> {
+    let (mut root, source) = match file {
+        Some(path) => (read_file(path)?, path.display().to_string()),
+        None if Path::new(DEFAULT_FILE).is_file() => {
+            (read_file(Path::new(DEFAULT_FILE))?, DEFAULT_FILE.to_string())
+        }
+        None => (toml::Table::new(), "built-in defaults".to_string()),
+    };
+    for (name, value) in env {
+        if let Some(key) = name.strip_prefix("MQTTD__") {
+            let key = key.to_ascii_lowercase().replace("__", ".");
+            set_key(&mut root, &key, &value).with_context(|| format!("environment variable {name}"))?;
+        }
+    }
+    for assignment in sets {
+        let Some((key, value)) = assignment.split_once('=') else {
+            bail!("--set {assignment}: expected key=value");
+        };
+        set_key(&mut root, key.trim(), value).with_context(|| format!("--set {assignment}"))?;
+    }
+    from_table(root).with_context(|| format!("invalid configuration (from {source} and overrides)"))
+}
+
+fn read_file(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    text.parse::<toml::Table>().with_context(|| format!("config file {} is not valid TOML", path.display()))
+}
+
+/// Sets a dotted key, parsing the value as a TOML value when it is one
+/// (`true`, `10`, `"x"`) and as a string otherwise (`127.0.0.1:1883`).
+fn set_key(root: &mut toml::Table, key: &str, raw: &str) -> anyhow::Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("{key:?} is not a valid key");
+    }
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let mut table = root;
+    for (depth, part) in parts[..parts.len() - 1].iter().enumerate() {
+        let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(inner) => inner,
+            _ => bail!("{} is not a section", parts[..=depth].join(".")),
+        };
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+fn from_table(mut root: toml::Table) -> anyhow::Result<Config> {
+    let node = take_section::<NodeConfig>(&mut root, "node")?;
+    let log = take_section::<LogConfig>(&mut root, "log")?;
+    let dataplane: DataplaneConfig = deserialize(toml::Value::Table(root), None)?;
+    dataplane.validate()?;
+    if node.name.is_empty() || node.name.contains(['/', '+', '#']) {
+        bail!("node.name: expected a non-empty name without '/', '+' or '#'");
+    }
+    Ok(Config { node, log, dataplane })
+}
+
+fn take_section<T: serde::de::DeserializeOwned + Default>(
+    root: &mut toml::Table,
+    name: &str,
+) -> anyhow::Result<T> {
+    debug_assert!(OWN_SECTIONS.contains(&name));
+    match root.remove(name) {
+        None => Ok(T::default()),
+        Some(value) => deserialize(value, Some(name)),
+    }
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    section: Option<&str>,
+) -> anyhow::Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let key = match (section, path.as_str()) {
+            (Some(section), ".") => section.to_string(),
+            (Some(section), path) => format!("{section}.{path}"),
+            (None, path) => path.to_string(),
+        };
+        anyhow::anyhow!("{key}: {}", error.into_inner())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_sets(sets: &[&str]) -> anyhow::Result<Config> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        from_table_with(toml::Table::new(), &sets)
+    }
+
+    fn from_table_with(mut root: toml::Table, sets: &[String]) -> anyhow::Result<Config> {
+        for s in sets {
+            let (k, v) = s.split_once('=').unwrap_or((s, ""));
+            set_key(&mut root, k, v)?;
+        }
+        from_table(root)
+    }
+
+    #[test]
+    fn shipped_file_equals_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_FILE);
+        let shipped = from_table(read_file(&path).unwrap()).unwrap();
+        assert_eq!(shipped, Config::default());
+    }
+
+    #[test]
+    fn set_overrides_typed_values() {
+        let config = load_sets(&[
+            "listeners.tcp.bind=127.0.0.1:11883",
+            "listeners.ws.enabled=false",
+            "node.data_dir=/tmp/x",
+            "mqtt.max_inflight=7",
+        ])
+        .unwrap();
+        assert_eq!(config.dataplane.listeners.tcp.bind.to_string(), "127.0.0.1:11883");
+        assert!(!config.dataplane.listeners.ws.enabled);
+        assert_eq!(config.node.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.dataplane.mqtt.max_inflight, 7);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let error = load_sets(&["listeners.tcp.bnd=1"]).unwrap_err().to_string();
+        assert!(error.contains("listeners.tcp") && error.contains("bnd"), "{error}");
+        let error = load_sets(&["mqtt.max_inflight=many"]).unwrap_err().to_string();
+        assert!(error.contains("mqtt.max_inflight"), "{error}");
+        let error = load_sets(&["mqtt.max_qos=3"]).unwrap_err().to_string();
+        assert!(error.contains("mqtt.max_qos"), "{error}");
+        let error = load_sets(&["log.format=xml"]).unwrap_err().to_string();
+        assert!(error.contains("log.format"), "{error}");
+        let error = load_sets(&["listeners.tls.enabled=true"]).unwrap_err().to_string();
+        assert!(error.contains("listeners.tls"), "{error}");
+    }
+
+    #[test]
+    fn environment_overrides_use_double_underscores() {
+        let env = vec![("MQTTD__LISTENERS__TCP__BIND".to_string(), "127.0.0.1:2883".to_string())];
+        let config = load(Some(Path::new("/nonexistent/x.toml")), env.clone(), &[]);
+        assert!(config.unwrap_err().to_string().contains("/nonexistent/x.toml"));
+        let mut root = toml::Table::new();
+        set_key(&mut root, "listeners.tcp.bind", "127.0.0.1:2883").unwrap();
+        assert_eq!(from_table(root).unwrap().dataplane.listeners.tcp.bind.port(), 2883);
+    }
+}

@@ -1,0 +1,216 @@
+"""Publish/subscribe basics, for MQTT 3.1.1 and 5.0.
+
+Covers: QoS 0/1/2 round trips, granted QoS, QoS downgrade to the
+subscription's QoS, `+` and `#` wildcards (including the parent level and
+empty levels), `$`-topics kept out of wildcards at the first level, overlapping
+subscriptions (maximum QoS; one copy for 3.1.1), unsubscribe, ordering,
+large payloads and the WebSocket listener.
+"""
+
+import pytest
+
+from helpers import SYS_PREFIX, V5, V311
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_round_trip(broker, connect, version, topic, qos):
+    sub = connect(broker, version)
+    assert sub.subscribe(f"{topic}/x", qos=2) == [2]
+    pub = connect(broker, version)
+    pub.publish(f"{topic}/x", b"hello", qos=qos)
+    m = sub.expect()
+    assert (m.topic, m.payload, m.qos, m.retain) == (f"{topic}/x", b"hello", qos, False)
+    sub.expect_none(0.3)
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_granted_qos_equals_requested(broker, connect, version, topic, qos):
+    sub = connect(broker, version)
+    assert sub.subscribe(topic, qos=qos) == [qos]
+
+
+@pytest.mark.parametrize("pub_qos,sub_qos", [(1, 0), (2, 0), (2, 1)])
+def test_qos_downgraded_to_subscription_qos(broker, connect, version, topic, pub_qos, sub_qos):
+    sub = connect(broker, version)
+    sub.subscribe(topic, qos=sub_qos)
+    pub = connect(broker, version)
+    pub.publish(topic, b"d", qos=pub_qos)
+    m = sub.expect()
+    assert m.qos == sub_qos
+
+
+def test_qos_not_upgraded(broker, connect, version, topic):
+    sub = connect(broker, version)
+    sub.subscribe(topic, qos=2)
+    pub = connect(broker, version)
+    pub.publish(topic, b"q1", qos=1)
+    assert sub.expect().qos == 1
+
+
+def test_publisher_receives_own_message(broker, connect, version, topic):
+    c = connect(broker, version)
+    c.subscribe(topic, qos=1)
+    c.publish(topic, b"self", qos=1)
+    assert c.expect().payload == b"self"
+
+
+def test_single_level_wildcard(broker, connect, version, topic):
+    sub = connect(broker, version)
+    sub.subscribe(f"{topic}/+/c", qos=1)
+    pub = connect(broker, version)
+    for t in ["a/c", "b/c", "a/d", "a/b/c", "c", "/c"]:
+        pub.publish(f"{topic}/{t}", t.encode(), qos=1)
+    got = sorted(m.topic for m in sub.drain(0.5))
+    # "{topic}//c" has an empty level between the slashes, which "+" matches.
+    assert got == sorted([f"{topic}/a/c", f"{topic}/b/c", f"{topic}//c"])
+
+
+def test_multi_level_wildcard_matches_parent_and_children(broker, connect, version, topic):
+    sub = connect(broker, version)
+    sub.subscribe(f"{topic}/a/#", qos=1)
+    pub = connect(broker, version)
+    for t in ["a", "a/b", "a/b/c", "a/", "b", "ab", "b/a"]:
+        pub.publish(f"{topic}/{t}", t.encode(), qos=1)
+    got = sorted(m.topic for m in sub.drain(0.5))
+    # [MQTT-4.7.1-2]: "sport/#" also matches "sport".
+    assert got == sorted(f"{topic}/{t}" for t in ["a", "a/b", "a/b/c", "a/"])
+
+
+def test_plus_and_hash_combined(broker, connect, version, topic):
+    sub = connect(broker, version)
+    sub.subscribe(f"{topic}/+/x/#", qos=0)
+    pub = connect(broker, version)
+    for t in ["a/x", "a/x/1/2", "a/y/1", "x"]:
+        pub.publish(f"{topic}/{t}", b"", qos=1)
+    assert sorted(m.topic for m in sub.drain(0.5)) == [f"{topic}/a/x", f"{topic}/a/x/1/2"]
+
+
+def test_dollar_topics_not_matched_by_root_wildcards(broker, connect, version):
+    """[MQTT-4.7.2-1]: filters starting with a wildcard do not match topic
+    names starting with '$'. The broker publishes $SYS every second here."""
+    wild = connect(broker, version)
+    wild.subscribe([("#", 0), ("+/brokers/#", 0), ("+/+/+/version", 0)])
+    sys_sub = connect(broker, version)
+    sys_sub.subscribe(f"{SYS_PREFIX}/#", qos=0)
+    sys_msgs = sys_sub.drain(1.6)
+    assert any(m.topic.startswith("$SYS/") for m in sys_msgs), "positive control: no $SYS message seen"
+    leaked = [m.topic for m in wild.drain(0.2) if m.topic.startswith("$")]
+    assert leaked == []
+
+
+def test_overlapping_subscriptions_deliver_max_qos(broker, connect, version, topic):
+    """[MQTT-3.3.5-1] (3.1.1) / [MQTT-3.3.4-2] (5.0): the message is delivered
+    respecting the maximum QoS of all matching subscriptions."""
+    sub = connect(broker, version)
+    sub.subscribe([(f"{topic}/#", 1), (f"{topic}/a", 2), (f"{topic}/+", 0)])
+    pub = connect(broker, version)
+    pub.publish(f"{topic}/a", b"ov", qos=2)
+    msgs = sub.drain(0.7)
+    assert msgs, "no copy delivered"
+    assert max(m.qos for m in msgs) == 2
+
+
+def test_overlapping_subscriptions_single_copy_v311(broker, connect, topic):
+    """The broker's contract for 3.1.1: one copy per client, at the maximum
+    QoS of the matching subscriptions (3.1.1 section 3.3.5 allows this)."""
+    sub = connect(broker, V311)
+    sub.subscribe([(f"{topic}/#", 1), (f"{topic}/a", 2), (f"{topic}/+", 0)])
+    pub = connect(broker, V311)
+    pub.publish(f"{topic}/a", b"ov", qos=2)
+    msgs = sub.drain(0.7)
+    assert [(m.payload, m.qos) for m in msgs] == [(b"ov", 2)]
+
+
+def test_resubscribe_replaces_qos(broker, connect, version, topic):
+    """[MQTT-3.8.4-3]: a SUBSCRIBE with an existing filter replaces the
+    subscription (no duplicate delivery, new QoS applies)."""
+    sub = connect(broker, version)
+    sub.subscribe(topic, qos=2)
+    assert sub.subscribe(topic, qos=0) == [0]
+    pub = connect(broker, version)
+    pub.publish(topic, b"r", qos=2)
+    msgs = sub.drain(0.5)
+    assert [(m.payload, m.qos) for m in msgs] == [(b"r", 0)]
+
+
+def test_unsubscribe_stops_delivery(broker, connect, version, topic):
+    sub = connect(broker, version)
+    sub.subscribe([(f"{topic}/a", 1), (f"{topic}/b", 1)])
+    codes = sub.unsubscribe(f"{topic}/a")
+    if version == V5:
+        assert codes == [0]
+    pub = connect(broker, version)
+    pub.publish(f"{topic}/a", b"gone", qos=1)
+    pub.publish(f"{topic}/b", b"kept", qos=1)
+    assert [m.payload for m in sub.drain(0.5)] == [b"kept"]
+
+
+def test_order_preserved_qos1(broker, connect, version, topic):
+    """Section 4.6: messages on one topic at one QoS arrive in publish order."""
+    sub = connect(broker, version)
+    sub.subscribe(topic, qos=1)
+    pub = connect(broker, version)
+    for i in range(50):
+        pub.publish(topic, str(i).encode(), qos=1, wait=False)
+    msgs = sub.expect_n(50, timeout=5)
+    assert [int(m.payload) for m in msgs] == list(range(50))
+
+
+def test_order_preserved_qos2(broker, connect, version, topic):
+    sub = connect(broker, version)
+    sub.subscribe(topic, qos=2)
+    pub = connect(broker, version)
+    for i in range(30):
+        pub.publish(topic, str(i).encode(), qos=2, wait=False)
+    msgs = sub.expect_n(30, timeout=5)
+    assert [int(m.payload) for m in msgs] == list(range(30))
+
+
+def test_fan_out_to_many_subscribers(broker, connect, version, topic):
+    subs = [connect(broker, version) for _ in range(5)]
+    for s in subs:
+        s.subscribe(topic, qos=1)
+    pub = connect(broker, version)
+    pub.publish(topic, b"all", qos=1)
+    for s in subs:
+        assert s.expect().payload == b"all"
+
+
+def test_large_payload(broker, connect, version, topic):
+    payload = bytes(range(256)) * 1024  # 256 KiB, below the 1 MiB default limit
+    sub = connect(broker, version)
+    sub.subscribe(topic, qos=1)
+    pub = connect(broker, version)
+    pub.publish(topic, payload, qos=1)
+    assert sub.expect(3).payload == payload
+
+
+def test_empty_payload(broker, connect, version, topic):
+    sub = connect(broker, version)
+    sub.subscribe(topic, qos=1)
+    pub = connect(broker, version)
+    pub.publish(topic, b"", qos=1)
+    m = sub.expect()
+    assert m.payload == b""
+
+
+def test_utf8_topic(broker, connect, version, topic):
+    t = f"{topic}/température/日本"
+    sub = connect(broker, version)
+    sub.subscribe(f"{topic}/+/日本", qos=1)
+    pub = connect(broker, version)
+    pub.publish(t, b"u", qos=1)
+    assert sub.expect().topic == t
+
+
+def test_websocket_round_trip(broker, connect, version, topic):
+    ws = connect(broker.ws_port, version, transport="websockets")
+    ws.subscribe(topic, qos=1)
+    tcp = connect(broker, version)
+    tcp.publish(topic, b"over-ws", qos=1)
+    m = ws.expect()
+    assert (m.payload, m.qos) == (b"over-ws", 1)
+    ws.publish(f"{topic}/back", b"from-ws", qos=2)
+    tcp.subscribe(f"{topic}/back2", qos=2)
+    ws.publish(f"{topic}/back2", b"from-ws", qos=2)
+    assert tcp.expect().payload == b"from-ws"
