@@ -212,6 +212,8 @@ async fn read_connect<T: Transport>(
             if first >> 4 != 1 {
                 return Err(None);
             }
+            // Read before decoding: a failed decode consumes the packet.
+            let level = connect_level(buf);
             match mqtt_codec::decode(buf, ProtocolVersion::V311, max_packet) {
                 Ok(Some(Packet::Connect(connect))) => return Ok(connect),
                 Ok(Some(_)) => return Err(None),
@@ -223,7 +225,7 @@ async fn read_connect<T: Transport>(
                         .then_some((ProtocolVersion::V311, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)));
                 }
                 Err(error) => {
-                    let v5 = connect_level(buf) == Some(5);
+                    let v5 = level == Some(5);
                     return Err(v5.then(|| (ProtocolVersion::V5, error.reason_code())));
                 }
             }

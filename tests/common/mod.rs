@@ -1,0 +1,278 @@
+//! Test harness: starts the built `mqttd` on free loopback ports and speaks
+//! MQTT to it byte by byte through the codec, so that tests can send exactly
+//! the packets (good or malformed) they mean to and see every reply.
+#![allow(dead_code)]
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use mqtt_codec::{
+    ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode,
+    Subscribe, SubscriptionOptions,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A running `mqttd`, killed on drop.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    pub ws_port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts `mqttd` with TCP and WS on free ports plus `extra` `--set` pairs.
+    pub fn start(extra: &[&str]) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let ws_port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mqttd"));
+        command
+            .arg("--set")
+            .arg(format!("listeners.tcp.bind=127.0.0.1:{port}"))
+            .arg("--set")
+            .arg(format!("listeners.ws.bind=127.0.0.1:{ws_port}"))
+            .arg("--set")
+            .arg(format!("node.data_dir={}", dir.path().display()))
+            .arg("--set")
+            .arg("sys.interval=0");
+        for setting in extra {
+            command.arg("--set").arg(setting);
+        }
+        let child = command
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mqttd");
+        let broker = Broker { child, port, ws_port, dir };
+        broker.wait_ready();
+        broker
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mqttd did not start listening on {}", self.port);
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "mqttd did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw MQTT client over TCP.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    pub version: ProtocolVersion,
+}
+
+/// A CONNECT with sensible defaults.
+pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bool) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start,
+        keep_alive: 60,
+        client_id: client_id.to_string(),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+impl Client {
+    /// Opens a TCP connection without sending anything.
+    pub async fn open(port: u16, version: ProtocolVersion) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        stream.set_nodelay(true).ok();
+        Client { stream, buf: BytesMut::new(), version }
+    }
+
+    /// Connects with `connect` and returns the client and its CONNACK.
+    pub async fn connect_with(port: u16, connect: Connect) -> (Client, ConnAck) {
+        let mut client = Client::open(port, connect.protocol).await;
+        client.send(&Packet::Connect(Box::new(connect))).await;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) => (client, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects and asserts success.
+    pub async fn connect(port: u16, version: ProtocolVersion, client_id: &str, clean_start: bool) -> Client {
+        let (client, ack) = Client::connect_with(port, connect_packet(version, client_id, clean_start)).await;
+        assert_eq!(ack.reason, ReasonCode::SUCCESS, "CONNACK {ack:?}");
+        client
+    }
+
+    pub async fn send(&mut self, packet: &Packet) {
+        let mut out = BytesMut::new();
+        mqtt_codec::encode(packet, self.version, &mut out).expect("encode");
+        self.send_bytes(&out).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        // The broker may have closed already; tests look at what comes back.
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next packet, or `None` if the connection closed or nothing came in time.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match mqtt_codec::decode(&mut self.buf, self.version, 1 << 28) {
+                Ok(Some(packet)) => return Some(packet),
+                Ok(None) => {}
+                Err(error) => panic!("client could not decode the broker's packet: {error}"),
+            }
+            self.buf.reserve(4096);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Option<Packet> {
+        self.recv_within(WAIT).await
+    }
+
+    /// Asserts that the broker closes the connection (after any packets it
+    /// sends first, which are returned).
+    pub async fn expect_close(&mut self) -> Vec<Packet> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            while let Ok(Some(packet)) = mqtt_codec::decode(&mut self.buf, self.version, 1 << 28) {
+                seen.push(packet);
+            }
+            self.buf.reserve(4096);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return seen,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("connection still open; received {seen:?}"),
+            }
+        }
+    }
+
+    /// Asserts the broker sends DISCONNECT with `reason` (5.0) and closes.
+    pub async fn expect_disconnect(&mut self, reason: ReasonCode) {
+        let seen = self.expect_close().await;
+        if self.version.is_v5() {
+            let found = seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason == reason));
+            assert!(found, "expected DISCONNECT {reason:?}, got {seen:?}");
+        }
+    }
+
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        self.subscribe_with(filter, SubscriptionOptions { qos, ..Default::default() }, None).await;
+    }
+
+    pub async fn subscribe_with(&mut self, filter: &str, options: SubscriptionOptions, id: Option<u32>) {
+        let mut subscribe =
+            Subscribe { packet_id: 1, filters: vec![(filter.to_string(), options)], ..Default::default() };
+        subscribe.properties.subscription_identifier = id;
+        self.send(&Packet::Subscribe(subscribe)).await;
+        match self.recv().await {
+            Some(Packet::SubAck(ack)) => assert!(ack.reasons[0].is_success(), "SUBACK {ack:?}"),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Publishes and, for QoS 1/2, completes the exchange.
+    pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, packet_id: u16) {
+        let publish = Publish {
+            qos,
+            topic: topic.to_string(),
+            packet_id: (qos != QoS::AtMostOnce).then_some(packet_id),
+            payload: bytes::Bytes::copy_from_slice(payload),
+            ..Default::default()
+        };
+        self.send(&Packet::Publish(publish)).await;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => assert!(matches!(self.recv().await, Some(Packet::PubAck(_)))),
+            QoS::ExactlyOnce => {
+                assert!(matches!(self.recv().await, Some(Packet::PubRec(_))));
+                self.send(&Packet::PubRel(PubAck { packet_id, ..Default::default() })).await;
+                assert!(matches!(self.recv().await, Some(Packet::PubComp(_))));
+            }
+        }
+    }
+
+    /// The next PUBLISH (panics on anything else or nothing).
+    pub async fn expect_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Some(Packet::Publish(publish)) => publish,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Asserts nothing arrives for `wait`.
+    pub async fn expect_nothing(&mut self, wait: Duration) {
+        if let Some(packet) = self.recv_within(wait).await {
+            panic!("expected nothing, got {packet:?}");
+        }
+    }
+}
+
+/// Encodes a fixed header plus body by hand (for malformed packets).
+pub fn raw_packet(first_byte: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u8(first_byte);
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.put_u8(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out.to_vec()
+}
+
+/// Both protocol versions the broker must serve alike.
+pub const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
