@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(shutil.which("mosquitto_sub") is None or shutil.
                                 reason="mosquitto-clients not installed")
 
 VERSIONS = {"v311": "mqttv311", "v5": "mqttv5"}
-MARK = "@@"
+MARK = "MSG>"
 # mosquitto_sub's stdout is block-buffered when it is a pipe.
 LINE_BUFFERED = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
 

@@ -1,0 +1,289 @@
+//! QoS flows and flow control: acknowledgements in both directions, the
+//! in-flight window, Receive Maximum, redelivery with DUP after a reconnect,
+//! QoS 2 exactly once across a reconnect, topic aliases, Maximum Packet Size
+//! and overlapping subscriptions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect_packet, Broker, Client, VERSIONS};
+use mqtt_codec::{
+    Packet, ProtocolVersion, PubAck, Publish, PublishProperties, QoS, ReasonCode, SubscriptionOptions,
+};
+
+fn ack(packet_id: u16) -> PubAck {
+    PubAck { packet_id, ..Default::default() }
+}
+
+fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &str) -> Packet {
+    Packet::Publish(Publish {
+        qos,
+        topic: topic.into(),
+        packet_id: (qos != QoS::AtMostOnce).then_some(packet_id),
+        payload: payload.as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn qos_is_downgraded_to_the_subscription() {
+    let broker = Broker::start(&[]);
+    for version in VERSIONS {
+        let mut sub = Client::connect(broker.port, version, "sub", true).await;
+        sub.subscribe("down/q1", QoS::AtLeastOnce).await;
+        let mut publisher = Client::connect(broker.port, version, "pub", true).await;
+        publisher.publish("down/q1", b"two", QoS::ExactlyOnce, 7).await;
+        let got = sub.expect_publish().await;
+        assert_eq!(got.qos, QoS::AtLeastOnce);
+        sub.send(&Packet::PubAck(ack(got.packet_id.unwrap()))).await;
+        publisher.publish("down/q1", b"zero", QoS::AtMostOnce, 0).await;
+        assert_eq!(sub.expect_publish().await.qos, QoS::AtMostOnce);
+    }
+}
+
+#[tokio::test]
+async fn qos2_outgoing_flow_completes() {
+    let broker = Broker::start(&[]);
+    for version in VERSIONS {
+        let mut sub = Client::connect(broker.port, version, "sub2", true).await;
+        sub.subscribe("q2/t", QoS::ExactlyOnce).await;
+        let mut publisher = Client::connect(broker.port, version, "pub2", true).await;
+        publisher.publish("q2/t", b"once", QoS::ExactlyOnce, 1).await;
+        let got = sub.expect_publish().await;
+        assert_eq!(got.qos, QoS::ExactlyOnce);
+        let id = got.packet_id.unwrap();
+        sub.send(&Packet::PubRec(ack(id))).await;
+        assert_eq!(sub.recv().await, Some(Packet::PubRel(ack(id))));
+        sub.send(&Packet::PubComp(ack(id))).await;
+        sub.expect_nothing(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn inflight_window_follows_the_client_receive_maximum() {
+    let broker = Broker::start(&[]);
+    let mut connect = connect_packet(ProtocolVersion::V5, "slow", true);
+    connect.properties.receive_maximum = Some(2);
+    let (mut sub, _) = Client::connect_with(broker.port, connect).await;
+    sub.subscribe("win/#", QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(broker.port, ProtocolVersion::V5, "fast", true).await;
+    for i in 0..5u16 {
+        publisher.publish("win/t", format!("{i}").as_bytes(), QoS::AtLeastOnce, i + 1).await;
+    }
+    let first = sub.expect_publish().await;
+    let second = sub.expect_publish().await;
+    sub.expect_nothing(Duration::from_millis(300)).await;
+    sub.send(&Packet::PubAck(ack(first.packet_id.unwrap()))).await;
+    let third = sub.expect_publish().await;
+    assert_eq!(&third.payload[..], b"2");
+    sub.expect_nothing(Duration::from_millis(200)).await;
+    for p in [second, third] {
+        sub.send(&Packet::PubAck(ack(p.packet_id.unwrap()))).await;
+    }
+    for expected in ["3", "4"] {
+        let p = sub.expect_publish().await;
+        assert_eq!(&p.payload[..], expected.as_bytes(), "in order");
+        sub.send(&Packet::PubAck(ack(p.packet_id.unwrap()))).await;
+    }
+}
+
+#[tokio::test]
+async fn exceeding_the_server_receive_maximum_disconnects_with_0x93() {
+    let broker = Broker::start(&["mqtt.receive_maximum=3"]);
+    let mut client = Client::connect(broker.port, ProtocolVersion::V5, "greedy", true).await;
+    for id in 1..=3 {
+        client.send(&publish("rm/t", QoS::ExactlyOnce, id, "x")).await;
+        assert!(matches!(client.recv().await, Some(Packet::PubRec(_))));
+    }
+    client.send(&publish("rm/t", QoS::ExactlyOnce, 4, "x")).await;
+    client.expect_disconnect(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED).await;
+}
+
+#[tokio::test]
+async fn unacknowledged_messages_are_resent_with_dup_after_reconnect() {
+    let broker = Broker::start(&[]);
+    for version in VERSIONS {
+        let mut connect = connect_packet(version, "resend", true);
+        connect.properties.session_expiry_interval = Some(60);
+        let (sub, _) = Client::connect_with(broker.port, connect).await;
+        drop(sub);
+        let mut connect = connect_packet(version, "resend", false);
+        connect.properties.session_expiry_interval = Some(60);
+        let (mut sub, _) = Client::connect_with(broker.port, connect.clone()).await;
+        sub.subscribe("dup/#", QoS::ExactlyOnce).await;
+        let mut publisher = Client::connect(broker.port, version, "dup-pub", true).await;
+        publisher.publish("dup/one", b"q1", QoS::AtLeastOnce, 1).await;
+        publisher.publish("dup/two", b"q2", QoS::ExactlyOnce, 2).await;
+        publisher.publish("dup/three", b"q2b", QoS::ExactlyOnce, 3).await;
+        let one = sub.expect_publish().await;
+        let two = sub.expect_publish().await;
+        let three = sub.expect_publish().await;
+        assert!(!one.dup && !two.dup);
+        // Acknowledge the third as far as PUBREC, then drop the connection.
+        sub.send(&Packet::PubRec(ack(three.packet_id.unwrap()))).await;
+        assert!(matches!(sub.recv().await, Some(Packet::PubRel(_))));
+        drop(sub);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let (mut sub, ack_packet) = Client::connect_with(broker.port, connect).await;
+        assert!(ack_packet.session_present);
+        let again_one = sub.expect_publish().await;
+        assert!(again_one.dup);
+        assert_eq!(again_one.packet_id, one.packet_id);
+        assert_eq!(&again_one.payload[..], b"q1");
+        let again_two = sub.expect_publish().await;
+        assert!(again_two.dup);
+        assert_eq!(again_two.packet_id, two.packet_id);
+        assert_eq!(sub.recv().await, Some(Packet::PubRel(ack(three.packet_id.unwrap()))));
+        sub.send(&Packet::PubAck(ack(one.packet_id.unwrap()))).await;
+        sub.send(&Packet::PubRec(ack(two.packet_id.unwrap()))).await;
+        assert!(matches!(sub.recv().await, Some(Packet::PubRel(_))));
+        sub.send(&Packet::PubComp(ack(two.packet_id.unwrap()))).await;
+        sub.send(&Packet::PubComp(ack(three.packet_id.unwrap()))).await;
+        sub.expect_nothing(Duration::from_millis(200)).await;
+        sub.send(&Packet::Disconnect(Default::default())).await;
+        let _ = Client::connect_with(broker.port, connect_packet(version, "resend", true)).await;
+    }
+}
+
+#[tokio::test]
+async fn incoming_qos2_is_routed_exactly_once_across_a_reconnect() {
+    let broker = Broker::start(&[]);
+    for version in VERSIONS {
+        let mut sub = Client::connect(broker.port, version, "once-sub", true).await;
+        sub.subscribe("once/t", QoS::AtMostOnce).await;
+        let mut connect = connect_packet(version, "once-pub", false);
+        connect.properties.session_expiry_interval = Some(60);
+        let (mut publisher, _) = Client::connect_with(broker.port, connect.clone()).await;
+        publisher.send(&publish("once/t", QoS::ExactlyOnce, 9, "exactly")).await;
+        assert!(matches!(publisher.recv().await, Some(Packet::PubRec(_))));
+        drop(publisher);
+        let (mut publisher, ack_packet) = Client::connect_with(broker.port, connect).await;
+        assert!(ack_packet.session_present);
+        let mut resend = publish("once/t", QoS::ExactlyOnce, 9, "exactly");
+        if let Packet::Publish(p) = &mut resend {
+            p.dup = true;
+        }
+        publisher.send(&resend).await;
+        assert!(matches!(publisher.recv().await, Some(Packet::PubRec(_))));
+        publisher.send(&Packet::PubRel(ack(9))).await;
+        assert_eq!(publisher.recv().await, Some(Packet::PubComp(ack(9))));
+        assert_eq!(&sub.expect_publish().await.payload[..], b"exactly");
+        sub.expect_nothing(Duration::from_millis(300)).await;
+        publisher.send(&Packet::Disconnect(Default::default())).await;
+        let _ = Client::connect_with(broker.port, connect_packet(version, "once-pub", true)).await;
+    }
+}
+
+#[tokio::test]
+async fn topic_aliases_both_ways() {
+    let broker = Broker::start(&[]);
+    let mut connect = connect_packet(ProtocolVersion::V5, "alias-sub", true);
+    connect.properties.topic_alias_maximum = Some(4);
+    let (mut sub, _) = Client::connect_with(broker.port, connect).await;
+    sub.subscribe("alias/#", QoS::AtMostOnce).await;
+    let mut publisher = Client::connect(broker.port, ProtocolVersion::V5, "alias-pub", true).await;
+    // Client to server: set alias 1 with the topic, then use it alone.
+    let mut first = Publish { topic: "alias/long/topic".into(), payload: "a".into(), ..Default::default() };
+    first.properties.topic_alias = Some(1);
+    publisher.send(&Packet::Publish(first)).await;
+    let mut second = Publish { topic: String::new(), payload: "b".into(), ..Default::default() };
+    second.properties.topic_alias = Some(1);
+    publisher.send(&Packet::Publish(second)).await;
+    // Server to client: the topic once with an alias, then the alias alone.
+    let a = sub.expect_publish().await;
+    assert_eq!(a.topic, "alias/long/topic");
+    let alias = a.properties.topic_alias.expect("server sets an alias");
+    let b = sub.expect_publish().await;
+    assert_eq!(b.topic, "");
+    assert_eq!(b.properties.topic_alias, Some(alias));
+    assert_eq!(&b.payload[..], b"b");
+}
+
+#[tokio::test]
+async fn messages_above_the_client_maximum_packet_size_are_not_sent() {
+    let broker = Broker::start(&[]);
+    let mut connect = connect_packet(ProtocolVersion::V5, "small", true);
+    connect.properties.maximum_packet_size = Some(100);
+    let (mut sub, _) = Client::connect_with(broker.port, connect).await;
+    sub.subscribe("size/#", QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(broker.port, ProtocolVersion::V5, "big", true).await;
+    publisher.publish("size/t", &[b'x'; 500], QoS::AtLeastOnce, 1).await;
+    publisher.publish("size/t", b"small", QoS::AtLeastOnce, 2).await;
+    let got = sub.expect_publish().await;
+    assert_eq!(&got.payload[..], b"small");
+}
+
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_once_with_the_highest_qos_and_all_identifiers() {
+    let broker = Broker::start(&[]);
+    for version in VERSIONS {
+        let mut sub = Client::connect(broker.port, version, "overlap", true).await;
+        let opts = |qos| SubscriptionOptions { qos, ..Default::default() };
+        sub.subscribe_with("ov/+", opts(QoS::AtMostOnce), version.is_v5().then_some(1)).await;
+        sub.subscribe_with("ov/#", opts(QoS::AtLeastOnce), version.is_v5().then_some(2)).await;
+        let mut publisher = Client::connect(broker.port, version, "ov-pub", true).await;
+        publisher.publish("ov/t", b"m", QoS::AtLeastOnce, 1).await;
+        let got = sub.expect_publish().await;
+        assert_eq!(got.qos, QoS::AtLeastOnce);
+        if version.is_v5() {
+            let mut ids = got.properties.subscription_identifiers.clone();
+            ids.sort();
+            assert_eq!(ids, vec![1, 2]);
+        }
+        sub.send(&Packet::PubAck(ack(got.packet_id.unwrap()))).await;
+        sub.expect_nothing(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn v5_properties_pass_through() {
+    let broker = Broker::start(&[]);
+    let mut sub = Client::connect(broker.port, ProtocolVersion::V5, "props-sub", true).await;
+    sub.subscribe("props/t", QoS::AtMostOnce).await;
+    let mut publisher = Client::connect(broker.port, ProtocolVersion::V5, "props-pub", true).await;
+    let properties = PublishProperties {
+        payload_format_indicator: Some(1),
+        content_type: Some("text/plain".into()),
+        response_topic: Some("props/reply".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"\x01\x02")),
+        user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+        message_expiry_interval: Some(100),
+        ..Default::default()
+    };
+    let message = Publish {
+        topic: "props/t".into(),
+        payload: "hi".into(),
+        properties: properties.clone(),
+        ..Default::default()
+    };
+    publisher.send(&Packet::Publish(message)).await;
+    let got = sub.expect_publish().await;
+    assert_eq!(got.properties.payload_format_indicator, Some(1));
+    assert_eq!(got.properties.content_type, properties.content_type);
+    assert_eq!(got.properties.response_topic, properties.response_topic);
+    assert_eq!(got.properties.correlation_data, properties.correlation_data);
+    assert_eq!(got.properties.user_properties, properties.user_properties);
+    let expiry = got.properties.message_expiry_interval.expect("expiry passed on");
+    assert!((99..=100).contains(&expiry), "{expiry}");
+}
+
+#[tokio::test]
+async fn no_local_and_retain_as_published() {
+    let broker = Broker::start(&[]);
+    let mut client = Client::connect(broker.port, ProtocolVersion::V5, "self", true).await;
+    let options = SubscriptionOptions { qos: QoS::AtMostOnce, no_local: true, ..Default::default() };
+    client.subscribe_with("nl/t", options, None).await;
+    let options =
+        SubscriptionOptions { qos: QoS::AtMostOnce, retain_as_published: true, ..Default::default() };
+    client.subscribe_with("rap/t", options, None).await;
+    client.send(&publish("nl/t", QoS::AtMostOnce, 0, "mine")).await;
+    client.expect_nothing(Duration::from_millis(300)).await;
+    let mut retained =
+        Publish { topic: "rap/t".into(), payload: "r".into(), retain: true, ..Default::default() };
+    client.send(&Packet::Publish(retained.clone())).await;
+    assert!(client.expect_publish().await.retain, "Retain As Published keeps the flag");
+    retained.payload = bytes::Bytes::new();
+    client.send(&Packet::Publish(retained)).await;
+}
