@@ -62,14 +62,19 @@ impl Broker {
     }
 
     fn wait_ready(&self) {
+        self.wait_port(self.port);
+    }
+
+    /// Waits until `port` accepts connections (listeners bind one by one).
+    pub fn wait_port(&self, port: u16) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("mqttd did not start listening on {}", self.port);
+        panic!("mqttd did not start listening on {port}");
     }
 
     /// Sends SIGTERM and waits for the exit status.

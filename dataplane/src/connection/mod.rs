@@ -100,7 +100,8 @@ pub async fn serve<T: Transport>(broker: Arc<Broker>, transport: T, peer: Socket
 
 impl<T: Transport> Connection<T> {
     async fn run(mut self) {
-        let close = match self.resend_inflight() {
+        // Packets pipelined behind CONNECT are already in the read buffer.
+        let close = match self.resend_inflight().and_then(|()| self.handle_input()) {
             Ok(()) => self.serve_loop().await,
             Err(close) => close,
         };

@@ -1,0 +1,251 @@
+//! MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`), TLS with and
+//! without client-certificate verification, and WSS, all against certificates
+//! made for the test with rcgen.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use common::{connect_packet, free_port, Broker, Client};
+use futures_util::{SinkExt, StreamExt};
+use mqtt_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+struct Pki {
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "test ca");
+        let ca = params.self_signed(&ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        let pki = Pki { ca, ca_key, dir };
+        let (cert, key) = pki.issue("localhost", true);
+        std::fs::write(pki.dir.path().join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(pki.dir.path().join("server.key"), key.serialize_pem()).unwrap();
+        pki
+    }
+
+    fn issue(&self, name: &str, server: bool) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec![name.to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        (cert, key)
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    fn client_config(&self, client_cert: bool) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        if client_cert {
+            let (cert, key) = self.issue("client", false);
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            builder.with_client_auth_cert(vec![CertificateDer::from(cert.der().to_vec())], key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        }
+    }
+}
+
+/// CONNECT over any byte stream and read CONNACK's first bytes.
+async fn mqtt_handshake<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> Option<Vec<u8>> {
+    let mut out = BytesMut::new();
+    let connect = connect_packet(ProtocolVersion::V311, "tls-client", true);
+    mqtt_codec::encode(&Packet::Connect(Box::new(connect)), ProtocolVersion::V311, &mut out).unwrap();
+    stream.write_all(&out).await.ok()?;
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(common::WAIT, stream.read_exact(&mut buf)).await.ok()?.ok()?;
+    Some(buf.to_vec())
+}
+
+#[tokio::test]
+async fn websocket_with_mqtt_subprotocol() {
+    let broker = Broker::start(&[]);
+    let mut request = format!("ws://127.0.0.1:{}/mqtt", broker.ws_port).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("ws handshake");
+    assert_eq!(response.headers().get("Sec-WebSocket-Protocol").unwrap(), "mqtt");
+
+    let mut sub = Client::connect(broker.port, ProtocolVersion::V311, "tcp-sub", true).await;
+    sub.subscribe("ws/#", QoS::AtMostOnce).await;
+
+    let mut out = BytesMut::new();
+    let v5 = ProtocolVersion::V5;
+    mqtt_codec::encode(&Packet::Connect(Box::new(connect_packet(v5, "ws-client", true))), v5, &mut out)
+        .unwrap();
+    let publish =
+        mqtt_codec::Publish { topic: "ws/hello".into(), payload: "over ws".into(), ..Default::default() };
+    mqtt_codec::encode(&Packet::Publish(publish), v5, &mut out).unwrap();
+    ws.send(WsMessage::Binary(out.to_vec().into())).await.unwrap();
+    let frame = tokio::time::timeout(common::WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let mut data = BytesMut::from(&frame.into_data()[..]);
+    match mqtt_codec::decode(&mut data, v5, 1 << 20).unwrap() {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason, ReasonCode::SUCCESS),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    assert_eq!(&sub.expect_publish().await.payload[..], b"over ws");
+
+    // Another path is refused at the HTTP level.
+    let wrong = format!("ws://127.0.0.1:{}/other", broker.ws_port);
+    assert!(tokio_tungstenite::connect_async(wrong).await.is_err());
+}
+
+#[tokio::test]
+async fn tls_and_wss_listeners() {
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let wss_port = free_port();
+    let broker = Broker::start(&[
+        "listeners.tls.enabled=true",
+        &format!("listeners.tls.bind=127.0.0.1:{tls_port}"),
+        &format!("listeners.tls.certfile={}", pki.path("server.pem")),
+        &format!("listeners.tls.keyfile={}", pki.path("server.key")),
+        "listeners.wss.enabled=true",
+        &format!("listeners.wss.bind=127.0.0.1:{wss_port}"),
+        &format!("listeners.wss.certfile={}", pki.path("server.pem")),
+        &format!("listeners.wss.keyfile={}", pki.path("server.key")),
+    ]);
+    broker.wait_port(tls_port);
+    broker.wait_port(wss_port);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(false)));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    let mut tls =
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake");
+    assert_eq!(mqtt_handshake(&mut tls).await, Some(vec![0x20, 2, 0, 0]), "CONNACK accepted");
+
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", wss_port)).await.unwrap();
+    let tls =
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake");
+    let mut request = format!("wss://localhost:{wss_port}/mqtt").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut wss, _) = tokio_tungstenite::client_async(request, tls).await.expect("wss handshake");
+    let mut out = BytesMut::new();
+    let v3 = ProtocolVersion::V311;
+    mqtt_codec::encode(&Packet::Connect(Box::new(connect_packet(v3, "wss-client", true))), v3, &mut out)
+        .unwrap();
+    wss.send(WsMessage::Binary(out.to_vec().into())).await.unwrap();
+    let frame = tokio::time::timeout(common::WAIT, wss.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(&frame.into_data()[..], &[0x20, 2, 0, 0]);
+}
+
+#[tokio::test]
+async fn tls_client_certificates_are_verified_when_asked() {
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let broker = Broker::start(&[
+        "listeners.tls.enabled=true",
+        &format!("listeners.tls.bind=127.0.0.1:{tls_port}"),
+        &format!("listeners.tls.certfile={}", pki.path("server.pem")),
+        &format!("listeners.tls.keyfile={}", pki.path("server.key")),
+        &format!("listeners.tls.cacertfile={}", pki.path("ca.pem")),
+        "listeners.tls.verify_peer=true",
+    ]);
+    broker.wait_port(tls_port);
+    // Without a client certificate: refused during or right after the handshake.
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(false)));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    if let Ok(mut tls) = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await {
+        assert_eq!(mqtt_handshake(&mut tls).await, None, "no MQTT without a client certificate");
+    }
+    // With one signed by the CA: accepted.
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(true)));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    let mut tls =
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("handshake");
+    assert_eq!(mqtt_handshake(&mut tls).await, Some(vec![0x20, 2, 0, 0]));
+}
+
+#[test]
+fn tls_listener_with_unreadable_certificate_fails_start_naming_the_key() {
+    let port = free_port();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqttd"))
+        .args([
+            "--set",
+            &format!("listeners.tcp.bind=127.0.0.1:{port}"),
+            "--set",
+            "listeners.ws.enabled=false",
+        ])
+        .args(["--set", "listeners.tls.enabled=true", "--set", "listeners.tls.bind=127.0.0.1:0"])
+        .args([
+            "--set",
+            "listeners.tls.certfile=/nonexistent/cert.pem",
+            "--set",
+            "listeners.tls.keyfile=/nonexistent/k",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("certfile") && stderr.contains("/nonexistent/cert.pem"), "{stderr}");
+}
+
+#[test]
+fn bad_config_exits_non_zero_naming_the_key() {
+    for (setting, key) in [
+        ("listeners.tcp.bindd=127.0.0.1:1", "bindd"),
+        ("mqtt.max_qos=7", "mqtt.max_qos"),
+        ("session.queue_full_policy=keep_all", "session.queue_full_policy"),
+        ("listeners.tcp.bind=not-an-address", "listeners.tcp.bind"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqttd"))
+            .args(["--set", setting])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{setting}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(key), "{setting}: {stderr}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[mqtt]\nmax_inflight = \"lots\"\n").unwrap();
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_mqttd")).arg("--config").arg(&file).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("mqtt.max_inflight") && stderr.contains("bad.toml"), "{stderr}");
+}
+
+#[test]
+fn a_taken_port_fails_start() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqttd"))
+        .args([
+            "--set",
+            &format!("listeners.tcp.bind=127.0.0.1:{port}"),
+            "--set",
+            "listeners.ws.enabled=false",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("listeners.tcp.bind"));
+}
