@@ -306,3 +306,103 @@ fn remove(node: &mut Node, levels: &[&str], filter: &ParsedFilter<'_>, session: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use mqtt_codec::QoS;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::topic::{matches, parse_filter};
+
+    fn subscriber(session: SessionId) -> Subscriber {
+        Subscriber { session, client_id: Arc::from(format!("c{session}")), mailbox: Arc::new(Mailbox::new()) }
+    }
+
+    fn message(topic: &str) -> Arc<Message> {
+        Arc::new(Message {
+            topic: topic.into(),
+            payload: Default::default(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            publisher: None,
+            expires_at: None,
+        })
+    }
+
+    fn level() -> impl Strategy<Value = String> {
+        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("".to_string()), Just("$x".to_string())]
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        proptest::collection::vec(level(), 1..5).prop_map(|levels| levels.join("/")).prop_filter("non-empty", |t| !t.is_empty())
+    }
+
+    fn filter() -> impl Strategy<Value = String> {
+        let level = prop_oneof![level(), Just("+".to_string())];
+        (proptest::collection::vec(level, 1..5), any::<bool>()).prop_map(|(mut levels, hash)| {
+            if hash {
+                levels.push("#".into());
+            }
+            levels.join("/")
+        })
+        .prop_filter("non-empty", |f| !f.is_empty())
+    }
+
+    proptest! {
+        /// The trie finds exactly the sessions the naive matcher says match.
+        #[test]
+        fn routes_agree_with_the_naive_matcher(filters in proptest::collection::vec(filter(), 1..20), topic in topic()) {
+            let router = Router::new(ShareStrategy::RoundRobin);
+            for (i, f) in filters.iter().enumerate() {
+                let parsed = parse_filter(f).unwrap();
+                router.subscribe(&parsed, subscriber(i as u64), SubscriptionOptions::default(), None);
+            }
+            let mut routes = Vec::new();
+            router.route(&message(&topic), &mut routes);
+            let got: BTreeSet<u64> = routes.iter().map(|(s, _)| s.session).collect();
+            let expected: BTreeSet<u64> =
+                filters.iter().enumerate().filter(|(_, f)| matches(f, &topic)).map(|(i, _)| i as u64).collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn one_member_per_shared_group_and_round_robin_rotates() {
+        let router = Router::new(ShareStrategy::RoundRobin);
+        let members: Vec<Subscriber> = (1..=3).map(subscriber).collect();
+        for m in &members {
+            m.mailbox.set_online(true);
+            router.subscribe(&parse_filter("$share/g/s/+").unwrap(), m.clone(), SubscriptionOptions::default(), None);
+        }
+        router.subscribe(&parse_filter("$share/h/s/#").unwrap(), members[0].clone(), Default::default(), None);
+        let mut counts = [0usize; 4];
+        for _ in 0..30 {
+            let mut routes = Vec::new();
+            router.route(&message("s/t"), &mut routes);
+            assert_eq!(routes.len(), 2, "one per group");
+            for (s, d) in &routes {
+                if d.share.as_ref().is_some_and(|k| &*k.group == "g") {
+                    counts[s.session as usize] += 1;
+                }
+            }
+        }
+        assert_eq!(&counts[1..], &[10, 10, 10]);
+    }
+
+    #[test]
+    fn unsubscribe_prunes_and_counts() {
+        let router = Router::new(ShareStrategy::Random);
+        let f = parse_filter("a/+/c").unwrap();
+        assert!(!router.subscribe(&f, subscriber(1), Default::default(), None));
+        assert!(router.subscribe(&f, subscriber(1), Default::default(), None));
+        assert_eq!(router.count(), 1);
+        assert!(router.unsubscribe(&f, 1));
+        assert!(!router.unsubscribe(&f, 1));
+        assert_eq!(router.count(), 0);
+        assert!(router.root.read().is_empty());
+    }
+}
