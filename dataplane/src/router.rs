@@ -334,22 +334,30 @@ mod tests {
     }
 
     fn level() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("".to_string()), Just("$x".to_string())]
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("".to_string()),
+            Just("$x".to_string())
+        ]
     }
 
     fn topic() -> impl Strategy<Value = String> {
-        proptest::collection::vec(level(), 1..5).prop_map(|levels| levels.join("/")).prop_filter("non-empty", |t| !t.is_empty())
+        proptest::collection::vec(level(), 1..5)
+            .prop_map(|levels| levels.join("/"))
+            .prop_filter("non-empty", |t| !t.is_empty())
     }
 
     fn filter() -> impl Strategy<Value = String> {
         let level = prop_oneof![level(), Just("+".to_string())];
-        (proptest::collection::vec(level, 1..5), any::<bool>()).prop_map(|(mut levels, hash)| {
-            if hash {
-                levels.push("#".into());
-            }
-            levels.join("/")
-        })
-        .prop_filter("non-empty", |f| !f.is_empty())
+        (proptest::collection::vec(level, 1..5), any::<bool>())
+            .prop_map(|(mut levels, hash)| {
+                if hash {
+                    levels.push("#".into());
+                }
+                levels.join("/")
+            })
+            .prop_filter("non-empty", |f| !f.is_empty())
     }
 
     proptest! {
@@ -376,9 +384,19 @@ mod tests {
         let members: Vec<Subscriber> = (1..=3).map(subscriber).collect();
         for m in &members {
             m.mailbox.set_online(true);
-            router.subscribe(&parse_filter("$share/g/s/+").unwrap(), m.clone(), SubscriptionOptions::default(), None);
+            router.subscribe(
+                &parse_filter("$share/g/s/+").unwrap(),
+                m.clone(),
+                SubscriptionOptions::default(),
+                None,
+            );
         }
-        router.subscribe(&parse_filter("$share/h/s/#").unwrap(), members[0].clone(), Default::default(), None);
+        router.subscribe(
+            &parse_filter("$share/h/s/#").unwrap(),
+            members[0].clone(),
+            Default::default(),
+            None,
+        );
         let mut counts = [0usize; 4];
         for _ in 0..30 {
             let mut routes = Vec::new();
