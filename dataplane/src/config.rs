@@ -25,7 +25,7 @@ pub struct DataplaneConfig {
 }
 
 /// The client-facing listeners.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenersConfig {
     pub tcp: TcpListenerConfig,
@@ -34,107 +34,95 @@ pub struct ListenersConfig {
     pub wss: WssListenerConfig,
 }
 
-impl Default for ListenersConfig {
-    fn default() -> Self {
-        ListenersConfig {
-            tcp: TcpListenerConfig { enabled: true, bind: addr("0.0.0.0:1883") },
-            tls: TlsListenerConfig {
-                enabled: false,
-                bind: addr("0.0.0.0:8883"),
-                certfile: None,
-                keyfile: None,
-                cacertfile: None,
-                verify_peer: false,
-            },
-            ws: WsListenerConfig { enabled: true, bind: addr("0.0.0.0:8083"), path: "/mqtt".into() },
-            wss: WssListenerConfig {
-                enabled: false,
-                bind: addr("0.0.0.0:8084"),
-                path: "/mqtt".into(),
-                certfile: None,
-                keyfile: None,
-                cacertfile: None,
-                verify_peer: false,
-            },
-        }
-    }
-}
-
 fn addr(text: &str) -> SocketAddr {
-    // Only called on the literals above.
+    // Only called on the literals below.
     text.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 /// Plain MQTT over TCP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TcpListenerConfig {
-    #[serde(default = "yes")]
     pub enabled: bool,
     pub bind: SocketAddr,
+}
+
+impl Default for TcpListenerConfig {
+    fn default() -> Self {
+        TcpListenerConfig { enabled: true, bind: addr("0.0.0.0:1883") }
+    }
 }
 
 /// MQTT over TLS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsListenerConfig {
-    #[serde(default = "yes")]
     pub enabled: bool,
     pub bind: SocketAddr,
     /// PEM certificate chain of the server.
-    #[serde(default)]
     pub certfile: Option<PathBuf>,
     /// PEM private key of the server.
-    #[serde(default)]
     pub keyfile: Option<PathBuf>,
     /// PEM CA certificates that client certificates must chain to.
-    #[serde(default)]
     pub cacertfile: Option<PathBuf>,
     /// Require and verify a client certificate.
-    #[serde(default)]
     pub verify_peer: bool,
+}
+
+impl Default for TlsListenerConfig {
+    fn default() -> Self {
+        TlsListenerConfig {
+            enabled: false,
+            bind: addr("0.0.0.0:8883"),
+            certfile: None,
+            keyfile: None,
+            cacertfile: None,
+            verify_peer: false,
+        }
+    }
 }
 
 /// MQTT over WebSocket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct WsListenerConfig {
-    #[serde(default = "yes")]
     pub enabled: bool,
     pub bind: SocketAddr,
-    #[serde(default = "mqtt_path")]
+    /// The HTTP path of the MQTT endpoint.
     pub path: String,
+}
+
+impl Default for WsListenerConfig {
+    fn default() -> Self {
+        WsListenerConfig { enabled: true, bind: addr("0.0.0.0:8083"), path: "/mqtt".into() }
+    }
 }
 
 /// MQTT over WebSocket over TLS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct WssListenerConfig {
-    #[serde(default = "yes")]
     pub enabled: bool,
     pub bind: SocketAddr,
-    #[serde(default = "mqtt_path")]
     pub path: String,
-    /// PEM certificate chain of the server.
-    #[serde(default)]
     pub certfile: Option<PathBuf>,
-    /// PEM private key of the server.
-    #[serde(default)]
     pub keyfile: Option<PathBuf>,
-    /// PEM CA certificates that client certificates must chain to.
-    #[serde(default)]
     pub cacertfile: Option<PathBuf>,
-    /// Require and verify a client certificate.
-    #[serde(default)]
     pub verify_peer: bool,
 }
 
-fn yes() -> bool {
-    true
-}
-
-fn mqtt_path() -> String {
-    "/mqtt".into()
+impl Default for WssListenerConfig {
+    fn default() -> Self {
+        WssListenerConfig {
+            enabled: false,
+            bind: addr("0.0.0.0:8084"),
+            path: "/mqtt".into(),
+            certfile: None,
+            keyfile: None,
+            cacertfile: None,
+            verify_peer: false,
+        }
+    }
 }
 
 /// Certificate files of a TLS listener.
