@@ -3,7 +3,8 @@
 //! A retained PUBLISH with an empty payload deletes the topic's message.
 //! Limits on the number of messages and on payload size refuse new topics
 //! (replacing an existing topic is always allowed within the size limit).
-//! Expired messages are dropped when they are found.
+//! Expired messages are dropped when they are found. The broker's own
+//! `$SYS` topics do not count against the limit on the number of messages.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,31 +29,42 @@ pub enum RetainOutcome {
 #[derive(Debug)]
 pub struct RetainStore {
     messages: RwLock<HashMap<String, Arc<Message>>>,
+    /// Messages outside `$SYS/`, the ones the count limit applies to.
+    client_count: std::sync::atomic::AtomicUsize,
     limits: RetainerConfig,
 }
 
 impl RetainStore {
     pub fn new(limits: RetainerConfig) -> RetainStore {
-        RetainStore { messages: RwLock::new(HashMap::new()), limits }
+        RetainStore { messages: RwLock::new(HashMap::new()), client_count: Default::default(), limits }
     }
 
     /// Sets, replaces or (empty payload) deletes the topic's retained message.
     pub fn store(&self, message: &Arc<Message>) -> RetainOutcome {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counted = !message.topic.starts_with("$SYS/");
         let mut messages = self.messages.write();
         if message.payload.is_empty() {
-            messages.remove(&message.topic);
+            if messages.remove(&message.topic).is_some() && counted {
+                self.client_count.fetch_sub(1, Relaxed);
+            }
             return RetainOutcome::Deleted;
         }
         if self.limits.max_payload_size > 0 && message.payload.len() > self.limits.max_payload_size {
             return RetainOutcome::Refused;
         }
-        if self.limits.max_retained_messages > 0
-            && messages.len() >= self.limits.max_retained_messages
-            && !messages.contains_key(&message.topic)
+        let is_new = !messages.contains_key(&message.topic);
+        if counted
+            && is_new
+            && self.limits.max_retained_messages > 0
+            && self.client_count.load(Relaxed) >= self.limits.max_retained_messages
         {
             return RetainOutcome::Refused;
         }
         messages.insert(message.topic.clone(), message.clone());
+        if counted && is_new {
+            self.client_count.fetch_add(1, Relaxed);
+        }
         RetainOutcome::Stored
     }
 
@@ -78,7 +90,10 @@ impl RetainStore {
     /// Drops expired messages.
     pub fn purge_expired(&self) {
         let now = Instant::now();
-        self.messages.write().retain(|_, m| !m.is_expired(now));
+        let mut messages = self.messages.write();
+        messages.retain(|_, m| !m.is_expired(now));
+        let counted = messages.keys().filter(|t| !t.starts_with("$SYS/")).count();
+        self.client_count.store(counted, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -120,5 +135,8 @@ mod tests {
         assert_eq!(store.store(&msg("a", b"22")), RetainOutcome::Stored);
         assert_eq!(store.store(&msg("a", b"333")), RetainOutcome::Refused);
         assert_eq!(store.count(), 1);
+        assert_eq!(store.store(&msg("$SYS/x", b"1")), RetainOutcome::Stored, "$SYS is not counted");
+        assert_eq!(store.store(&msg("a", b"")), RetainOutcome::Deleted);
+        assert_eq!(store.store(&msg("b", b"1")), RetainOutcome::Stored);
     }
 }

@@ -2,6 +2,8 @@
 //! MQTT to it byte by byte through the codec, so that tests can send exactly
 //! the packets (good or malformed) they mean to and see every reply.
 #![allow(dead_code)]
+// The harness runs before and around the runtime: blocking waits are fine here.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
