@@ -60,7 +60,11 @@ fn init_logging(config: &Config, format: Option<LogFormat>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match format.unwrap_or(config.log.format) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -70,12 +74,26 @@ fn init_logging(config: &Config, format: Option<LogFormat>) {
 async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.node.data_dir)
         .with_context(|| format!("node.data_dir: cannot create {}", config.node.data_dir.display()))?;
+    raise_file_limit();
     let node = dataplane::Node::start(config.dataplane, config.node.name.clone()).await?;
     info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started");
     wait_for_signal().await?;
     info!("shutting down");
     node.shutdown(Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: each client holds
+/// one descriptor, so this limit is the node's connection ceiling.
+fn raise_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(
+            open_files = limit,
+            connection_ceiling = limit.saturating_sub(64),
+            "file descriptor limit raised to the hard limit"
+        ),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
