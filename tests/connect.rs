@@ -156,3 +156,21 @@ async fn rumqttc_round_trip() {
     assert_eq!(received.topic, "rust/hello");
     assert_eq!(&received.payload[..], b"from rumqttc");
 }
+
+/// Regression: a client reconnecting right after DISCONNECT, while the old
+/// connection is still closing, must get its CONNACK at once (it used to
+/// wait out the takeover timeout).
+#[tokio::test]
+async fn reconnect_right_after_disconnect_is_prompt() {
+    let broker = Broker::start(&[]);
+    for version in VERSIONS {
+        for round in 0..20 {
+            let started = std::time::Instant::now();
+            let (mut client, ack) =
+                Client::connect_with(broker.port, connect_packet(version, "quick", round % 2 == 0)).await;
+            assert_eq!(ack.reason, ReasonCode::SUCCESS);
+            assert!(started.elapsed() < Duration::from_secs(1), "CONNACK took {:?}", started.elapsed());
+            client.send(&Packet::Disconnect(Default::default())).await;
+        }
+    }
+}

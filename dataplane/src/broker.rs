@@ -67,6 +67,9 @@ impl Broker {
     /// Tells every connection to close (DISCONNECT 0x8B for MQTT 5.0 clients).
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+        for control in self.registry.online_controls() {
+            control.send(crate::registry::Control::Shutdown);
+        }
     }
 
     /// True once shutdown has begun.

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::connection;
-use crate::transport::{StreamTransport, WsTransport};
+use crate::transport::{StreamTransport, TcpTransport, WsTransport};
 
 /// Time allowed for a TLS or WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,7 +63,7 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, protocol: P
         match accepted {
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
-                tokio::spawn(handle(broker.clone(), socket, peer, protocol.clone()));
+                spawn_connection(broker.clone(), socket, peer, &protocol);
             }
             Err(error) => {
                 warn!(%error, listener = protocol.name(), "accept failed; pausing");
@@ -73,25 +73,39 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, protocol: P
     }
 }
 
-async fn handle(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr, protocol: Protocol) {
+/// Spawns the task of one connection. Each protocol gets a task of its own
+/// type, so that a plain TCP connection's task is only as large as the MQTT
+/// connection itself, not as large as a TLS-plus-WebSocket one.
+fn spawn_connection(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr, protocol: &Protocol) {
     match protocol {
-        Protocol::Mqtt => connection::serve(broker, StreamTransport(socket), peer).await,
+        Protocol::Mqtt => {
+            tokio::spawn(connection::serve(broker, TcpTransport(socket), peer));
+        }
         Protocol::Tls(acceptor) => {
-            if let Some(stream) = tls_handshake(&acceptor, socket, peer).await {
-                connection::serve(broker, StreamTransport(stream), peer).await;
-            }
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Some(stream) = tls_handshake(&acceptor, socket, peer).await {
+                    connection::serve(broker, StreamTransport(Box::new(stream)), peer).await;
+                }
+            });
         }
         Protocol::Ws { path } => {
-            if let Some(ws) = ws_handshake(socket, &path, peer).await {
-                connection::serve(broker, WsTransport(ws), peer).await;
-            }
-        }
-        Protocol::Wss { acceptor, path } => {
-            if let Some(stream) = tls_handshake(&acceptor, socket, peer).await {
-                if let Some(ws) = ws_handshake(stream, &path, peer).await {
+            let path = path.clone();
+            tokio::spawn(async move {
+                if let Some(ws) = ws_handshake(socket, &path, peer).await {
                     connection::serve(broker, WsTransport(ws), peer).await;
                 }
-            }
+            });
+        }
+        Protocol::Wss { acceptor, path } => {
+            let (acceptor, path) = (acceptor.clone(), path.clone());
+            tokio::spawn(async move {
+                if let Some(stream) = tls_handshake(&acceptor, socket, peer).await {
+                    if let Some(ws) = ws_handshake(Box::new(stream), &path, peer).await {
+                        connection::serve(broker, WsTransport(ws), peer).await;
+                    }
+                }
+            });
         }
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
 use crate::message::Message;
 use crate::session::SessionState;
@@ -25,6 +25,40 @@ pub enum Control {
     /// Another connection takes this session: send DISCONNECT 0x8E, close,
     /// and hand the session state over.
     TakeOver { reply: oneshot::Sender<Box<SessionState>> },
+    /// The server is shutting down: send DISCONNECT 0x8B and close.
+    Shutdown,
+}
+
+/// A live connection's inbox for control requests. Lighter than a channel
+/// (every connection has one): one pending request at a time, a newer one
+/// replacing an older one, whose requester then sees its reply dropped.
+#[derive(Debug, Default)]
+pub struct ControlSlot {
+    request: Mutex<Option<Control>>,
+    notify: Notify,
+}
+
+impl ControlSlot {
+    /// Leaves a request for the connection and wakes it.
+    pub fn send(&self, control: Control) {
+        *self.request.lock() = Some(control);
+        self.notify.notify_one();
+    }
+
+    /// Drops a pending request (its requester sees its reply dropped).
+    pub fn clear(&self) {
+        self.request.lock().take();
+    }
+
+    /// Waits for the next request.
+    pub async fn recv(&self) -> Control {
+        loop {
+            if let Some(control) = self.request.lock().take() {
+                return control;
+            }
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// A will waiting for its delay to pass.
@@ -36,7 +70,7 @@ pub struct PendingWill {
 /// A registry entry.
 #[derive(Debug)]
 pub enum Entry {
-    Online { connection: ConnectionId, control: mpsc::Sender<Control> },
+    Online { connection: ConnectionId, control: Arc<ControlSlot> },
     Offline { state: Box<SessionState>, generation: u64, will: Option<PendingWill> },
 }
 
@@ -54,17 +88,12 @@ pub enum Claim {
     /// A parked session, now held by the caller (its pending will, if any).
     Resumed(Box<SessionState>, Option<PendingWill>),
     /// Held by a live connection: ask it to hand over, then claim again.
-    Busy { connection: ConnectionId, control: mpsc::Sender<Control> },
+    Busy { connection: ConnectionId, control: Arc<ControlSlot> },
 }
 
 impl Registry {
     /// Claims `client_id` for `connection` unless a live connection holds it.
-    pub fn claim(
-        &self,
-        client_id: &Arc<str>,
-        connection: ConnectionId,
-        control: &mpsc::Sender<Control>,
-    ) -> Claim {
+    pub fn claim(&self, client_id: &Arc<str>, connection: ConnectionId, control: &Arc<ControlSlot>) -> Claim {
         let mut entries = self.entries.lock();
         let online = Entry::Online { connection, control: control.clone() };
         match entries.get(client_id) {
@@ -88,7 +117,7 @@ impl Registry {
         client_id: &Arc<str>,
         previous: ConnectionId,
         connection: ConnectionId,
-        control: &mpsc::Sender<Control>,
+        control: &Arc<ControlSlot>,
     ) -> bool {
         let mut entries = self.entries.lock();
         match entries.get(client_id) {
@@ -159,7 +188,7 @@ impl Registry {
     }
 
     /// Control channels of every live connection.
-    pub fn online_controls(&self) -> Vec<mpsc::Sender<Control>> {
+    pub fn online_controls(&self) -> Vec<Arc<ControlSlot>> {
         self.entries
             .lock()
             .values()

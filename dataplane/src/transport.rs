@@ -24,7 +24,44 @@ pub trait Transport: Send + 'static {
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// A byte stream such as TCP or TLS.
+/// Plain TCP. An idle connection holds no read buffer: the buffer is only
+/// grown once the socket is readable, and the connection drops it again
+/// when it has consumed every byte.
+pub struct TcpTransport(pub tokio::net::TcpStream);
+
+/// Bytes reserved for one read from a readable socket.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Transport for TcpTransport {
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.0.readable().await?;
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            match self.0.try_read_buf(buf) {
+                Ok(n) => return Ok(n),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness was stale: give the buffer back before waiting.
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write_all(data).await
+    }
+
+    async fn close(&mut self) {
+        let _ = self.0.shutdown().await;
+    }
+}
+
+/// A byte stream such as TLS.
 pub struct StreamTransport<S>(pub S);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for StreamTransport<S> {

@@ -7,9 +7,8 @@
 - `broker_factory`: starts a broker with extra `--set key=value` arguments
   for tests that need their own configuration; stopped at teardown.
 - `connect`: creates connected paho `Client`s and closes them at teardown.
-- `version`: parametrizes a test over MQTT 3.1.1 and 5.0 (use the
-  `both_versions` marker-free helper `VERSIONS` from helpers, or request the
-  `version` fixture which is parametrized here).
+- `version`: requesting it runs a test once for MQTT 3.1.1 and once for 5.0.
+- `topic`: a topic prefix unique to the test.
 
 Only processes started here are ever signalled.
 """

@@ -387,6 +387,21 @@ class Client:
         raise AssertionError(f"{self.client_id}: unexpected message {m.topic!r} {m.payload!r} "
                              f"qos={m.qos} retain={m.retain}")
 
+    def collect(self, n: int, timeout: float = 3.0, settle: float = 0.15) -> list[Msg]:
+        """Waits for `n` messages (or the timeout), then `settle` seconds more
+        to catch any extra (duplicate or unexpected) ones; returns them all."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                out.append(self.messages.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return out + self.drain(settle)
+
     def drain(self, timeout: float = 0.3) -> list[Msg]:
         """Everything that arrives within `timeout` seconds."""
         out = []

@@ -24,13 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_mqttd(tmp_path, *args, env=None, timeout=5.0):
-    """Runs mqttd expecting it to exit by itself; returns (code, output)."""
+    """Runs mqttd expecting it to exit by itself; returns (code, stderr)."""
     try:
         r = subprocess.run([MQTTD_BIN, *args], cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                            env={**os.environ, "NO_COLOR": "1", **(env or {})}, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         pytest.fail(f"mqttd {' '.join(args)} still running after {timeout}s (expected a quick non-zero exit)")
-    return r.returncode, r.stdout + r.stderr
+    return r.returncode, r.stderr
 
 
 def base_sets(tmp_path, port=None):

@@ -5,8 +5,8 @@ are refused; MQTT 3.1 (MQIsdp) is accepted; empty client ids (3.1.1 rules)
 and mqtt.max_clientid_len; PINGREQ/PINGRESP; QoS 2 exactly-once with a
 duplicate PUBLISH before PUBREL; malformed or invalid packets (wildcards in
 a topic name, QoS 3, bad SUBSCRIBE flags, bad filters, bad remaining
-length) close that client only, with the 5.0 reason code where one is due;
-mqtt.connect_timeout; auth.allow_anonymous=deny.
+length, ill-formed UTF-8) close that client only, with the 5.0 reason code
+where one is due; mqtt.connect_timeout; auth.allow_anonymous=deny.
 """
 
 import struct
@@ -146,7 +146,7 @@ def test_qos2_duplicate_before_pubrel_delivered_once(broker, connect, raw_client
     r.send(pkt_ack(PUBREL, 7))
     p = r.read()
     assert p.type == PUBCOMP and p.body[:2] == struct.pack("!H", 7)
-    msgs = sub.drain(0.6)
+    msgs = sub.collect(1)
     assert [m.payload for m in msgs] == [b"once"]
 
 
@@ -260,4 +260,28 @@ def test_anonymous_denied(broker_factory, raw_clients, level):
     assert p is not None and p.type == CONNACK
     assert p.reason in ((0x04, 0x05) if level == 4 else (0x86, 0x87)), hex(p.reason)
     _, closed = r.read_until_closed(3)
+    assert closed
+
+
+def test_invalid_utf8_topic_name(broker, raw_clients, level):
+    """[MQTT-1.5.3-1] (3.1.1 [MQTT-1.5.3-1] too): ill-formed UTF-8 in a topic
+    name is malformed: the connection is closed (5.0: 0x81 or 0x90 or 0x82)."""
+    r = connect_raw(raw_clients, broker, level)
+    bad = b"t/\xc3\x28"
+    body = struct.pack("!H", len(bad)) + bad + (b"\x00" if level == 5 else b"") + b"x"
+    r.send(packet(3, 0, body))
+    assert_closed(r, level, v5_codes={0x81, 0x82, 0x90})
+
+
+def test_utf16_surrogate_in_topic_filter(broker, raw_clients, level):
+    """[MQTT-1.5.3-1]: UTF-16 surrogates (ED A0 80) are not valid UTF-8."""
+    r = connect_raw(raw_clients, broker, level)
+    bad = b"t/\xed\xa0\x80"
+    body = struct.pack("!H", 1) + (b"\x00" if level == 5 else b"") + struct.pack("!H", len(bad)) + bad + b"\x01"
+    r.send(packet(8, 2, body))
+    first = r.read(3)
+    if first is not None and first.type == SUBACK:
+        pytest.fail(f"SUBACK for an ill-formed UTF-8 filter: {first.body!r}")
+    packets, closed = r.read_until_closed(3)
+    assert first is None or first.type == DISCONNECT
     assert closed

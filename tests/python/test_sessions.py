@@ -5,15 +5,38 @@ Covers: a persistent session keeps its subscriptions and queues QoS 1/2
 reconnect; the Session Present flag; Clean Session / Clean Start discards the
 session; v5 Session Expiry Interval (expiry, zero, changed on DISCONNECT,
 capped by session.max_expiry_interval, which 3.1.1 sessions also get);
-unacknowledged messages are re-sent with DUP on reconnect; the offline queue
-limit with both policies; the in-flight window; session takeover.
+unacknowledged QoS 1/2 PUBLISHes are re-sent with DUP, and an unanswered
+PUBREL is re-sent, on reconnect; the queue limit with both policies (offline
+and behind a full in-flight window) and its dropped counter; the in-flight
+window; session takeover.
 """
 
+import struct
 import time
 
 import pytest
 
-from helpers import SYS_PREFIX, V5, V311, uid
+from helpers import (PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, SYS_PREFIX, V5, V311, RawClient, pkt_ack,
+                     pkt_subscribe, uid)
+
+
+@pytest.fixture(params=["v311", "v5"])
+def level(request):
+    return {"v311": 4, "v5": 5}[request.param]
+
+
+@pytest.fixture
+def raw_clients():
+    made = []
+
+    def make(port):
+        r = RawClient(port)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
 
 
 def persistent(version, expiry=60):
@@ -48,7 +71,7 @@ def test_queued_qos2_delivered_once(broker, connect, version, topic):
     c.disconnect()
     connect(broker, version).publish(topic, b"exactly-once", qos=2)
     c = connect(broker, version, client_id=cid, **persistent(version))
-    msgs = c.drain(0.8)
+    msgs = c.collect(1)
     assert [(m.payload, m.qos) for m in msgs] == [(b"exactly-once", 2)]
 
 
@@ -75,7 +98,7 @@ def test_queue_qos0_disabled(broker_factory, connect, version, topic):
     pub.publish(topic, b"q0", qos=0)
     pub.publish(topic, b"q1", qos=1)
     c = connect(b, version, client_id=cid, **persistent(version))
-    assert [m.payload for m in c.drain(0.6)] == [b"q1"]
+    assert [m.payload for m in c.collect(1)] == [b"q1"]
 
 
 def test_session_present_flag(broker, connect, version):
@@ -101,9 +124,9 @@ def test_clean_start_discards_session(broker, connect, version, topic):
     pub.publish(topic, b"queued", qos=1)
     c = connect(broker, version, client_id=cid, clean=True)
     assert c.session_present is False
-    c.expect_none(0.5)  # queued message went with the session
+    c.expect_none(0.3)  # queued message went with the session
     pub.publish(topic, b"new", qos=1)
-    c.expect_none(0.5)  # and so did the subscription
+    c.expect_none(0.3)  # and so did the subscription
 
 
 def test_clean_session_connection_leaves_nothing_behind(broker, connect, version, topic):
@@ -115,7 +138,7 @@ def test_clean_session_connection_leaves_nothing_behind(broker, connect, version
     connect(broker, version).publish(topic, b"nobody", qos=1)
     c = connect(broker, version, client_id=cid, **persistent(version))
     assert c.session_present is False
-    c.expect_none(0.5)
+    c.expect_none(0.3)
 
 
 def test_v5_session_expiry_passes(broker, connect, topic):
@@ -129,7 +152,7 @@ def test_v5_session_expiry_passes(broker, connect, topic):
     time.sleep(2.2)
     c = connect(broker, V5, client_id=cid, clean=False, session_expiry=60)
     assert c.session_present is False
-    c.expect_none(0.5)
+    c.expect_none(0.3)
 
 
 def test_v5_session_survives_within_expiry(broker, connect, topic):
@@ -168,32 +191,26 @@ def test_v5_session_expiry_changed_on_disconnect(broker, connect, topic):
     assert c.session_present is False
 
 
-def test_max_expiry_interval_caps_v5(broker_factory, connect, topic):
+def test_max_expiry_interval_caps_sessions(broker_factory, connect, topic):
+    """session.max_expiry_interval caps a v5 client's Session Expiry
+    Interval, and 3.1.1 persistent sessions get exactly that value. Both
+    sessions are checked over the same wait."""
     b = broker_factory("session.max_expiry_interval=1")
-    cid = uid("cap")
-    c = connect(b, V5, client_id=cid, clean=False, session_expiry=3600)
-    announced = getattr(c.connack_properties, "SessionExpiryInterval", None)
+    cid5, cid3 = uid("cap5"), uid("cap3")
+    c5 = connect(b, V5, client_id=cid5, clean=False, session_expiry=3600)
+    announced = getattr(c5.connack_properties, "SessionExpiryInterval", None)
     assert announced in (None, 1), f"CONNACK Session Expiry Interval {announced}, expected the cap (1)"
-    c.subscribe(topic, qos=1)
-    c.disconnect()
+    c5.subscribe(topic, qos=1)
+    c5.disconnect()
+    c3 = connect(b, V311, client_id=cid3, clean=False)
+    c3.subscribe(topic, qos=1)
+    c3.disconnect()
+    c3 = connect(b, V311, client_id=cid3, clean=False)
+    assert c3.session_present is True  # alive right after disconnecting
+    c3.disconnect()
     time.sleep(2.2)
-    c = connect(b, V5, client_id=cid, clean=False, session_expiry=3600)
-    assert c.session_present is False
-
-
-def test_max_expiry_interval_applies_to_v311(broker_factory, connect, topic):
-    """3.1.1 persistent sessions get exactly session.max_expiry_interval."""
-    b = broker_factory("session.max_expiry_interval=1")
-    cid = uid("cap")
-    c = connect(b, V311, client_id=cid, clean=False)
-    c.subscribe(topic, qos=1)
-    c.disconnect()
-    c = connect(b, V311, client_id=cid, clean=False)
-    assert c.session_present is True  # still alive right away
-    c.disconnect()
-    time.sleep(2.2)
-    c = connect(b, V311, client_id=cid, clean=False)
-    assert c.session_present is False
+    assert connect(b, V5, client_id=cid5, clean=False, session_expiry=3600).session_present is False
+    assert connect(b, V311, client_id=cid3, clean=False).session_present is False
 
 
 def test_unacked_qos1_resent_with_dup_on_reconnect(broker, connect, version, topic):
@@ -210,7 +227,7 @@ def test_unacked_qos1_resent_with_dup_on_reconnect(broker, connect, version, top
     c = connect(broker, version, client_id=cid, **persistent(version))
     again = c.expect()
     assert (again.payload, again.dup, again.mid) == (b"ack-me", True, first.mid)
-    c.expect_none(0.4)
+    c.expect_none(0.3)
 
 
 @pytest.mark.parametrize("policy,expected", [("drop_new", [0, 1, 2]), ("drop_oldest", [3, 4, 5])])
@@ -224,7 +241,7 @@ def test_offline_queue_limit(broker_factory, connect, version, topic, policy, ex
     for i in range(6):
         pub.publish(topic, str(i).encode(), qos=1)
     c = connect(b, version, client_id=cid, **persistent(version))
-    assert [int(m.payload) for m in c.drain(0.8)] == expected
+    assert [int(m.payload) for m in c.collect(3)] == expected
 
 
 def test_drop_oldest_prefers_qos0(broker_factory, connect, topic):
@@ -239,7 +256,7 @@ def test_drop_oldest_prefers_qos0(broker_factory, connect, topic):
     for payload, qos in [(b"a", 1), (b"b", 0), (b"c", 1), (b"d", 1)]:
         pub.publish(topic, payload, qos=qos)
     c = connect(b, V5, client_id=cid, clean=False, session_expiry=60)
-    assert [m.payload for m in c.drain(0.8)] == [b"a", b"c", b"d"]
+    assert [m.payload for m in c.collect(3)] == [b"a", b"c", b"d"]
 
 
 def test_dropped_messages_counted(broker_factory, connect, topic):
@@ -272,7 +289,7 @@ def test_inflight_window_limits_unacked_deliveries(broker_factory, connect, vers
     pub = connect(b, version)
     for i in range(5):
         pub.publish(topic, str(i).encode(), qos=1)
-    first = sub.drain(0.6)
+    first = sub.collect(2, settle=0.3)
     assert [int(m.payload) for m in first] == [0, 1]
     for m in first:
         sub.ack(m)
@@ -308,3 +325,95 @@ def test_v311_takeover_closes_old_connection(broker, connect, topic):
     connect(broker, V311).publish(topic, b"to-new", qos=1)
     assert new.expect().payload == b"to-new"
     old.expect_none(0.2)
+
+
+def test_unacked_qos2_publish_resent_with_dup(broker, connect, raw_clients, level, topic):
+    """[MQTT-4.4.0-1]: a QoS 2 PUBLISH the client never answered with PUBREC
+    is re-sent on reconnect, same packet id, DUP=1 [MQTT-3.3.1-1]."""
+    cid = uid("q2")
+    props_ = [(0x11, 60)] if level == 5 else None
+    r = raw_clients(broker.port)
+    assert r.connect(cid, version=level, clean=True, props_=props_).reason == 0
+    r.close()
+    r = raw_clients(broker.port)
+    assert r.connect(cid, version=level, clean=False, props_=props_).reason == 0
+    r.send(pkt_subscribe(1, [(topic, 2)], version=level))
+    assert r.read().type == SUBACK
+    connect(broker, V5).publish(topic, b"q2", qos=2)
+    p = r.read()
+    assert p.type == PUBLISH and not p.flags & 0x08
+    pid = p.body[2 + len(topic):4 + len(topic)]
+    r.close()  # no PUBREC
+    r = raw_clients(broker.port)
+    connack = r.connect(cid, version=level, clean=False, props_=props_)
+    assert connack.body[0] & 1, "session not present"
+    p = r.read()
+    assert p.type == PUBLISH and p.flags & 0x08, f"expected a DUP PUBLISH, got {p}"
+    assert p.body[2 + len(topic):4 + len(topic)] == pid
+    assert p.publish_fields(level)[1] == b"q2"
+
+
+def test_unacked_pubrel_resent_on_reconnect(broker, connect, raw_clients, level, topic):
+    """[MQTT-4.4.0-1]: after PUBREC, the server's PUBREL is what gets re-sent
+    on reconnect (not the PUBLISH again)."""
+    cid = uid("q2")
+    props_ = [(0x11, 60)] if level == 5 else None
+    r = raw_clients(broker.port)
+    assert r.connect(cid, version=level, clean=True, props_=props_).reason == 0
+    r.close()
+    r = raw_clients(broker.port)
+    assert r.connect(cid, version=level, clean=False, props_=props_).reason == 0
+    r.send(pkt_subscribe(1, [(topic, 2)], version=level))
+    assert r.read().type == SUBACK
+    connect(broker, V5).publish(topic, b"q2", qos=2)
+    p = r.read()
+    assert p.type == PUBLISH
+    pid = struct.unpack("!H", p.body[2 + len(topic):4 + len(topic)])[0]
+    r.send(pkt_ack(PUBREC, pid))
+    p = r.read()
+    assert p.type == PUBREL and struct.unpack("!H", p.body[:2])[0] == pid
+    r.close()  # no PUBCOMP
+    r = raw_clients(broker.port)
+    connack = r.connect(cid, version=level, clean=False, props_=props_)
+    assert connack.body[0] & 1, "session not present"
+    p = r.read()
+    assert p.type == PUBREL and struct.unpack("!H", p.body[:2])[0] == pid, f"expected PUBREL {pid}, got {p}"
+    r.send(pkt_ack(PUBCOMP, pid))
+    with pytest.raises(TimeoutError):
+        extra = r.read(0.4)
+        pytest.fail(f"unexpected packet after PUBCOMP: {extra}")
+
+
+def test_v5_disconnect_cannot_raise_zero_expiry(broker, connect, topic):
+    """[MQTT-3.14.2-2]: a non-zero Session Expiry Interval on DISCONNECT
+    when CONNECT had 0 is a Protocol Error; the session must not survive."""
+    cid = uid("se")
+    c = connect(broker, V5, client_id=cid, clean=False)
+    c.subscribe(topic, qos=1)
+    c.disconnect(properties={"SessionExpiryInterval": 60})
+    time.sleep(0.2)
+    c = connect(broker, V5, client_id=cid, clean=False, session_expiry=60)
+    assert c.session_present is False
+
+
+@pytest.mark.parametrize("policy,expected", [("drop_new", [0, 1, 2]), ("drop_oldest", [0, 3, 4])])
+def test_online_queue_limit_beyond_inflight_window(broker_factory, connect, topic, policy, expected):
+    """The queue limit also bounds messages waiting behind a full in-flight
+    window of a connected client (session.max_queued_messages)."""
+    b = broker_factory("mqtt.max_inflight=1", "session.max_queued_messages=2",
+                       f"session.queue_full_policy={policy}")
+    sub = connect(b, V5, manual_ack=True)
+    sub.subscribe(topic, qos=1)
+    pub = connect(b, V5)
+    for i in range(5):
+        pub.publish(topic, str(i).encode(), qos=1)
+    got = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        batch = sub.drain(0.25)
+        if not batch:
+            break
+        for m in batch:
+            sub.ack(m)
+        got += batch
+    assert [int(m.payload) for m in got] == expected

@@ -6,15 +6,18 @@ and correlation data pass through; Message Expiry Interval (expired queued
 and retained messages dropped, remaining interval forwarded); Topic Aliases
 from the client (set, use, remap, invalid ones); CONNACK properties and the
 config keys behind them (receive_maximum, max_packet_size, max_keep_alive,
-max_qos, *_available); the client's Receive Maximum and Maximum Packet Size
-honoured; the server's Receive Maximum enforced.
+max_qos, *_available), including Will QoS / Will Retain refusals and the
+Server Keep Alive being enforced; the client's Receive Maximum and Maximum
+Packet Size honoured (with the exact size boundary); the server's Receive
+Maximum and Maximum Packet Size enforced.
 """
 
 import time
 
 import pytest
 
-from helpers import (CONNACK, DISCONNECT, PUBREC, SUBACK, V5, V311, RawClient, pkt_publish, pkt_subscribe, uid)
+from helpers import (CONNACK, DISCONNECT, PUBREC, SUBACK, V5, V311, RawClient, pkt_connect, pkt_publish,
+                     pkt_subscribe, uid)
 
 
 # ---- subscription options ---------------------------------------------------
@@ -26,7 +29,7 @@ def test_no_local(broker, connect, topic):
     c = connect(broker, V5)
     c.subscribe(topic, qos=1, no_local=True)
     c.publish(topic, b"mine", qos=1)
-    c.expect_none(0.4)
+    c.expect_none(0.3)
     connect(broker, V5).publish(topic, b"theirs", qos=1)
     assert c.expect().payload == b"theirs"
 
@@ -64,7 +67,7 @@ def test_subscription_identifiers_of_overlapping_subscriptions(broker, connect, 
     sub.subscribe(f"{topic}/a", qos=1, sub_id=2)
     sub.subscribe(f"{topic}/+", qos=1)  # no identifier
     connect(broker, V5).publish(f"{topic}/a", b"ov", qos=1)
-    msgs = sub.drain(0.6)
+    msgs = sub.collect(1)
     assert msgs
     ids = [i for m in msgs for i in (m.prop("SubscriptionIdentifier") or [])]
     assert sorted(ids) == [1, 2]
@@ -136,7 +139,7 @@ def test_expired_queued_message_not_delivered(broker, connect, topic):
     pub.publish(topic, b"forever", qos=1)
     time.sleep(2.1)
     c = connect(broker, V5, client_id=cid, clean=False, session_expiry=60)
-    assert [m.payload for m in c.drain(0.6)] == [b"forever"]
+    assert [m.payload for m in c.collect(1)] == [b"forever"]
 
 
 def test_queued_message_expiry_interval_decremented(broker, connect, topic):
@@ -171,7 +174,7 @@ def test_expired_retained_message_not_sent(broker, connect, topic):
     time.sleep(2.1)
     sub = connect(broker, V5)
     sub.subscribe(f"{topic}/#", qos=1)
-    msgs = sub.drain(0.6)
+    msgs = sub.collect(1)
     assert [m.topic for m in msgs] == [f"{topic}/long"]
     remaining = msgs[0].prop("MessageExpiryInterval")
     assert remaining is not None and 55 <= remaining <= 59, remaining
@@ -318,7 +321,7 @@ def test_client_maximum_packet_size_respected(broker, connect, topic):
     pub = connect(broker, V5)
     pub.publish(topic, b"b" * 1000, qos=1)
     pub.publish(topic, b"small", qos=1)
-    assert [m.payload for m in sub.drain(0.6)] == [b"small"]
+    assert [m.payload for m in sub.collect(1)] == [b"small"]
     assert sub.connected.is_set() and not sub.disconnected.is_set()
 
 
@@ -330,7 +333,7 @@ def test_client_receive_maximum_respected(broker, connect, topic):
     pub = connect(broker, V5)
     for i in range(6):
         pub.publish(topic, str(i).encode(), qos=1)
-    first = sub.drain(0.6)
+    first = sub.collect(2, settle=0.3)
     assert [int(m.payload) for m in first] == [0, 1]
     got = list(first)
     for m in first:
@@ -432,3 +435,110 @@ def test_connack_is_first_packet(broker):
         assert p.type == CONNACK and p.reason == 0
     finally:
         raw.close()
+
+
+def test_will_qos_above_max_qos_refused(broker_factory):
+    """[MQTT-3.2.2-12]: a CONNECT whose Will QoS exceeds Maximum QoS is
+    refused (CONNACK 0x9B, QoS not supported)."""
+    b = broker_factory("mqtt.max_qos=1")
+    raw = RawClient(b.port)
+    try:
+        raw.send(pkt_connect(uid("wq"), version=5, will={"topic": "w", "payload": b"x", "qos": 2}))
+        p = raw.read()
+        assert p is not None and p.type == CONNACK and p.reason == 0x9B, p
+        _, closed = raw.read_until_closed(3)
+        assert closed
+    finally:
+        raw.close()
+
+
+def test_will_retain_refused_when_retain_unavailable(broker_factory):
+    """[MQTT-3.2.2-13]: Will Retain with Retain Available 0: CONNACK 0x9A."""
+    b = broker_factory("mqtt.retain_available=false")
+    raw = RawClient(b.port)
+    try:
+        raw.send(pkt_connect(uid("wr"), version=5, will={"topic": "w", "payload": b"x", "retain": True}))
+        p = raw.read()
+        assert p is not None and p.type == CONNACK and p.reason == 0x9A, p
+    finally:
+        raw.close()
+
+
+def test_server_keep_alive_enforced(broker_factory):
+    """[MQTT-3.1.2-21]: the client must use the Server Keep Alive; the server
+    closes a connection silent for 1.5 times that value."""
+    b = broker_factory("mqtt.max_keep_alive=1")
+    raw = RawClient(b.port)
+    try:
+        raw.send(pkt_connect(uid("ka"), version=5, keepalive=60))
+        p = raw.read()
+        assert p.type == CONNACK and p.reason == 0
+        t0 = time.monotonic()
+        packets, closed = raw.read_until_closed(4)
+        assert closed, "silent connection not closed"
+        assert time.monotonic() - t0 <= 3
+        assert [p.reason for p in packets if p.type == DISCONNECT] in ([], [0x8D])  # Keep Alive timeout
+    finally:
+        raw.close()
+
+
+def test_no_local_with_overlapping_subscription(broker, connect, topic):
+    """No Local applies per subscription: a second matching subscription
+    without it still delivers the client's own message."""
+    c = connect(broker, V5)
+    c.subscribe(f"{topic}/#", qos=1, no_local=True)
+    c.subscribe(f"{topic}/a", qos=1)
+    c.publish(f"{topic}/a", b"own", qos=1)
+    msgs = c.collect(1)
+    assert [m.payload for m in msgs] == [b"own"]
+
+
+def test_subscription_identifier_replaced_on_resubscribe(broker, connect, topic):
+    """[MQTT-3.8.4-3]: a SUBSCRIBE for an existing filter replaces it, with
+    its Subscription Identifier."""
+    sub = connect(broker, V5)
+    sub.subscribe(topic, qos=1, sub_id=1)
+    sub.subscribe(topic, qos=1, sub_id=2)
+    connect(broker, V5).publish(topic, b"x", qos=1)
+    msgs = sub.collect(1)
+    assert [m.prop("SubscriptionIdentifier") for m in msgs] == [[2]]
+
+
+@pytest.mark.parametrize("delta,accepted", [(0, True), (1, False)], ids=["at-limit", "one-over"])
+def test_server_max_packet_size_boundary(broker_factory, connect, topic, delta, accepted):
+    """Maximum Packet Size counts the whole packet (fixed header included):
+    exactly mqtt.max_packet_size is fine, one byte more is 0x95."""
+    b = broker_factory("mqtt.max_packet_size=1024")
+    sub = connect(b, V5)
+    sub.subscribe(topic, qos=0)
+    # fixed header 1 + 2-byte remaining length; topic; properties length 0
+    payload = b"p" * (1024 + delta - 3 - (2 + len(topic)) - 1)
+    raw = RawClient(b.port)
+    try:
+        raw.connect(version=5)
+        pkt = pkt_publish(topic, payload, qos=0)
+        assert len(pkt) == 1024 + delta
+        raw.send(pkt)
+        if accepted:
+            assert sub.expect().payload == payload
+        else:
+            packets, closed = raw.read_until_closed(3)
+            assert closed and [p.reason for p in packets if p.type == DISCONNECT] == [0x95]
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("delta,delivered", [(0, True), (1, False)], ids=["at-limit", "one-over"])
+def test_client_max_packet_size_boundary(broker, connect, topic, delta, delivered):
+    """[MQTT-3.1.2-24]: a PUBLISH of exactly the client's Maximum Packet Size
+    is sent; one byte more is not."""
+    limit = 300
+    sub = connect(broker, V5, connect_properties={"MaximumPacketSize": limit})
+    sub.subscribe(topic, qos=0)
+    # QoS 0, no properties: 1 + 2 (remaining length) + 2 + topic + 1 + payload
+    payload = b"q" * (limit + delta - 3 - (2 + len(topic)) - 1)
+    pub = connect(broker, V5)
+    pub.publish(topic, payload, qos=1)
+    pub.publish(topic, b"marker", qos=1)
+    got = [m.payload for m in sub.collect(2 if delivered else 1)]
+    assert got == ([payload, b"marker"] if delivered else [b"marker"])

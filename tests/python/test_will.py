@@ -5,12 +5,13 @@ DISCONNECT (socket closed, keep-alive expired), with its topic, payload, QoS
 and retain flag; it is not published after a normal DISCONNECT; v5
 DISCONNECT with reason 0x04 publishes it; v5 Will Delay Interval delays it,
 a reconnect within the delay cancels it, and session end cuts the delay
-short; v5 will properties are forwarded.
+short; v5 will properties are forwarded; a protocol error and a 3.1.1
+takeover publish the will.
 """
 
 import time
 
-from helpers import V5, RawClient, pkt_connect, uid
+from helpers import V5, V311, RawClient, pkt_connect, pkt_publish, uid
 
 
 def will(topic, payload=b"gone", qos=1, retain=False, **properties):
@@ -37,7 +38,7 @@ def test_no_will_on_clean_disconnect(broker, connect, version, topic):
     sub.subscribe(f"{topic}/will", qos=1)
     c = connect(broker, version, will=will(f"{topic}/will"))
     c.disconnect()
-    sub.expect_none(1.0)
+    sub.expect_none(0.5)
 
 
 def test_v5_disconnect_with_will_message_reason(broker, connect, topic):
@@ -83,20 +84,20 @@ def test_will_not_sent_before_keep_alive_expires(broker, connect, topic):
     sub = connect(broker, V5)
     sub.subscribe(f"{topic}/will", qos=1)
     connect(broker, V5, keepalive=1, will=will(f"{topic}/will"))
-    sub.expect_none(2.2)
+    sub.expect_none(1.8)  # longer than 1.5 x keep-alive
 
 
 def test_v5_will_delay_interval(broker, connect, topic):
     """5.0 section 3.1.3.2.2: the will waits for its Will Delay Interval."""
     sub = connect(broker, V5)
     sub.subscribe(f"{topic}/will", qos=1)
-    c = connect(broker, V5, session_expiry=60, will=will(f"{topic}/will", b"late", WillDelayInterval=2))
+    c = connect(broker, V5, session_expiry=60, will=will(f"{topic}/will", b"late", WillDelayInterval=1))
     killed = time.monotonic()
     c.kill()
-    sub.expect_none(1.2)
-    m = sub.expect(3)
+    sub.expect_none(0.6)
+    m = sub.expect(2.5)
     assert m.payload == b"late"
-    assert time.monotonic() - killed >= 1.8
+    assert time.monotonic() - killed >= 0.9
 
 
 def test_v5_will_delay_cancelled_by_reconnect(broker, connect, topic):
@@ -106,11 +107,10 @@ def test_v5_will_delay_cancelled_by_reconnect(broker, connect, topic):
     sub.subscribe(f"{topic}/will", qos=1)
     cid = uid("wd")
     c = connect(broker, V5, client_id=cid, clean=False, session_expiry=60,
-                will=will(f"{topic}/will", b"never", WillDelayInterval=2))
+                will=will(f"{topic}/will", b"never", WillDelayInterval=1))
     c.kill()
-    time.sleep(0.3)
     connect(broker, V5, client_id=cid, clean=False, session_expiry=60)
-    sub.expect_none(2.5)
+    sub.expect_none(1.8)
 
 
 def test_v5_will_sent_when_session_ends_before_delay(broker, connect, topic):
@@ -147,3 +147,34 @@ def test_v5_will_properties_forwarded(broker, connect, topic):
     assert m.prop("CorrelationData") == b"\x01\x02"
     assert m.prop("UserProperty") == [("k", "v"), ("k", "w")]
 
+
+
+def test_will_on_protocol_error(broker, connect, version, topic):
+    """[MQTT-3.1.2-8] (3.1.1, listed case) / 5.0 section 3.1.2.5: the server
+    closing the connection for a protocol error publishes the will."""
+    sub = connect(broker, version)
+    sub.subscribe(f"{topic}/will", qos=1)
+    raw = RawClient(broker.port)
+    try:
+        v = 5 if version == V5 else 4
+        raw.send(pkt_connect(uid("pe"), version=v, will={"topic": f"{topic}/will", "payload": b"broken", "qos": 1}))
+        assert raw.read().type == 2
+        raw.send(pkt_publish(f"{topic}/+", b"bad", qos=0, version=v))  # wildcard in a topic name
+        _, closed = raw.read_until_closed(3)
+        assert closed
+        assert sub.expect(3).payload == b"broken"
+    finally:
+        raw.close()
+
+
+def test_v311_will_on_takeover(broker, connect, topic):
+    """3.1.1 [MQTT-3.1.2-8]: the will is published whenever the connection
+    closes without a DISCONNECT from the client; a takeover [MQTT-3.1.4-2]
+    closes the old connection that way."""
+    sub = connect(broker, V311)
+    sub.subscribe(f"{topic}/will", qos=1)
+    cid = uid("tk")
+    old = connect(broker, V311, client_id=cid, will=will(f"{topic}/will", b"taken-over"))
+    connect(broker, V311, client_id=cid)
+    assert old.disconnected.wait(3)
+    assert sub.expect(3).payload == b"taken-over"

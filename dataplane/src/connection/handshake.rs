@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mqtt_codec::{ConnAck, ConnAckProperties, Connect, DecodeError, Packet, ProtocolVersion, ReasonCode};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -36,7 +35,7 @@ pub(super) async fn accept<T: Transport>(
     peer: SocketAddr,
 ) -> Option<Connection<T>> {
     let timeout = Duration::from_secs(broker.config.mqtt.connect_timeout);
-    let mut read_buf = BytesMut::with_capacity(1024);
+    let mut read_buf = BytesMut::new();
     let max_packet = broker.config.mqtt.max_packet_size as usize;
     let read = tokio::time::timeout(timeout, read_connect(&mut transport, &mut read_buf, max_packet));
     let connect = match read.await {
@@ -96,29 +95,27 @@ pub(super) async fn accept<T: Transport>(
 
     // Claim the session, taking it over from a live connection if need be.
     let connection_id = broker.next_id();
-    let (control_tx, control_rx) = mpsc::channel(4);
+    let control = Arc::new(crate::registry::ControlSlot::default());
     let mut previous_state = None;
     let mut attempts = 0;
     let mut resumed_will = None;
     loop {
         attempts += 1;
-        match broker.registry.claim(&client_id, connection_id, &control_tx) {
+        match broker.registry.claim(&client_id, connection_id, &control) {
             Claim::Fresh => break,
             Claim::Resumed(state, will) => {
                 previous_state = Some(state);
                 resumed_will = will;
                 break;
             }
-            Claim::Busy { connection, control } => {
+            Claim::Busy { connection, control: holder } => {
                 let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-                let asked =
-                    control.send(crate::registry::Control::TakeOver { reply: reply_tx }).await.is_ok();
-                let state = if asked {
-                    tokio::time::timeout(TAKEOVER_TIMEOUT, reply_rx).await.ok().and_then(Result::ok)
-                } else {
-                    None
-                };
-                if broker.registry.claim_from(&client_id, connection, connection_id, &control_tx) {
+                holder.send(crate::registry::Control::TakeOver { reply: reply_tx });
+                // Hold no reference: if that connection ends without reading
+                // the request, dropping its slot drops our reply sender.
+                drop(holder);
+                let state = tokio::time::timeout(TAKEOVER_TIMEOUT, reply_rx).await.ok().and_then(Result::ok);
+                if broker.registry.claim_from(&client_id, connection, connection_id, &control) {
                     previous_state = state;
                     break;
                 }
@@ -177,7 +174,6 @@ pub(super) async fn accept<T: Transport>(
     };
 
     let mut connection = Connection {
-        shutdown: broker.shutdown_signal(),
         broker,
         transport,
         id: connection_id,
@@ -192,8 +188,13 @@ pub(super) async fn accept<T: Transport>(
         will,
         aliases_in: Default::default(),
         aliases_out: Default::default(),
-        control: control_rx,
+        control,
     };
+    if connection.broker.is_shutting_down() {
+        // Shutdown began while this client was connecting: it missed the
+        // broadcast, so it gets the news now.
+        connection.control.send(crate::registry::Control::Shutdown);
+    }
     let ack = ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: connack_props };
     connection.send(&Packet::ConnAck(ack));
     debug!(?version, session_present, "connected");

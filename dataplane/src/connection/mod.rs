@@ -21,14 +21,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mqtt_codec::{Disconnect, DisconnectProperties, Packet, ProtocolVersion, ReasonCode};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
 use crate::broker::Broker;
 use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::registry::{ConnectionId, Control};
+use crate::registry::{ConnectionId, Control, ControlSlot};
 use crate::session::SessionState;
 use crate::transport::Transport;
 
@@ -78,8 +78,7 @@ pub(crate) struct Connection<T: Transport> {
     aliases_in: HashMap<u16, String>,
     /// Topic aliases we set towards the client.
     aliases_out: HashMap<String, u16>,
-    control: mpsc::Receiver<Control>,
-    shutdown: watch::Receiver<bool>,
+    control: Arc<ControlSlot>,
 }
 
 /// Serves one client until it goes away.
@@ -87,7 +86,9 @@ pub async fn serve<T: Transport>(broker: Arc<Broker>, transport: T, peer: Socket
     let span = tracing::debug_span!("conn", %peer, client_id = tracing::field::Empty);
     async move {
         Metrics::add(&broker.metrics.connections, 1);
-        let connection = handshake::accept(broker.clone(), transport, peer).await;
+        // Boxed so that the handshake's state is freed once it is done,
+        // rather than sizing every connection's task for it.
+        let connection = Box::pin(handshake::accept(broker.clone(), transport, peer)).await;
         if let Some(connection) = connection {
             Metrics::add(&broker.metrics.connections_total, 1);
             connection.run().await;
@@ -102,11 +103,18 @@ impl<T: Transport> Connection<T> {
     async fn run(mut self) {
         // Packets pipelined behind CONNECT are already in the read buffer.
         let close = match self.resend_inflight().and_then(|()| self.handle_input()) {
-            Ok(()) => self.serve_loop().await,
+            Ok(()) => {
+                if self.read_buf.is_empty() {
+                    self.read_buf = BytesMut::new();
+                }
+                self.serve_loop().await
+            }
             Err(close) => close,
         };
         debug!(?close, "connection closing");
-        self.finish(close).await;
+        // Boxed: closing needs its own copy of the connection, which every
+        // live connection's task would otherwise carry room for.
+        Box::pin(self.finish(close)).await;
     }
 
     async fn serve_loop(&mut self) -> Close {
@@ -122,10 +130,9 @@ impl<T: Transport> Connection<T> {
             tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
-                    Some(Control::TakeOver { reply }) => return Close::TakenOver(reply),
-                    None => return Close::Network,
+                    Control::TakeOver { reply } => return Close::TakenOver(reply),
+                    Control::Shutdown => return Close::Shutdown,
                 },
-                _ = self.shutdown.changed() => return Close::Shutdown,
                 read = self.transport.read(&mut self.read_buf) => match read {
                     Ok(0) | Err(_) => return Close::Network,
                     Ok(n) => {
@@ -133,6 +140,10 @@ impl<T: Transport> Connection<T> {
                         self.last_read = Instant::now();
                         if let Err(close) = self.handle_input() {
                             return close;
+                        }
+                        if self.read_buf.is_empty() {
+                            // Idle connections hold no read buffer.
+                            self.read_buf = BytesMut::new();
                         }
                     }
                 },
@@ -154,7 +165,8 @@ impl<T: Transport> Connection<T> {
         let result = self.transport.write_all(&self.write_buf).await;
         Metrics::add(&self.broker.metrics.bytes_sent, self.write_buf.len() as u64);
         self.write_buf.clear();
-        if self.write_buf.capacity() > 64 * 1024 {
+        if self.write_buf.capacity() > 64 * 1024 || self.session.mailbox.is_empty() {
+            // Nothing more to send soon: do not hold the buffer while idle.
             self.write_buf = BytesMut::new();
         }
         result.map_err(|_| Close::Network)
@@ -185,6 +197,8 @@ impl<T: Transport> Connection<T> {
             self.transport.close().await;
         }
         let broker = self.broker.clone();
+        // A takeover asked for after we stopped listening: let it go on now.
+        self.control.clear();
         let will = if with_will { self.will.take() } else { None };
         self.session.mailbox.set_online(false);
 
@@ -253,5 +267,21 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every connection's task carries this future: keep it small (idle
+    /// memory per connection), e.g. by boxing states that are short-lived.
+    #[tokio::test]
+    async fn a_tcp_connection_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let broker = crate::Broker::new(Default::default(), "n".into());
+        let future = super::serve(broker, crate::transport::TcpTransport(stream), addr);
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 2048, "connection future grew to {size} bytes");
     }
 }
