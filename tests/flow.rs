@@ -287,3 +287,32 @@ async fn no_local_and_retain_as_published() {
     retained.payload = bytes::Bytes::new();
     client.send(&Packet::Publish(retained)).await;
 }
+
+#[tokio::test]
+async fn local_subscriptions_receive_this_nodes_messages() {
+    let broker = Broker::start(&[]);
+    for version in VERSIONS {
+        let mut sub = Client::connect(broker.port, version, "local", true).await;
+        sub.subscribe("$local/loc/+", QoS::AtLeastOnce).await;
+        let mut publisher = Client::connect(broker.port, version, "loc-pub", true).await;
+        publisher.publish("loc/a", b"here", QoS::AtLeastOnce, 1).await;
+        let got = sub.expect_publish().await;
+        assert_eq!(got.topic, "loc/a");
+        sub.send(&Packet::PubAck(ack(got.packet_id.unwrap()))).await;
+        let unsubscribe = mqtt_codec::Unsubscribe {
+            packet_id: 2,
+            filters: vec!["$local/loc/+".into()],
+            ..Default::default()
+        };
+        sub.send(&Packet::Unsubscribe(unsubscribe)).await;
+        match sub.recv().await {
+            Some(Packet::UnsubAck(ack)) if version.is_v5() => {
+                assert_eq!(ack.reasons, vec![ReasonCode::SUCCESS])
+            }
+            Some(Packet::UnsubAck(_)) => {}
+            other => panic!("expected UNSUBACK, got {other:?}"),
+        }
+        publisher.publish("loc/a", b"gone", QoS::AtLeastOnce, 2).await;
+        sub.expect_nothing(Duration::from_millis(200)).await;
+    }
+}
