@@ -119,6 +119,12 @@ impl<T: Transport> Connection<T> {
 
     async fn serve_loop(&mut self) -> Close {
         let mailbox = self.session.mailbox.clone();
+        // One timer for the connection's life, re-armed only when it fires
+        // early (the client spoke since), not on every turn of the loop.
+        let keep_alive = self.keep_alive > 0;
+        let first_deadline = self.keep_alive_deadline().unwrap_or_else(Instant::now);
+        let timer = tokio::time::sleep_until(first_deadline);
+        tokio::pin!(timer);
         loop {
             if let Err(close) = self.pump() {
                 return close;
@@ -126,7 +132,6 @@ impl<T: Transport> Connection<T> {
             if let Err(close) = self.flush().await {
                 return close;
             }
-            let deadline = self.keep_alive_deadline();
             tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
@@ -148,7 +153,10 @@ impl<T: Transport> Connection<T> {
                     }
                 },
                 _ = mailbox.notified() => {}
-                _ = sleep_until_opt(deadline) => return Close::KeepAliveTimeout,
+                _ = &mut timer, if keep_alive => match self.keep_alive_deadline() {
+                    Some(deadline) if deadline > Instant::now() => timer.as_mut().reset(deadline),
+                    _ => return Close::KeepAliveTimeout,
+                },
             }
         }
     }
@@ -260,13 +268,6 @@ impl<T: Transport> Connection<T> {
                 Packet::Disconnect(Disconnect { reason, properties: DisconnectProperties::default() });
             self.send(&packet);
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
