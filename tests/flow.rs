@@ -316,3 +316,23 @@ async fn local_subscriptions_receive_this_nodes_messages() {
         sub.expect_nothing(Duration::from_millis(200)).await;
     }
 }
+
+/// Regression: a backlog larger than one pump batch used to stall until the
+/// next publish arrived (QoS 0 has no acknowledgements to wake the loop).
+#[tokio::test]
+async fn a_qos0_backlog_is_delivered_without_further_publishes() {
+    let broker = Broker::start(&["session.max_queued_messages=10000"]);
+    let mut sub = Client::connect(broker.port, ProtocolVersion::V311, "backlog-sub", true).await;
+    sub.subscribe("backlog/t", QoS::AtMostOnce).await;
+    let mut publisher = Client::connect(broker.port, ProtocolVersion::V311, "backlog-pub", true).await;
+    let mut burst = bytes::BytesMut::new();
+    for i in 0..2000u32 {
+        let packet = publish("backlog/t", QoS::AtMostOnce, 0, &i.to_string());
+        mqtt_codec::encode(&packet, ProtocolVersion::V311, &mut burst).unwrap();
+    }
+    publisher.send_bytes(&burst).await;
+    for i in 0..2000u32 {
+        let got = sub.expect_publish().await;
+        assert_eq!(&got.payload[..], i.to_string().as_bytes(), "in order, none lost");
+    }
+}

@@ -23,10 +23,16 @@ const BATCH: usize = 256;
 
 impl<T: Transport> Connection<T> {
     /// Moves queued deliveries into the write buffer, as the window allows.
+    /// When it stops at the batch limit with more waiting, it leaves a
+    /// wake-up so that the loop comes back after writing this batch (a
+    /// backlog must not wait for the next publish to move again).
     pub(super) fn pump(&mut self) -> Result<(), Close> {
         let mut batch = Vec::new();
         let window = self.limits.window.saturating_sub(self.session.inflight.len());
         self.session.mailbox.drain_into(&mut batch, window, BATCH);
+        if batch.len() == BATCH {
+            self.session.mailbox.wake();
+        }
         let now = StdInstant::now();
         let mut sent = 0u64;
         let mut dropped = 0u64;
