@@ -1,0 +1,81 @@
+//! The scenarios: each validates its flags, runs under a watchdog, and
+//! turns what it measured into one JSON object.
+//!
+//! Invariant: a scenario never runs longer than its budget (duration plus
+//! [`flow::OVERHEAD`] and a second, or the `conn` equivalent); past it the
+//! run fails rather than hangs.
+
+mod conn;
+mod fanin;
+mod fanout;
+mod latency;
+mod pairs;
+mod wildcards;
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use serde::Serialize;
+
+use crate::args::ScenarioArgs;
+use crate::config::Traffic;
+use crate::flow;
+use crate::payload::STAMP_LEN;
+
+/// The result of a run: the JSON line to print, and whether the run failed
+/// although it measured something (e.g. some connections were refused).
+#[derive(Debug)]
+pub struct Report {
+    pub json: String,
+    pub failure: Option<String>,
+}
+
+impl Report {
+    fn new<T: Serialize>(report: &T, failure: Option<String>) -> anyhow::Result<Report> {
+        Ok(Report { json: serde_json::to_string(report)?, failure })
+    }
+}
+
+/// Runs the chosen scenario.
+pub async fn run(scenario: ScenarioArgs) -> anyhow::Result<Report> {
+    match scenario {
+        ScenarioArgs::Conn(args) => conn::run(args).await,
+        ScenarioArgs::Fanin(args) => fanin::run(args).await,
+        ScenarioArgs::Fanout(args) => fanout::run(args).await,
+        ScenarioArgs::Pairs(args) => pairs::run(args).await,
+        ScenarioArgs::Latency(args) => latency::run(args).await,
+        ScenarioArgs::Wildcards(args) => wildcards::run(args).await,
+    }
+}
+
+/// Runs `work`, failing if it takes longer than `budget`.
+async fn within<T>(budget: Duration, work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(budget, work)
+        .await
+        .map_err(|_| anyhow!("the run did not finish within {budget:?}; giving up"))?
+}
+
+/// The budget of a message run.
+fn flow_budget(traffic: &Traffic) -> Duration {
+    traffic.duration + flow::OVERHEAD + Duration::from_secs(1)
+}
+
+/// Each publisher's share of `--count`.
+fn quotas(count: Option<u64>, publishers: usize) -> Vec<Option<u64>> {
+    match count {
+        Some(total) => crate::publisher::split_count(total, publishers).into_iter().map(Some).collect(),
+        None => vec![None; publishers],
+    }
+}
+
+/// Order is checked per publisher when payloads carry stamps.
+fn order_check(traffic: &Traffic, publishers: usize) -> Option<usize> {
+    (traffic.payload_size >= STAMP_LEN).then_some(publishers)
+}
+
+/// `value` rounded to `decimals` places, for readable JSON.
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}

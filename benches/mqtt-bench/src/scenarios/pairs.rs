@@ -1,0 +1,66 @@
+//! `pairs`: N independent publisher/subscriber pairs, pair i on
+//! `bench/pair/{i}`. Measures total delivered messages per second and loss;
+//! nothing is shared between pairs but the broker.
+
+use serde::Serialize;
+
+use crate::args::PairsArgs;
+use crate::config::{self, at_least_one};
+use crate::flow::{self, FlowPlan, PublisherSpec};
+use crate::publisher::FixedTopic;
+use crate::subscriber::Checks;
+
+use super::{flow_budget, order_check, quotas, round, within, Report};
+
+#[derive(Debug, Serialize)]
+struct PairsReport {
+    scenario: &'static str,
+    version: u8,
+    qos: u8,
+    size: usize,
+    pairs: usize,
+    sent: u64,
+    received: u64,
+    lost: u64,
+    unacked: u64,
+    out_of_order: Option<u64>,
+    seconds: f64,
+    msgs_per_sec: f64,
+}
+
+pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
+    let broker = config::broker(&args.connection)?;
+    let traffic = config::traffic(&args.traffic)?;
+    let pairs = at_least_one(args.pairs, "--pairs")?;
+    let plan = FlowPlan {
+        subscribers: (0..pairs).map(|index| vec![format!("bench/pair/{index}")]).collect(),
+        publishers: quotas(traffic.count, pairs)
+            .into_iter()
+            .enumerate()
+            .map(|(index, quota)| PublisherSpec {
+                topics: Box::new(FixedTopic::new(format!("bench/pair/{index}"), 1)),
+                quota,
+                pacing: None,
+            })
+            .collect(),
+        checks: Checks { order: order_check(&traffic, pairs), latency: false },
+    };
+    let outcome = within(flow_budget(&traffic), flow::run(broker, traffic, plan)).await?;
+    Report::new(
+        &PairsReport {
+            scenario: "pairs",
+            version: broker.version.level(),
+            qos: traffic.qos as u8,
+            size: traffic.payload_size,
+            pairs,
+            sent: outcome.sent,
+            received: outcome.received,
+            lost: outcome.lost(),
+            unacked: outcome.unacked,
+            out_of_order: outcome.out_of_order,
+            seconds: round(outcome.seconds, 3),
+            msgs_per_sec: round(outcome.deliveries_per_sec(), 1),
+        },
+        None,
+    )
+}
