@@ -1,0 +1,162 @@
+//! The `ControlPlane` service for data-plane nodes: the Watch stream, route
+//! registration and heartbeats.
+//!
+//! Watch: each stream has its own task and a bounded buffer
+//! ([`WATCH_BUFFER`] events). The task sends a snapshot first (unless the
+//! node can resume from its `last_index`), then the feed's deltas in order.
+//! A client that reads slowly blocks only its own task; if the feed moves
+//! past it meanwhile, it gets a fresh snapshot instead of the lost deltas,
+//! so memory stays bounded. The stream ends when the client goes away or
+//! the member shuts down. Route batches and heartbeats go through the
+//! [`Batcher`], which coalesces them into few Raft writes.
+
+use std::sync::Arc;
+
+use proto::controlplane::control_plane_server::ControlPlane;
+use proto::controlplane::watch_event::Event;
+use proto::controlplane::{
+    HeartbeatRequest, RouteBatch, ShareSubscription as PbShareSubscription, WatchEvent, WatchRequest,
+    WriteReply,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::status;
+use crate::applied::SharedState;
+use crate::batcher::Batcher;
+use crate::feed::Since;
+use crate::housekeeping::now_ms;
+use crate::state::{Command, ShareSubscription};
+
+/// Events buffered per Watch stream before its task waits for the client.
+pub(crate) const WATCH_BUFFER: usize = 64;
+
+pub(crate) struct ControlPlaneService {
+    shared: Arc<SharedState>,
+    batcher: Batcher,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ControlPlaneService {
+    pub fn new(shared: Arc<SharedState>, batcher: Batcher, shutdown: watch::Receiver<bool>) -> Self {
+        ControlPlaneService { shared, batcher, shutdown }
+    }
+}
+
+fn share_subscriptions(shares: Vec<PbShareSubscription>) -> Vec<ShareSubscription> {
+    shares
+        .into_iter()
+        .map(|share| ShareSubscription {
+            group: share.group,
+            topic_filter: share.topic_filter,
+            client_id: share.client_id,
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl ControlPlane for ControlPlaneService {
+    type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        let watcher = Watcher {
+            shared: self.shared.clone(),
+            sender,
+            shutdown: self.shutdown.clone(),
+            resume_from: request.last_index,
+        };
+        let span = tracing::info_span!("watch", dataplane_node = request.node_id);
+        tokio::spawn(watcher.run().instrument(span));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn register_routes(&self, request: Request<RouteBatch>) -> Result<Response<WriteReply>, Status> {
+        let batch = request.into_inner();
+        let command = Command::RouteBatch {
+            node_id: batch.node_id,
+            add: batch.add,
+            remove: batch.remove,
+            share_add: share_subscriptions(batch.share_add),
+            share_remove: share_subscriptions(batch.share_remove),
+            at_ms: now_ms(),
+        };
+        let (index, _) = status::applied(self.batcher.submit(command).await)?;
+        Ok(Response::new(WriteReply { index }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<WriteReply>, Status> {
+        let heartbeat = request.into_inner();
+        let command = Command::Heartbeat {
+            node_id: heartbeat.node_id,
+            address: heartbeat.address,
+            connections: heartbeat.connections,
+            snapshot_index: heartbeat.snapshot_index,
+            at_ms: now_ms(),
+        };
+        let (index, _) = status::applied(self.batcher.submit(command).await)?;
+        Ok(Response::new(WriteReply { index }))
+    }
+}
+
+/// One Watch stream's task.
+struct Watcher {
+    shared: Arc<SharedState>,
+    sender: mpsc::Sender<Result<WatchEvent, Status>>,
+    shutdown: watch::Receiver<bool>,
+    resume_from: Option<u64>,
+}
+
+impl Watcher {
+    async fn run(mut self) {
+        let mut feed_changed = self.shared.feed().subscribe();
+        let mut cursor = self.resume_from;
+        let mut need_snapshot = cursor.is_none();
+        loop {
+            // Mark the feed as seen before reading it, so a publish that
+            // lands after the read still wakes the wait below.
+            feed_changed.borrow_and_update();
+            let next = if need_snapshot { Since::Snapshot } else { self.shared.feed().since(cursor) };
+            match next {
+                Since::Snapshot => {
+                    let (index, snapshot) = self.shared.read(|applied| {
+                        (applied.last_applied_index(), crate::pb_impl::state_snapshot(applied))
+                    });
+                    tracing::debug!(?index, "sending a snapshot");
+                    if !self.send(Event::Snapshot(snapshot)).await {
+                        return;
+                    }
+                    cursor = index;
+                    need_snapshot = false;
+                }
+                Since::Deltas(deltas) if deltas.is_empty() => {
+                    tokio::select! {
+                        changed = feed_changed.changed() => if changed.is_err() { return },
+                        _ = self.shutdown.wait_for(|stopped| *stopped) => return,
+                    }
+                }
+                Since::Deltas(deltas) => {
+                    for delta in deltas {
+                        let index = delta.index;
+                        if !self.send(Event::Delta((*delta).clone())).await {
+                            return;
+                        }
+                        cursor = Some(index);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends one event; false when the client left or the member stops.
+    async fn send(&mut self, event: Event) -> bool {
+        let event = WatchEvent { event: Some(event) };
+        tokio::select! {
+            sent = self.sender.send(Ok(event)) => sent.is_ok(),
+            _ = self.shutdown.wait_for(|stopped| *stopped) => false,
+        }
+    }
+}

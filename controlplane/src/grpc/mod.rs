@@ -1,0 +1,54 @@
+//! The gRPC server: one port serves Raft's own RPCs (`raft.rs`), the Watch
+//! stream, route registration and heartbeats (`controlplane.rs`) and the
+//! admin API (`admin.rs`), every service behind the token check (`auth.rs`).
+//! `status.rs` maps our errors to gRPC status codes.
+//!
+//! Invariant: handlers never panic on input; bad input is `InvalidArgument`,
+//! a missing thing `NotFound`, no leader `Unavailable`.
+
+mod admin;
+mod auth;
+mod controlplane;
+mod raft;
+mod status;
+
+use proto::admin::admin_server::AdminServer;
+use proto::controlplane::control_plane_server::ControlPlaneServer;
+use proto::raft::raft_server::RaftServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+pub(crate) use admin::AdminService;
+pub(crate) use auth::ServerAuth;
+pub(crate) use controlplane::ControlPlaneService;
+pub(crate) use raft::RaftService;
+
+use crate::network::MAX_MESSAGE_BYTES;
+
+/// Serves the three services on `listener` until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    raft: RaftService,
+    controlplane: ControlPlaneService,
+    admin: AdminService,
+    auth: ServerAuth,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let raft = RaftServer::new(raft)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let controlplane = ControlPlaneServer::new(controlplane).max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServer::new(admin);
+    Server::builder()
+        .add_service(InterceptedService::new(raft, auth.clone()))
+        .add_service(InterceptedService::new(controlplane, auth.clone()))
+        .add_service(InterceptedService::new(admin, auth))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+            // An error means the sender is gone, which is a shutdown too.
+            let _ = shutdown.wait_for(|stopped| *stopped).await;
+        })
+        .await
+}

@@ -1,0 +1,120 @@
+//! The serialized form of [`ControlState`] in Raft snapshots (JSON).
+//!
+//! Compatibility rule: the document carries `format_version`. A reader
+//! accepts its own version and the versions next to it (one older, one
+//! newer), so a rolling upgrade can move snapshots both ways between two
+//! adjacent releases. To keep that true, a new version may only add fields
+//! (with `#[serde(default)]`, so an older document still reads) and a reader
+//! ignores fields it does not know (no `deny_unknown_fields`). Anything else
+//! needs two steps of versions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::machine::ControlState;
+use super::types::{AclRule, Ban, DataPlaneNode, ShareGroupKey, ShareMember, User};
+use crate::NodeId;
+
+/// The version this build writes.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+
+/// A snapshot that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFormatError {
+    #[error("snapshot format version {found} is not readable by this build (reads {min}..={max})")]
+    UnsupportedVersion { found: u32, min: u32, max: u32 },
+    #[error("malformed snapshot: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format_version: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RouteEntry {
+    topic_filter: String,
+    node_ids: BTreeSet<NodeId>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ShareGroupEntry {
+    #[serde(flatten)]
+    key: ShareGroupKey,
+    members: BTreeSet<ShareMember>,
+}
+
+/// Version 1 of the document.
+#[derive(Serialize, Deserialize)]
+struct DocumentV1 {
+    format_version: u32,
+    #[serde(default)]
+    users: Vec<User>,
+    #[serde(default)]
+    acl: Vec<AclRule>,
+    #[serde(default)]
+    next_acl_id: u64,
+    #[serde(default)]
+    routes: Vec<RouteEntry>,
+    #[serde(default)]
+    share_groups: Vec<ShareGroupEntry>,
+    #[serde(default)]
+    bans: Vec<Ban>,
+    #[serde(default)]
+    bridges: BTreeMap<String, String>,
+    #[serde(default)]
+    plugins: BTreeMap<String, String>,
+    #[serde(default)]
+    dataplane: Vec<DataPlaneNode>,
+}
+
+impl ControlState {
+    /// Serializes the state with the current format version.
+    pub fn to_snapshot_bytes(&self) -> Result<Vec<u8>, SnapshotFormatError> {
+        let document = DocumentV1 {
+            format_version: SNAPSHOT_FORMAT_VERSION,
+            users: self.users.values().cloned().collect(),
+            acl: self.acl.clone(),
+            next_acl_id: self.next_acl_id,
+            routes: self
+                .routes
+                .iter()
+                .map(|(filter, nodes)| RouteEntry { topic_filter: filter.clone(), node_ids: nodes.clone() })
+                .collect(),
+            share_groups: self
+                .share_groups
+                .iter()
+                .map(|(key, members)| ShareGroupEntry { key: key.clone(), members: members.clone() })
+                .collect(),
+            bans: self.bans.values().cloned().collect(),
+            bridges: self.bridges.clone(),
+            plugins: self.plugins.clone(),
+            dataplane: self.dataplane.values().cloned().collect(),
+        };
+        Ok(serde_json::to_vec(&document)?)
+    }
+
+    /// Reads a snapshot written by this version or an adjacent one.
+    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<Self, SnapshotFormatError> {
+        let header: Header = serde_json::from_slice(bytes)?;
+        let (min, max) = (SNAPSHOT_FORMAT_VERSION.saturating_sub(1).max(1), SNAPSHOT_FORMAT_VERSION + 1);
+        if !(min..=max).contains(&header.format_version) {
+            return Err(SnapshotFormatError::UnsupportedVersion { found: header.format_version, min, max });
+        }
+        let document: DocumentV1 = serde_json::from_slice(bytes)?;
+        let max_acl_id = document.acl.iter().map(|rule| rule.id).max().unwrap_or(0);
+        Ok(ControlState {
+            users: document.users.into_iter().map(|user| (user.username.clone(), user)).collect(),
+            acl: document.acl,
+            next_acl_id: document.next_acl_id.max(max_acl_id + 1),
+            routes: document.routes.into_iter().map(|entry| (entry.topic_filter, entry.node_ids)).collect(),
+            share_groups: document.share_groups.into_iter().map(|entry| (entry.key, entry.members)).collect(),
+            bans: document.bans.into_iter().map(|ban| (ban.key.clone(), ban)).collect(),
+            bridges: document.bridges,
+            plugins: document.plugins,
+            dataplane: document.dataplane.into_iter().map(|node| (node.id, node)).collect(),
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! Checks on values that enter the state: usernames, topic filters, IP
+//! networks, password hashes, names.
+//!
+//! Each check returns the [`CommandError`] to answer; none panics on any
+//! input. Normalising functions return the canonical form that is stored.
+
+use std::net::IpAddr;
+
+use argon2::password_hash::PasswordHash;
+use ipnet::IpNet;
+
+use super::command::CommandError;
+
+/// The longest string MQTT can carry (a two-byte length prefix).
+pub const MAX_STRING_LEN: usize = 65_535;
+
+/// A username: non-empty, at most 65,535 bytes, no NUL (as MQTT allows).
+pub fn username(name: &str) -> Result<(), CommandError> {
+    mqtt_string(name).map_err(|reason| CommandError::InvalidUsername(reason.to_owned()))
+}
+
+/// A non-empty MQTT-compatible string naming something (`what` for errors).
+pub fn name(what: &str, value: &str) -> Result<(), CommandError> {
+    mqtt_string(value)
+        .map_err(|reason| CommandError::InvalidValue { what: what.to_owned(), reason: reason.to_owned() })
+}
+
+fn mqtt_string(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        Err("empty")
+    } else if value.len() > MAX_STRING_LEN {
+        Err("longer than 65535 bytes")
+    } else if value.contains('\0') {
+        Err("contains U+0000")
+    } else {
+        Ok(())
+    }
+}
+
+/// A topic filter per MQTT: non-empty, `#` only as the whole last level,
+/// `+` only as a whole level. `%u` and `%c` placeholders are plain text here.
+pub fn topic_filter(filter: &str) -> Result<(), CommandError> {
+    let invalid = |reason: &str| CommandError::InvalidTopicFilter {
+        filter: filter.chars().take(256).collect(),
+        reason: reason.to_owned(),
+    };
+    mqtt_string(filter).map_err(invalid)?;
+    let levels: Vec<&str> = filter.split('/').collect();
+    let last = levels.len() - 1;
+    for (position, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || position != last) {
+            return Err(invalid("`#` must be a whole level and the last one"));
+        }
+        if level.contains('+') && *level != "+" {
+            return Err(invalid("`+` must be a whole level"));
+        }
+    }
+    Ok(())
+}
+
+/// An IP address or CIDR network, returned in canonical CIDR form (an
+/// address becomes `/32` or `/128`; host bits are cleared).
+pub fn ip_network(value: &str) -> Result<String, CommandError> {
+    let trimmed = value.trim();
+    if let Ok(network) = trimmed.parse::<IpNet>() {
+        return Ok(network.trunc().to_string());
+    }
+    if let Ok(address) = trimmed.parse::<IpAddr>() {
+        return Ok(IpNet::from(address).to_string());
+    }
+    Err(CommandError::InvalidIpNetwork(value.chars().take(256).collect()))
+}
+
+/// A PHC string for argon2id. Only hashes go into the log, never passwords,
+/// and a hash the data plane could not verify is refused here.
+pub fn password_hash(phc: &str) -> Result<(), CommandError> {
+    let parsed = PasswordHash::new(phc)
+        .map_err(|error| CommandError::InvalidPasswordHash(format!("not a PHC string: {error}")))?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Err(CommandError::InvalidPasswordHash(format!(
+            "algorithm {} is not argon2id",
+            parsed.algorithm
+        )));
+    }
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err(CommandError::InvalidPasswordHash("salt or hash missing".to_owned()));
+    }
+    Ok(())
+}
+
+/// A JSON document (bridge or plugin configuration).
+pub fn json_document(name: &str, json: &str) -> Result<(), CommandError> {
+    serde_json::from_str::<serde_json::Value>(json)
+        .map(|_| ())
+        .map_err(|error| CommandError::InvalidJson { name: name.to_owned(), reason: error.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_filters() {
+        for good in ["a", "a/b", "+", "#", "a/+/c", "a/#", "/", "users/%u/#", "$SYS/#", "+/+"] {
+            assert!(topic_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a#", "a/#/b", "a+/b", "#/a", "a/b+", "x\0y"] {
+            assert!(topic_filter(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ip_networks_are_canonical() {
+        assert_eq!(ip_network("10.1.2.3").ok().as_deref(), Some("10.1.2.3/32"));
+        assert_eq!(ip_network("10.1.2.3/8").ok().as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(ip_network("::1").ok().as_deref(), Some("::1/128"));
+        assert!(matches!(ip_network("10.0.0.0/33"), Err(CommandError::InvalidIpNetwork(_))));
+        assert!(matches!(ip_network("not an ip"), Err(CommandError::InvalidIpNetwork(_))));
+    }
+
+    #[test]
+    fn usernames() {
+        assert!(username("alice").is_ok());
+        assert!(username("").is_err());
+        assert!(username("a\0b").is_err());
+        assert!(username(&"x".repeat(MAX_STRING_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn password_hashes() {
+        assert!(password_hash("plaintext").is_err());
+        assert!(password_hash("$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$Ww9E4S+9ZK0iDFzU6LnNDw").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! One bootstrapped member (the standalone shape): data-plane liveness and
+//! expiry, configuration documents, bans, leave refusals, and a restart from
+//! the data directory.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use controlplane::state::{DataPlaneState, ShareGroupKey};
+use controlplane::{ControlPlane, ControlPlaneConfig, ControlPlaneHandle, Role};
+use proto::admin::admin_client::AdminClient;
+use proto::admin::{
+    BannedAddRequest, BannedDeleteRequest, BannedListRequest, ClusterLeaveRequest, ConfigKind,
+    ConfigListRequest, ConfigPutRequest, UserAddRequest,
+};
+use proto::auth::BearerToken;
+use proto::controlplane::control_plane_client::ControlPlaneClient;
+use proto::controlplane::{
+    Ban, BanKey, BanKind, ConfigDocument, HeartbeatRequest, RouteBatch, ShareSubscription,
+};
+use tonic::Code;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn config(data_dir: &std::path::Path, bind: SocketAddr) -> ControlPlaneConfig {
+    let mut config = ControlPlaneConfig::new(1, data_dir, bind);
+    config.bootstrap = true;
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.election_timeout_min = Duration::from_millis(200);
+    config.election_timeout_max = Duration::from_millis(400);
+    config.dataplane_down_after = Duration::from_millis(300);
+    config.dataplane_grace_period = Duration::from_millis(300);
+    config
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(())
+}
+
+async fn channel(node: &ControlPlaneHandle) -> Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(node.endpoint())?.connect().await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_member_expires_silent_dataplane_nodes_and_restarts() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = ControlPlane::start(config(dir.path(), "127.0.0.1:0".parse()?)).await?;
+    assert_eq!(node.wait_for_leader(PATIENCE).await, Some(1));
+    assert_eq!(node.token(), None);
+    let mut admin = AdminClient::with_interceptor(channel(&node).await?, BearerToken::new(None)?);
+    let mut dataplane = ControlPlaneClient::new(channel(&node).await?);
+
+    // A data-plane node registers routes and a share member, then goes silent.
+    dataplane
+        .heartbeat(HeartbeatRequest {
+            node_id: 7,
+            address: "127.0.0.1:7007".into(),
+            connections: 1,
+            snapshot_index: 0,
+        })
+        .await?;
+    let batch = RouteBatch {
+        node_id: 7,
+        add: vec!["a/#".into()],
+        share_add: vec![ShareSubscription {
+            group: "g".into(),
+            topic_filter: "t".into(),
+            client_id: "c".into(),
+        }],
+        ..Default::default()
+    };
+    dataplane.register_routes(batch).await?;
+    let bad = RouteBatch { node_id: 7, add: vec!["a/#/b".into()], ..Default::default() };
+    assert_eq!(dataplane.register_routes(bad).await.expect_err("bad filter").code(), Code::InvalidArgument);
+    let key = ShareGroupKey { group: "g".into(), topic_filter: "t".into() };
+    assert!(node.read(|state| state.routes().contains_key("a/#") && state.share_groups().contains_key(&key)));
+    eventually("node 7 marked down", || {
+        node.read(|state| {
+            matches!(state.dataplane_node(7).map(|n| n.state), Some(DataPlaneState::Down { .. }))
+        })
+    })
+    .await?;
+    eventually("node 7 removed with its routes", || {
+        node.read(|state| {
+            state.dataplane_node(7).is_none() && state.routes().is_empty() && state.share_groups().is_empty()
+        })
+    })
+    .await?;
+
+    // Configuration documents and bans.
+    let document = ConfigDocument { name: "to-cloud".into(), json: r#"{"remote":"mqtt://x"}"#.into() };
+    admin.config_put(ConfigPutRequest { kind: ConfigKind::Bridge.into(), document: Some(document) }).await?;
+    let listed = admin.config_list(ConfigListRequest { kind: ConfigKind::Bridge.into() }).await?.into_inner();
+    assert_eq!(listed.documents.len(), 1);
+    let unset = admin.config_list(ConfigListRequest { kind: 0 }).await.expect_err("kind required");
+    assert_eq!(unset.code(), Code::InvalidArgument);
+    let ban = Ban {
+        kind: BanKind::IpAddress.into(),
+        value: "10.1.2.3".into(),
+        reason: "spam".into(),
+        ..Default::default()
+    };
+    admin.banned_add(BannedAddRequest { ban: Some(ban) }).await?;
+    let banned = admin.banned_list(BannedListRequest {}).await?.into_inner().banned;
+    assert_eq!(banned.len(), 1);
+    assert_eq!(banned[0].value, "10.1.2.3/32");
+    let gone = BanKey { kind: BanKind::Username.into(), value: "nobody".into() };
+    let missing =
+        admin.banned_delete(BannedDeleteRequest { key: Some(gone) }).await.expect_err("no such ban");
+    assert_eq!(missing.code(), Code::NotFound);
+    let short =
+        Ban { kind: BanKind::ClientId.into(), value: "c1".into(), until_ms: Some(1), ..Default::default() };
+    admin.banned_add(BannedAddRequest { ban: Some(short) }).await?;
+    eventually("the expired ban removed", || node.read(|state| state.bans().count() == 1)).await?;
+
+    // The last voter cannot leave; an unknown member is not found.
+    let last = admin.cluster_leave(ClusterLeaveRequest { node_id: 1 }).await.expect_err("last voter");
+    assert_eq!(last.code(), Code::FailedPrecondition);
+    let unknown = admin.cluster_leave(ClusterLeaveRequest { node_id: 9 }).await.expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    admin.user_add(UserAddRequest { username: "eve".into(), password: "pw".into(), superuser: true }).await?;
+    let empty = UserAddRequest { username: "frank".into(), password: String::new(), superuser: false };
+    assert_eq!(admin.user_add(empty).await.expect_err("empty password").code(), Code::InvalidArgument);
+
+    // Restart on the same data directory: leader again, nothing lost.
+    let addr = node.local_addr();
+    let applied = node.applied_index().context("applied")?;
+    node.shutdown().await?;
+    let node = ControlPlane::start(config(dir.path(), addr)).await?;
+    assert_eq!(node.wait_for_leader(PATIENCE).await, Some(1));
+    eventually("the log re-applied", || node.applied_index() >= Some(applied)).await?;
+    assert_eq!(node.status().role, Role::Leader);
+    assert!(node.read(|state| state.user("eve").is_some_and(|user| user.superuser)));
+    assert_eq!(node.read(|state| state.configs(controlplane::state::ConfigKind::Bridge).len()), 1);
+    node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn start_refuses_a_bad_config_and_a_taken_port() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut bad = config(dir.path(), "127.0.0.1:0".parse()?);
+    bad.election_timeout_max = bad.election_timeout_min;
+    let error = ControlPlane::start(bad).await.err().context("invalid config accepted")?;
+    assert!(error.to_string().contains("election_timeout_max"), "{error}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let other = tempfile::tempdir()?;
+    let error =
+        ControlPlane::start(config(other.path(), taken.local_addr()?)).await.err().context("bound twice")?;
+    assert!(matches!(error, controlplane::StartError::Bind { .. }), "{error}");
+    Ok(())
+}

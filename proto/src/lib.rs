@@ -1,0 +1,35 @@
+//! The wire contract between the planes: gRPC services and messages
+//! generated at build time from `proto/*.proto` (see `build.rs`).
+//!
+//! - [`raft`]: Raft's own RPCs between control-plane nodes.
+//! - [`controlplane`]: the Watch stream, route registration and heartbeats,
+//!   spoken by data-plane nodes to the control plane.
+//! - [`admin`]: the admin API (cluster, users, ACL, banned clients, config),
+//!   spoken by `mqttctl` and the REST server.
+//! - [`auth`]: the cluster token carried as `authorization: Bearer TOKEN`.
+//!
+//! Architecture invariant: this crate depends on nothing of ours and holds no
+//! logic beyond the generated code and the token helpers; both planes and the
+//! tools depend on it, never on each other.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod auth;
+
+/// Raft RPCs between control-plane nodes (package `mqttd.raft`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod raft {
+    tonic::include_proto!("mqttd.raft");
+}
+
+/// Watch stream, route registration and heartbeats (package `mqttd.controlplane`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod controlplane {
+    tonic::include_proto!("mqttd.controlplane");
+}
+
+/// The admin API (package `mqttd.admin`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod admin {
+    tonic::include_proto!("mqttd.admin");
+}
