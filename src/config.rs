@@ -13,7 +13,82 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub node: NodeConfig,
     pub log: LogConfig,
+    pub controlplane: ControlPlaneSection,
+    /// `[dataplane]`: how a data-plane node finds the control plane.
+    pub link: LinkSection,
+    /// Listeners, MQTT limits, sessions, ...: the data plane's own sections.
     pub dataplane: DataplaneConfig,
+}
+
+/// `[controlplane]`: the Raft member of this process, if it runs one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlPlaneSection {
+    /// gRPC address: admin API, Raft RPCs and the Watch stream.
+    pub bind: std::net::SocketAddr,
+    /// Make this node the first voter of a new cluster (`mqttd controlplane`;
+    /// standalone mode always does when its data directory is empty).
+    pub bootstrap: bool,
+    /// The cluster token; required when `bind` is not a loopback address.
+    pub token: Option<String>,
+    /// The URL other members reach this one on (default: from `bind`).
+    pub advertise: Option<String>,
+    /// Seconds without a heartbeat before a data-plane node is marked down.
+    pub dataplane_down_after: u64,
+    /// Seconds a down data-plane node keeps its routes before they are removed.
+    pub dataplane_grace_period: u64,
+}
+
+impl Default for ControlPlaneSection {
+    fn default() -> Self {
+        ControlPlaneSection {
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], 50051)),
+            bootstrap: false,
+            token: None,
+            advertise: None,
+            dataplane_down_after: 15,
+            dataplane_grace_period: 60,
+        }
+    }
+}
+
+/// `[dataplane]`: the link from a data-plane node to the control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkSection {
+    /// Control-plane members, comma-separated `HOST:PORT` (or URLs).
+    pub controlplane: String,
+    /// The cluster token (default: `controlplane.token`).
+    pub token: Option<String>,
+    /// The address other data-plane nodes will reach this one on (its peer
+    /// link); reported to the control plane. Cross-node forwarding over it
+    /// comes with the cluster work.
+    pub peer_bind: String,
+    /// Seconds between heartbeats to the control plane.
+    pub heartbeat_interval: u64,
+}
+
+impl Default for LinkSection {
+    fn default() -> Self {
+        LinkSection {
+            controlplane: String::new(),
+            token: None,
+            peer_bind: "127.0.0.1:1884".into(),
+            heartbeat_interval: 2,
+        }
+    }
+}
+
+impl LinkSection {
+    /// The members as gRPC URLs.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.controlplane
+            .split(',')
+            .map(str::trim)
+            .filter(|addr| !addr.is_empty())
+            .map(|addr| if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") })
+            .collect()
+    }
 }
 
 /// Identity and storage of this node.
@@ -57,7 +132,7 @@ pub enum LogFormat {
 }
 
 /// The sections that belong to the daemon itself; the rest is the data plane's.
-const OWN_SECTIONS: [&str; 2] = ["node", "log"];
+const OWN_SECTIONS: [&str; 4] = ["node", "log", "controlplane", "dataplane"];
 
 /// The default config file, read when present and no `--config` is given.
 pub const DEFAULT_FILE: &str = "config/mqttd.toml";
@@ -123,12 +198,25 @@ fn set_key(root: &mut toml::Table, key: &str, raw: &str) -> anyhow::Result<()> {
 fn from_table(mut root: toml::Table) -> anyhow::Result<Config> {
     let node = take_section::<NodeConfig>(&mut root, "node")?;
     let log = take_section::<LogConfig>(&mut root, "log")?;
+    let controlplane = take_section::<ControlPlaneSection>(&mut root, "controlplane")?;
+    let link = take_section::<LinkSection>(&mut root, "dataplane")?;
+    if let Some(token) = &controlplane.token {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("controlplane.token: expected visible ASCII characters without spaces");
+        }
+    }
+    if controlplane.dataplane_down_after == 0 {
+        bail!("controlplane.dataplane_down_after: expected at least 1 second");
+    }
+    if link.heartbeat_interval == 0 {
+        bail!("dataplane.heartbeat_interval: expected at least 1 second");
+    }
     let dataplane: DataplaneConfig = deserialize(toml::Value::Table(root), None)?;
     dataplane.validate()?;
     if node.name.is_empty() || node.name.contains(['/', '+', '#']) {
         bail!("node.name: expected a non-empty name without '/', '+' or '#'");
     }
-    Ok(Config { node, log, dataplane })
+    Ok(Config { node, log, controlplane, link, dataplane })
 }
 
 fn take_section<T: serde::de::DeserializeOwned + Default>(

@@ -3,10 +3,10 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod roles;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -18,14 +18,17 @@ use config::{Config, LogFormat};
 #[derive(Debug, Parser)]
 #[command(name = "mqttd", version)]
 struct Args {
+    /// What to run; without one, standalone.
+    #[command(subcommand)]
+    role: Option<roles::Role>,
     /// TOML configuration file (default: config/mqttd.toml if it exists).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Override one configuration key, e.g. --set listeners.tcp.bind=127.0.0.1:1883.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
     sets: Vec<String>,
     /// Log format (overrides log.format).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, global = true)]
     log_format: Option<LogFormat>,
 }
 
@@ -46,7 +49,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let role = args.role.unwrap_or(roles::Role::Standalone);
+    match runtime.block_on(async {
+        raise_file_limit();
+        roles::run(role, config).await
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
@@ -57,8 +64,14 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config, format: Option<LogFormat>) {
+    // Raft's own info lines are chatter for an operator; its warnings are not.
+    let level = if config.log.level.contains("openraft") {
+        config.log.level.clone()
+    } else {
+        format!("{},openraft=warn", config.log.level)
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -69,18 +82,6 @@ fn init_logging(config: &Config, format: Option<LogFormat>) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-}
-
-async fn run(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.node.data_dir)
-        .with_context(|| format!("node.data_dir: cannot create {}", config.node.data_dir.display()))?;
-    raise_file_limit();
-    let node = dataplane::Node::start(config.dataplane, config.node.name.clone()).await?;
-    info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started");
-    wait_for_signal().await?;
-    info!("shutting down");
-    node.shutdown(Duration::from_secs(5)).await;
-    Ok(())
 }
 
 /// Raises the soft limit on open files to the hard limit: each client holds
@@ -96,7 +97,7 @@ fn raise_file_limit() {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;

@@ -121,18 +121,21 @@ async fn websocket_with_mqtt_subprotocol() {
 #[tokio::test]
 async fn tls_and_wss_listeners() {
     let pki = Pki::new();
-    let tls_port = free_port();
-    let wss_port = free_port();
-    let broker = Broker::start(&[
-        "listeners.tls.enabled=true",
-        &format!("listeners.tls.bind=127.0.0.1:{tls_port}"),
-        &format!("listeners.tls.certfile={}", pki.path("server.pem")),
-        &format!("listeners.tls.keyfile={}", pki.path("server.key")),
-        "listeners.wss.enabled=true",
-        &format!("listeners.wss.bind=127.0.0.1:{wss_port}"),
-        &format!("listeners.wss.certfile={}", pki.path("server.pem")),
-        &format!("listeners.wss.keyfile={}", pki.path("server.key")),
-    ]);
+    let [port, ws_port, tls_port, wss_port] = common::free_ports();
+    let broker = Broker::start_on(
+        port,
+        ws_port,
+        &[
+            "listeners.tls.enabled=true",
+            &format!("listeners.tls.bind=127.0.0.1:{tls_port}"),
+            &format!("listeners.tls.certfile={}", pki.path("server.pem")),
+            &format!("listeners.tls.keyfile={}", pki.path("server.key")),
+            "listeners.wss.enabled=true",
+            &format!("listeners.wss.bind=127.0.0.1:{wss_port}"),
+            &format!("listeners.wss.certfile={}", pki.path("server.pem")),
+            &format!("listeners.wss.keyfile={}", pki.path("server.key")),
+        ],
+    );
     broker.wait_port(tls_port);
     broker.wait_port(wss_port);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(false)));
@@ -159,15 +162,19 @@ async fn tls_and_wss_listeners() {
 #[tokio::test]
 async fn tls_client_certificates_are_verified_when_asked() {
     let pki = Pki::new();
-    let tls_port = free_port();
-    let broker = Broker::start(&[
-        "listeners.tls.enabled=true",
-        &format!("listeners.tls.bind=127.0.0.1:{tls_port}"),
-        &format!("listeners.tls.certfile={}", pki.path("server.pem")),
-        &format!("listeners.tls.keyfile={}", pki.path("server.key")),
-        &format!("listeners.tls.cacertfile={}", pki.path("ca.pem")),
-        "listeners.tls.verify_peer=true",
-    ]);
+    let [port, ws_port, tls_port] = common::free_ports();
+    let broker = Broker::start_on(
+        port,
+        ws_port,
+        &[
+            "listeners.tls.enabled=true",
+            &format!("listeners.tls.bind=127.0.0.1:{tls_port}"),
+            &format!("listeners.tls.certfile={}", pki.path("server.pem")),
+            &format!("listeners.tls.keyfile={}", pki.path("server.key")),
+            &format!("listeners.tls.cacertfile={}", pki.path("ca.pem")),
+            "listeners.tls.verify_peer=true",
+        ],
+    );
     broker.wait_port(tls_port);
     // Without a client certificate: refused during or right after the handshake.
     let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(false)));

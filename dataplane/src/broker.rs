@@ -13,15 +13,21 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use arc_swap::ArcSwap;
+use mqtt_codec::SubscriptionOptions;
+
+use crate::cluster::access::AccessControl;
+use crate::cluster::routes::RouteRegistrar;
+use crate::cluster::view::ClusterView;
 use crate::config::DataplaneConfig;
 use crate::mailbox::{PushOutcome, QueueLimits};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::registry::{ConnectionId, PendingWill, Registry};
 use crate::retained::{RetainOutcome, RetainStore};
-use crate::router::{Router, SessionId};
+use crate::router::{Router, SessionId, Subscriber};
 use crate::session::SessionState;
-use crate::topic;
+use crate::topic::{self, ParsedFilter};
 
 /// State shared by every connection of this node.
 #[derive(Debug)]
@@ -33,15 +39,28 @@ pub struct Broker {
     pub retained: RetainStore,
     pub registry: Registry,
     pub metrics: Metrics,
+    /// Bans, users and ACLs from the control plane's view.
+    pub access: AccessControl,
+    /// Where local route changes go when a control plane is linked.
+    pub routes: Option<Arc<RouteRegistrar>>,
     pub started: Instant,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
 
 impl Broker {
-    pub fn new(config: DataplaneConfig, node_name: String) -> Arc<Broker> {
+    /// A broker reading access rules from `view`, registering its routes
+    /// with `routes` when a control plane is linked.
+    pub fn new(
+        config: DataplaneConfig,
+        node_name: String,
+        view: Arc<ArcSwap<ClusterView>>,
+        routes: Option<Arc<RouteRegistrar>>,
+    ) -> Arc<Broker> {
         let (shutdown, _) = watch::channel(false);
         Arc::new(Broker {
+            access: AccessControl::new(view, config.auth.clone()),
+            routes,
             router: Router::new(config.shared_subscription.strategy),
             retained: RetainStore::new(config.retainer.clone()),
             registry: Registry::default(),
@@ -148,13 +167,52 @@ impl Broker {
         kept
     }
 
+    /// Adds a subscription; returns whether it existed. The first local
+    /// subscriber to a filter registers it with the control plane.
+    pub fn subscribe(
+        &self,
+        filter: &ParsedFilter<'_>,
+        subscriber: Subscriber,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> bool {
+        let client_id = subscriber.client_id.clone();
+        let (existed, first) = self.router.subscribe(filter, subscriber, options, identifier);
+        if let Some(routes) = &self.routes {
+            match filter {
+                ParsedFilter::Shared { group, filter } if !existed => {
+                    routes.share_joined((group.to_string(), filter.to_string(), client_id.to_string()))
+                }
+                _ if first => routes.filter_added(filter.filter()),
+                _ => {}
+            }
+        }
+        existed
+    }
+
+    /// Removes a subscription; returns whether it existed. The last local
+    /// subscriber to a filter withdraws it from the control plane.
+    pub fn unsubscribe(&self, filter: &ParsedFilter<'_>, session: SessionId, client_id: &str) -> bool {
+        let (removed, last) = self.router.unsubscribe(filter, session);
+        if let Some(routes) = &self.routes {
+            match filter {
+                ParsedFilter::Shared { group, filter } if removed => {
+                    routes.share_left((group.to_string(), filter.to_string(), client_id.to_string()))
+                }
+                _ if last => routes.filter_removed(filter.filter()),
+                _ => {}
+            }
+        }
+        removed
+    }
+
     /// Ends a session: its subscriptions go, its shared deliveries go to
     /// other members, the rest is dropped.
     #[allow(clippy::boxed_local)] // sessions travel boxed; unboxing here would copy one.
     pub fn end_session(&self, mut state: Box<SessionState>) {
         for filter in state.subscriptions.keys() {
             if let Ok(parsed) = topic::parse_filter(filter) {
-                self.router.unsubscribe(&parsed, state.id);
+                self.unsubscribe(&parsed, state.id, &state.client_id);
             }
         }
         state.subscriptions.clear();

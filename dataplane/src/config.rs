@@ -309,16 +309,26 @@ pub enum AnonymousPolicy {
     Deny,
 }
 
-/// Client authentication.
+/// What happens when no ACL rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclNoMatch {
+    Allow,
+    Deny,
+}
+
+/// Client authentication and authorization.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub allow_anonymous: AnonymousPolicy,
+    /// The decision when no ACL rule matches a publish or subscribe.
+    pub acl_no_match: AclNoMatch,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { allow_anonymous: AnonymousPolicy::Loopback }
+        AuthConfig { allow_anonymous: AnonymousPolicy::Loopback, acl_no_match: AclNoMatch::Allow }
     }
 }
 

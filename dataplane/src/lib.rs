@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod listener;
@@ -58,7 +59,14 @@ pub struct Node {
 
 impl Node {
     /// Validates the config, binds every enabled listener and starts serving.
-    pub async fn start(config: DataplaneConfig, node_name: String) -> Result<Node, StartError> {
+    /// With `link`, the node follows that control plane (users, ACLs,
+    /// bans) and registers its routes there; without, it serves on the
+    /// config alone.
+    pub async fn start(
+        config: DataplaneConfig,
+        node_name: String,
+        link: Option<cluster::link::LinkConfig>,
+    ) -> Result<Node, StartError> {
         config.validate()?;
         let listeners = config.listeners.clone();
         let mut bound = Vec::new();
@@ -78,9 +86,16 @@ impl Node {
             let protocol = Protocol::Wss { acceptor, path: listeners.wss.path.clone() };
             bound.push(("wss", listener::bind("wss", listeners.wss.bind).await?, protocol));
         }
-        let broker = Broker::new(config, node_name);
+        let view = Arc::new(arc_swap::ArcSwap::from_pointee(cluster::view::ClusterView::default()));
+        let registrar = link.as_ref().map(|_| Arc::new(cluster::routes::RouteRegistrar::default()));
+        let broker = Broker::new(config, node_name, view.clone(), registrar.clone());
         let mut addresses = Vec::new();
         let mut tasks = Vec::new();
+        if let (Some(link), Some(registrar)) = (link, registrar) {
+            tasks.push(tokio::spawn(cluster::link::watch(link.clone(), view.clone(), broker.clone())));
+            tasks.push(tokio::spawn(cluster::link::heartbeat(link.clone(), view, broker.clone())));
+            tasks.push(tokio::spawn(cluster::link::register_routes(link, registrar)));
+        }
         for (name, socket, protocol) in bound {
             let addr = socket.local_addr().map_err(|source| StartError::Bind {
                 listener: name,

@@ -84,14 +84,15 @@ impl Router {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Adds or replaces a subscription. Returns true if it existed before.
+    /// Adds or replaces a subscription. Returns whether it existed before,
+    /// and whether it is the first plain subscription to its filter.
     pub fn subscribe(
         &self,
         filter: &ParsedFilter<'_>,
         subscriber: Subscriber,
         options: SubscriptionOptions,
         identifier: Option<u32>,
-    ) -> bool {
+    ) -> (bool, bool) {
         let mut root = self.root.write();
         let mut node = &mut *root;
         for level in filter.filter().split('/') {
@@ -121,21 +122,41 @@ impl Router {
             }
             _ => node.subscribers.insert(session, entry).is_some(),
         };
+        let first = !existed && !matches!(filter, ParsedFilter::Shared { .. }) && node.subscribers.len() == 1;
         if !existed {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
-        existed
+        (existed, first)
     }
 
-    /// Removes a subscription. Returns true if it existed.
-    pub fn unsubscribe(&self, filter: &ParsedFilter<'_>, session: SessionId) -> bool {
+    /// Removes a subscription. Returns whether it existed, and whether it
+    /// was the last plain subscription to its filter.
+    pub fn unsubscribe(&self, filter: &ParsedFilter<'_>, session: SessionId) -> (bool, bool) {
         let mut root = self.root.write();
         let levels: Vec<&str> = filter.filter().split('/').collect();
-        let removed = remove(&mut root, &levels, filter, session);
+        let mut last = false;
+        let removed = remove(&mut root, &levels, filter, session, &mut last);
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
-        removed
+        (removed, removed && last)
+    }
+
+    /// Every filter with at least one plain (not shared) subscriber.
+    pub fn plain_filters(&self) -> std::collections::HashSet<String> {
+        fn walk(node: &Node, path: &mut Vec<String>, out: &mut std::collections::HashSet<String>) {
+            if !node.subscribers.is_empty() {
+                out.insert(path.join("/"));
+            }
+            for (level, child) in &node.children {
+                path.push(level.to_string());
+                walk(child, path, out);
+                path.pop();
+            }
+        }
+        let mut out = std::collections::HashSet::new();
+        walk(&self.root.read(), &mut Vec::new(), &mut out);
+        out
     }
 
     /// Collects the deliveries for `message`. Deliveries are appended to `out`.
@@ -281,7 +302,13 @@ fn take<'a>(node: &'a Node, plain: &mut Vec<&'a Entry>, shared: &mut Vec<&'a Sha
     shared.extend(node.shared.values());
 }
 
-fn remove(node: &mut Node, levels: &[&str], filter: &ParsedFilter<'_>, session: SessionId) -> bool {
+fn remove(
+    node: &mut Node,
+    levels: &[&str],
+    filter: &ParsedFilter<'_>,
+    session: SessionId,
+    last: &mut bool,
+) -> bool {
     match levels.split_first() {
         None => match filter {
             ParsedFilter::Shared { group, .. } => {
@@ -294,11 +321,15 @@ fn remove(node: &mut Node, levels: &[&str], filter: &ParsedFilter<'_>, session: 
                 }
                 removed
             }
-            _ => node.subscribers.remove(&session).is_some(),
+            _ => {
+                let removed = node.subscribers.remove(&session).is_some();
+                *last = node.subscribers.is_empty();
+                removed
+            }
         },
         Some((first, rest)) => {
             let Some(child) = node.children.get_mut(*first) else { return false };
-            let removed = remove(child, rest, filter, session);
+            let removed = remove(child, rest, filter, session, last);
             if child.is_empty() {
                 node.children.remove(*first);
             }
@@ -415,11 +446,14 @@ mod tests {
     fn unsubscribe_prunes_and_counts() {
         let router = Router::new(ShareStrategy::Random);
         let f = parse_filter("a/+/c").unwrap();
-        assert!(!router.subscribe(&f, subscriber(1), Default::default(), None));
-        assert!(router.subscribe(&f, subscriber(1), Default::default(), None));
-        assert_eq!(router.count(), 1);
-        assert!(router.unsubscribe(&f, 1));
-        assert!(!router.unsubscribe(&f, 1));
+        assert_eq!(router.subscribe(&f, subscriber(1), Default::default(), None), (false, true));
+        assert_eq!(router.subscribe(&f, subscriber(1), Default::default(), None), (true, false));
+        assert_eq!(router.subscribe(&f, subscriber(2), Default::default(), None), (false, false));
+        assert_eq!(router.count(), 2);
+        assert_eq!(router.plain_filters(), std::collections::HashSet::from(["a/+/c".to_string()]));
+        assert_eq!(router.unsubscribe(&f, 1), (true, false));
+        assert_eq!(router.unsubscribe(&f, 2), (true, true));
+        assert_eq!(router.unsubscribe(&f, 1), (false, false));
         assert_eq!(router.count(), 0);
         assert!(router.root.read().is_empty());
     }

@@ -25,6 +25,13 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// `N` distinct free ports (held open together while they are picked).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<StdListener> =
+        (0..N).map(|_| StdListener::bind("127.0.0.1:0").expect("free port")).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
+}
+
 /// A running `mqttd`, killed on drop.
 pub struct Broker {
     child: Child,
@@ -36,9 +43,14 @@ pub struct Broker {
 impl Broker {
     /// Starts `mqttd` with TCP and WS on free ports plus `extra` `--set` pairs.
     pub fn start(extra: &[&str]) -> Broker {
+        // Both at once: two calls to free_port() may return the same port.
+        let [port, ws_port] = free_ports();
+        Broker::start_on(port, ws_port, extra)
+    }
+
+    /// Starts `mqttd` with TCP and WS on the given ports.
+    pub fn start_on(port: u16, ws_port: u16, extra: &[&str]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let ws_port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mqttd"));
         command
             .arg("--set")
@@ -48,7 +60,9 @@ impl Broker {
             .arg("--set")
             .arg(format!("node.data_dir={}", dir.path().display()))
             .arg("--set")
-            .arg("sys.interval=0");
+            .arg("sys.interval=0")
+            .arg("--set")
+            .arg("controlplane.bind=127.0.0.1:0");
         for setting in extra {
             command.arg("--set").arg(setting);
         }

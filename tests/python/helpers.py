@@ -131,6 +131,8 @@ def broker_command(port: int, ws_port: int | None, data_dir: Path, sets: list[st
         MQTTD_BIN,
         "--set", f"listeners.tcp.bind={HOST}:{port}",
         "--set", f"node.data_dir={data_dir}",
+        # The embedded control plane's gRPC on an ephemeral port (not 50051).
+        "--set", f"controlplane.bind={HOST}:0",
     ]
     if ws_port is None:
         # The bind address is given too, so that a disabled listener never

@@ -23,11 +23,16 @@ from helpers import HOST, MQTTD_BIN, V5, Client, free_port, port_open
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The embedded control plane's gRPC port on an ephemeral port, so brokers
+# started here never collide on 50051 (a test may still override it).
+QUIET_CONTROLPLANE = {"NO_COLOR": "1", "MQTTD__CONTROLPLANE__BIND": f"{HOST}:0"}
+
+
 def run_mqttd(tmp_path, *args, env=None, timeout=5.0):
     """Runs mqttd expecting it to exit by itself; returns (code, stderr)."""
     try:
         r = subprocess.run([MQTTD_BIN, *args], cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "NO_COLOR": "1", **(env or {})}, stdin=subprocess.DEVNULL)
+                           env={**os.environ, **QUIET_CONTROLPLANE, **(env or {})}, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         pytest.fail(f"mqttd {' '.join(args)} still running after {timeout}s (expected a quick non-zero exit)")
     return r.returncode, r.stderr
@@ -45,7 +50,7 @@ class Running:
     def __init__(self, tmp_path, args, env=None, wait_port=None):
         self.proc = subprocess.Popen([MQTTD_BIN, *args], cwd=tmp_path, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                     env={**os.environ, "NO_COLOR": "1", **(env or {})})
+                                     env={**os.environ, **QUIET_CONTROLPLANE, **(env or {})})
         self.port = wait_port
 
     def wait_listening(self, port, timeout=10.0):

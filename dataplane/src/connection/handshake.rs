@@ -18,7 +18,7 @@ use tracing::debug;
 
 use super::{ClientLimits, Connection};
 use crate::broker::Broker;
-use crate::config::AnonymousPolicy;
+use crate::cluster::access::Identity;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::registry::Claim;
@@ -62,7 +62,7 @@ pub(super) async fn accept<T: Transport>(
     let config = &broker.config;
 
     let refuse = |reason: ReasonCode| (version, reason);
-    let checked = check_connect(&broker, &connect, peer).map_err(refuse);
+    let checked = check_connect(&broker, &connect).map_err(refuse);
     let (client_id, assigned) = match checked {
         Ok(ids) => ids,
         Err((version, reason)) => {
@@ -71,6 +71,24 @@ pub(super) async fn accept<T: Transport>(
         }
     };
     tracing::Span::current().record("client_id", &*client_id);
+
+    let superuser = match broker
+        .access
+        .authenticate(&client_id, connect.username.as_deref(), connect.password.as_deref(), peer.ip())
+        .await
+    {
+        Ok(superuser) => superuser,
+        Err(reason) => {
+            refuse_connection(&mut transport, version, reason).await;
+            return None;
+        }
+    };
+    let identity = Arc::new(Identity {
+        client_id: client_id.clone(),
+        username: connect.username.clone(),
+        address: peer.ip(),
+        superuser,
+    });
 
     let will = match build_will(&broker, &connect, &client_id) {
         Ok(will) => will,
@@ -186,6 +204,7 @@ pub(super) async fn accept<T: Transport>(
         limits,
         session_expiry,
         will,
+        identity,
         aliases_in: Default::default(),
         aliases_out: Default::default(),
         control,
@@ -252,12 +271,8 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
     buf.get(index + 2 + name_len).copied()
 }
 
-/// Checks identity and credentials. Returns the client id and whether we assigned it.
-fn check_connect(
-    broker: &Broker,
-    connect: &Connect,
-    peer: SocketAddr,
-) -> Result<(Arc<str>, bool), ReasonCode> {
+/// Checks the client identifier. Returns it and whether we assigned it.
+fn check_connect(broker: &Broker, connect: &Connect) -> Result<(Arc<str>, bool), ReasonCode> {
     let config = &broker.config;
     let version = connect.protocol;
     if connect.properties.authentication_method.is_some() {
@@ -274,18 +289,6 @@ fn check_connect(
     };
     if client_id.len() > config.mqtt.max_clientid_len {
         return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
-    }
-    let anonymous_ok = match config.auth.allow_anonymous {
-        AnonymousPolicy::Allow => true,
-        AnonymousPolicy::Deny => false,
-        AnonymousPolicy::Loopback => peer.ip().is_loopback(),
-    };
-    if !anonymous_ok {
-        return Err(if connect.username.is_some() {
-            ReasonCode::BAD_USER_NAME_OR_PASSWORD
-        } else {
-            ReasonCode::NOT_AUTHORIZED
-        });
     }
     Ok((client_id, assigned))
 }

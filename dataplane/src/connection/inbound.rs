@@ -235,9 +235,12 @@ impl<T: Transport> Connection<T> {
                 reasons.push(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
                 continue;
             }
+            if !self.broker.access.may_subscribe(&self.identity, parsed.filter()) {
+                reasons.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
             options.qos = options.qos.min(QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce));
-            let existed =
-                self.broker.router.subscribe(&parsed, self.session.subscriber(), options, identifier);
+            let existed = self.broker.subscribe(&parsed, self.session.subscriber(), options, identifier);
             self.session.subscriptions.insert(raw.clone(), SessionSubscription { options, identifier });
             reasons.push(ReasonCode(options.qos as u8));
 
@@ -275,7 +278,7 @@ impl<T: Transport> Connection<T> {
             let reason = match topic::parse_filter(raw) {
                 Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
                 Ok(parsed) => {
-                    let removed = self.broker.router.unsubscribe(&parsed, self.session.id);
+                    let removed = self.broker.unsubscribe(&parsed, self.session.id, &self.session.client_id);
                     self.session.subscriptions.remove(raw);
                     if removed {
                         ReasonCode::SUCCESS

@@ -74,6 +74,8 @@ pub(crate) struct Connection<T: Transport> {
     limits: ClientLimits,
     session_expiry: u32,
     will: Option<(Arc<Message>, u32)>,
+    /// Who the client is, for ACL checks.
+    identity: Arc<crate::cluster::access::Identity>,
     /// Topic aliases the client set towards us.
     aliases_in: HashMap<u16, String>,
     /// Topic aliases we set towards the client.
@@ -280,7 +282,7 @@ mod size_tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let broker = crate::Broker::new(Default::default(), "n".into());
+        let broker = crate::Broker::new(Default::default(), "n".into(), Default::default(), None);
         let future = super::serve(broker, crate::transport::TcpTransport(stream), addr);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 2048, "connection future grew to {size} bytes");

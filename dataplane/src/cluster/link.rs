@@ -1,0 +1,229 @@
+//! The data plane's link to the control plane: the Watch stream that keeps
+//! the `ClusterView` current, heartbeats, and route registration.
+//!
+//! Invariants: the hot path never waits for the control plane. When no
+//! member answers, the node keeps serving from its last view and retries
+//! (trying each listed member in turn, with a capped backoff); on reconnect
+//! it resumes from the last index it holds, or takes a fresh snapshot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use proto::auth::BearerToken;
+use proto::controlplane as pb;
+use proto::controlplane::control_plane_client::ControlPlaneClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use super::routes::{PendingRoutes, RouteRegistrar};
+use super::view::ClusterView;
+use crate::broker::Broker;
+use crate::metrics::Metrics;
+
+/// How this node finds and speaks to the control plane.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub node_id: u64,
+    /// Control-plane members, as `http://HOST:PORT`.
+    pub endpoints: Vec<String>,
+    pub token: Option<String>,
+    /// The address this node reports for its peer link.
+    pub advertise: String,
+    pub heartbeat_interval: Duration,
+}
+
+/// Why one attempt to talk to a member failed (the link retries).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("bad control-plane address {0}")]
+    Address(String),
+    #[error("cannot reach {endpoint}: {source}")]
+    Connect { endpoint: String, source: tonic::transport::Error },
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("the cluster token is not a valid header value")]
+    Token,
+}
+
+type Client = ControlPlaneClient<InterceptedService<Channel, BearerToken>>;
+
+async fn connect(config: &LinkConfig, endpoint: &str) -> Result<Client, LinkError> {
+    let channel = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|_| LinkError::Address(endpoint.to_string()))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|source| LinkError::Connect { endpoint: endpoint.to_string(), source })?;
+    let token = BearerToken::new(config.token.as_deref()).map_err(|_| LinkError::Token)?;
+    Ok(ControlPlaneClient::with_interceptor(channel, token))
+}
+
+/// Connects to the first member that answers, starting after `start`.
+async fn connect_any(config: &LinkConfig, start: &mut usize) -> Result<Client, LinkError> {
+    let mut last_error = LinkError::Address("no control-plane member configured".into());
+    for _ in 0..config.endpoints.len() {
+        let endpoint = &config.endpoints[*start % config.endpoints.len()];
+        match connect(config, endpoint).await {
+            Ok(client) => return Ok(client),
+            Err(error) => {
+                debug!(%error, "control-plane member unavailable");
+                last_error = error;
+                *start += 1;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis((200u64 << failures.min(5)).min(5000))
+}
+
+/// Keeps `view` in step with the control plane, forever.
+pub async fn watch(config: LinkConfig, view: Arc<ArcSwap<ClusterView>>, broker: Arc<Broker>) {
+    let mut member = 0usize;
+    let mut failures = 0u32;
+    loop {
+        match watch_once(&config, &view, &broker, &mut member).await {
+            Ok(()) => failures = 0,
+            Err(error) => {
+                if failures == 0 {
+                    warn!(%error, index = view.load().index, "control plane unreachable; serving from the last view");
+                }
+                failures += 1;
+                member += 1;
+            }
+        }
+        tokio::time::sleep(backoff(failures)).await;
+    }
+}
+
+async fn watch_once(
+    config: &LinkConfig,
+    view: &ArcSwap<ClusterView>,
+    broker: &Broker,
+    member: &mut usize,
+) -> Result<(), LinkError> {
+    let mut client = connect_any(config, member).await?;
+    let held = view.load().index;
+    let request = pb::WatchRequest { node_id: config.node_id, last_index: (held > 0).then_some(held) };
+    let mut stream = client.watch(request).await?.into_inner();
+    while let Some(event) = stream.message().await? {
+        match event.event {
+            Some(pb::watch_event::Event::Snapshot(snapshot)) => {
+                let next = ClusterView::from_snapshot(&snapshot);
+                info!(index = next.index, users = next.users.len(), "control-plane snapshot applied");
+                if let Some(registrar) = &broker.routes {
+                    reconcile(registrar, broker, &next, config.node_id);
+                }
+                view.store(Arc::new(next));
+            }
+            Some(pb::watch_event::Event::Delta(delta)) => {
+                let next = view.load().apply(&delta);
+                debug!(index = next.index, "control-plane delta applied");
+                view.store(Arc::new(next));
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// After a snapshot: register what we serve and the control plane does not
+/// know, and withdraw what it holds for us that we no longer serve.
+fn reconcile(registrar: &RouteRegistrar, broker: &Broker, view: &ClusterView, node_id: u64) {
+    let local = broker.router.plain_filters();
+    for filter in &local {
+        if !view.routes.get(filter).is_some_and(|nodes| nodes.contains(&node_id)) {
+            registrar.filter_added(filter);
+        }
+    }
+    for (filter, nodes) in view.routes.iter() {
+        if nodes.contains(&node_id) && !local.contains(filter) {
+            registrar.filter_removed(filter);
+        }
+    }
+}
+
+/// Sends heartbeats (with the connection count and the view's index).
+pub async fn heartbeat(config: LinkConfig, view: Arc<ArcSwap<ClusterView>>, broker: Arc<Broker>) {
+    let mut member = 0usize;
+    let mut client: Option<Client> = None;
+    let mut ticker = tokio::time::interval(config.heartbeat_interval);
+    loop {
+        ticker.tick().await;
+        if client.is_none() {
+            client = connect_any(&config, &mut member).await.ok();
+        }
+        let Some(active) = client.as_mut() else { continue };
+        let request = pb::HeartbeatRequest {
+            node_id: config.node_id,
+            address: config.advertise.clone(),
+            connections: Metrics::get(&broker.metrics.connections),
+            snapshot_index: view.load().index,
+        };
+        if let Err(status) = active.heartbeat(request).await {
+            debug!(%status, "heartbeat failed");
+            client = None;
+            member += 1;
+        }
+    }
+}
+
+/// Sends route changes in batches.
+pub async fn register_routes(config: LinkConfig, registrar: Arc<RouteRegistrar>) {
+    let mut member = 0usize;
+    let mut client: Option<Client> = None;
+    let mut failures = 0u32;
+    loop {
+        registrar.changed().await;
+        // Let a burst of subscribes gather into one batch.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        loop {
+            let batch = registrar.take();
+            if batch.is_empty() {
+                break;
+            }
+            if client.is_none() {
+                client = connect_any(&config, &mut member).await.ok();
+            }
+            let sent = match client.as_mut() {
+                Some(active) => active.register_routes(to_pb(config.node_id, &batch)).await.map(|_| ()),
+                None => Err(tonic::Status::unavailable("no control-plane member answers")),
+            };
+            match sent {
+                Ok(()) => failures = 0,
+                Err(status) => {
+                    debug!(%status, "route registration failed; will retry");
+                    registrar.put_back(batch);
+                    client = None;
+                    member += 1;
+                    failures += 1;
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+        }
+    }
+}
+
+fn to_pb(node_id: u64, batch: &PendingRoutes) -> pb::RouteBatch {
+    let share = |set: &std::collections::HashSet<super::routes::ShareMember>| {
+        set.iter()
+            .map(|(group, filter, client)| pb::ShareSubscription {
+                group: group.clone(),
+                topic_filter: filter.clone(),
+                client_id: client.clone(),
+            })
+            .collect()
+    };
+    pb::RouteBatch {
+        node_id,
+        add: batch.add.iter().cloned().collect(),
+        remove: batch.remove.iter().cloned().collect(),
+        share_add: share(&batch.share_add),
+        share_remove: share(&batch.share_remove),
+    }
+}

@@ -1,0 +1,11 @@
+//! What the data plane knows of the cluster: the control plane's state as a
+//! lock-free view (`view`), the access decisions made from it (`access`),
+//! the link that keeps it current (`link`) and route registration (`routes`).
+//!
+//! Architecture invariant: the data plane speaks to the control plane only
+//! through `proto`; it never imports the `controlplane` crate.
+
+pub mod access;
+pub mod link;
+pub mod routes;
+pub mod view;

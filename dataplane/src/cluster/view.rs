@@ -1,0 +1,208 @@
+//! The data plane's read-only copy of the control plane's state, rebuilt on
+//! every change and published through an `ArcSwap`, so the hot path reads it
+//! without a lock the control plane's updates contend for.
+//!
+//! A view is immutable. Applying a delta builds a new view that shares the
+//! parts the delta did not touch (each part sits behind its own `Arc`).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use proto::controlplane as pb;
+
+/// A user as the data plane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// PHC string (argon2id).
+    pub password_hash: String,
+    pub superuser: bool,
+}
+
+/// Whom an ACL rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    All,
+    Username(String),
+    ClientId(String),
+    Network(IpNet),
+}
+
+/// What an ACL rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Publish,
+    Subscribe,
+    All,
+}
+
+/// One ACL rule, checked in order; the first that matches decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclRule {
+    pub who: Who,
+    pub action: Action,
+    /// May contain `%u` (username) and `%c` (client id).
+    pub topic_filter: String,
+    pub allow: bool,
+}
+
+/// A ban on a client id, username or address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BanTarget {
+    ClientId(String),
+    Username(String),
+    Network(IpNet),
+}
+
+/// A ban, with its expiry (Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub target: BanTarget,
+    pub until_ms: Option<u64>,
+}
+
+/// The control plane's state as this node last heard it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Raft index this view reflects; 0 before the first snapshot.
+    pub index: u64,
+    pub users: Arc<HashMap<String, User>>,
+    pub acl: Arc<Vec<AclRule>>,
+    pub bans: Arc<Vec<Ban>>,
+    /// Topic filter -> data-plane nodes with subscribers.
+    pub routes: Arc<HashMap<String, HashSet<u64>>>,
+}
+
+/// A message from the control plane that could not be understood; the
+/// record is skipped, never the whole view.
+#[derive(Debug, thiserror::Error)]
+#[error("bad {what} from the control plane: {detail}")]
+pub struct ViewError {
+    pub what: &'static str,
+    pub detail: String,
+}
+
+fn network(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn acl_rule(rule: &pb::AclRule) -> Option<AclRule> {
+    let who = match rule.who.as_ref()?.who.as_ref()? {
+        pb::acl_who::Who::All(_) => Who::All,
+        pb::acl_who::Who::Username(name) => Who::Username(name.clone()),
+        pb::acl_who::Who::ClientId(id) => Who::ClientId(id.clone()),
+        pb::acl_who::Who::IpNetwork(net) => Who::Network(network(net)?),
+    };
+    let action = match pb::AclAction::try_from(rule.action).ok()? {
+        pb::AclAction::Publish => Action::Publish,
+        pb::AclAction::Subscribe => Action::Subscribe,
+        pb::AclAction::All => Action::All,
+        pb::AclAction::Unspecified => return None,
+    };
+    let allow = match pb::AclPermission::try_from(rule.permission).ok()? {
+        pb::AclPermission::Allow => true,
+        pb::AclPermission::Deny => false,
+        pb::AclPermission::Unspecified => return None,
+    };
+    Some(AclRule { who, action, topic_filter: rule.topic_filter.clone(), allow })
+}
+
+fn ban_target(kind: i32, value: &str) -> Option<BanTarget> {
+    match pb::BanKind::try_from(kind).ok()? {
+        pb::BanKind::ClientId => Some(BanTarget::ClientId(value.to_string())),
+        pb::BanKind::Username => Some(BanTarget::Username(value.to_string())),
+        pb::BanKind::IpAddress => network(value).map(BanTarget::Network),
+        pb::BanKind::Unspecified => None,
+    }
+}
+
+fn ban(ban: &pb::Ban) -> Option<Ban> {
+    Some(Ban { target: ban_target(ban.kind, &ban.value)?, until_ms: ban.until_ms })
+}
+
+fn rules(list: &[pb::AclRule]) -> Vec<AclRule> {
+    list.iter()
+        .filter_map(|rule| {
+            let compiled = acl_rule(rule);
+            if compiled.is_none() {
+                tracing::warn!(rule_id = rule.id, "skipping an ACL rule this node cannot read");
+            }
+            compiled
+        })
+        .collect()
+}
+
+impl ClusterView {
+    /// The view a full snapshot describes.
+    pub fn from_snapshot(snapshot: &pb::StateSnapshot) -> ClusterView {
+        let users = snapshot
+            .users
+            .iter()
+            .map(|u| {
+                (u.username.clone(), User { password_hash: u.password_hash.clone(), superuser: u.superuser })
+            })
+            .collect();
+        let routes = snapshot
+            .routes
+            .iter()
+            .map(|r| (r.topic_filter.clone(), r.node_ids.iter().copied().collect()))
+            .collect();
+        ClusterView {
+            index: snapshot.index,
+            users: Arc::new(users),
+            acl: Arc::new(rules(&snapshot.acl_rules)),
+            bans: Arc::new(snapshot.banned.iter().filter_map(ban).collect()),
+            routes: Arc::new(routes),
+        }
+    }
+
+    /// The view after `delta`.
+    pub fn apply(&self, delta: &pb::StateDelta) -> ClusterView {
+        use pb::change::Change;
+        let mut next = self.clone();
+        next.index = delta.index;
+        for change in delta.changes.iter().filter_map(|c| c.change.as_ref()) {
+            match change {
+                Change::UserUpserted(user) => {
+                    let record =
+                        User { password_hash: user.password_hash.clone(), superuser: user.superuser };
+                    Arc::make_mut(&mut next.users).insert(user.username.clone(), record);
+                }
+                Change::UserRemoved(name) => {
+                    Arc::make_mut(&mut next.users).remove(name);
+                }
+                Change::AclReplaced(list) => next.acl = Arc::new(rules(&list.rules)),
+                Change::RouteSet(route) => {
+                    let routes = Arc::make_mut(&mut next.routes);
+                    if route.node_ids.is_empty() {
+                        routes.remove(&route.topic_filter);
+                    } else {
+                        routes.insert(route.topic_filter.clone(), route.node_ids.iter().copied().collect());
+                    }
+                }
+                Change::BanUpserted(new) => {
+                    if let Some(new) = ban(new) {
+                        let bans = Arc::make_mut(&mut next.bans);
+                        bans.retain(|b| b.target != new.target);
+                        bans.push(new);
+                    }
+                }
+                Change::BanRemoved(key) => {
+                    if let Some(target) = ban_target(key.kind, &key.value) {
+                        Arc::make_mut(&mut next.bans).retain(|b| b.target != target);
+                    }
+                }
+                // Bridges, plugins, share groups and membership are not
+                // used by this node yet.
+                _ => {}
+            }
+        }
+        next
+    }
+
+    /// True when any user is defined (then credentials are checked).
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+}

@@ -1,0 +1,120 @@
+//! The three ways to run `mqttd`: standalone (an embedded single-voter
+//! control plane plus one data-plane node, the default), a control-plane
+//! member alone, or a data-plane node alone.
+//!
+//! Standalone mode goes through the same contract as a cluster: the data
+//! plane follows the embedded control plane over loopback gRPC, exactly as
+//! it would follow a remote one.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use controlplane::{ControlPlane, ControlPlaneConfig, ControlPlaneHandle};
+use dataplane::cluster::link::LinkConfig;
+use tracing::info;
+
+use crate::config::Config;
+
+/// Time allowed for connections to close on shutdown.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Which parts this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Role {
+    /// Control plane and one data-plane node in one process (the default).
+    Standalone,
+    /// One control-plane (Raft) member.
+    Controlplane,
+    /// One data-plane node following the control plane in `dataplane.controlplane`.
+    Dataplane,
+}
+
+pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.node.data_dir)
+        .with_context(|| format!("node.data_dir: cannot create {}", config.node.data_dir.display()))?;
+    match role {
+        Role::Standalone => standalone(config).await,
+        Role::Controlplane => controlplane_only(config).await,
+        Role::Dataplane => dataplane_only(config).await,
+    }
+}
+
+fn controlplane_config(config: &Config, bootstrap: bool) -> anyhow::Result<ControlPlaneConfig> {
+    let section = &config.controlplane;
+    if !section.bind.ip().is_loopback() && section.token.is_none() {
+        bail!(
+            "controlplane.token: required when controlplane.bind ({}) is not a loopback address; \
+             set one with --set controlplane.token=...",
+            section.bind
+        );
+    }
+    let mut cp = ControlPlaneConfig::new(config.node.id, &config.node.data_dir, section.bind);
+    cp.bootstrap = bootstrap;
+    cp.token = section.token.clone();
+    cp.advertise_addr = section.advertise.clone();
+    cp.dataplane_down_after = Duration::from_secs(section.dataplane_down_after);
+    cp.dataplane_grace_period = Duration::from_secs(section.dataplane_grace_period);
+    cp.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cp)
+}
+
+async fn start_controlplane(config: &Config, bootstrap: bool) -> anyhow::Result<ControlPlaneHandle> {
+    let handle = ControlPlane::start(controlplane_config(config, bootstrap)?)
+        .await
+        .map_err(|e| anyhow::anyhow!("control plane: {e}"))?;
+    info!(node = config.node.id, addr = %handle.local_addr(), "control plane serving gRPC (admin, Raft, Watch)");
+    Ok(handle)
+}
+
+fn link_config(config: &Config, endpoints: Vec<String>, token: Option<String>) -> LinkConfig {
+    LinkConfig {
+        node_id: config.node.id,
+        endpoints,
+        token,
+        advertise: config.link.peer_bind.clone(),
+        heartbeat_interval: Duration::from_secs(config.link.heartbeat_interval),
+    }
+}
+
+async fn standalone(config: Config) -> anyhow::Result<()> {
+    let controlplane = start_controlplane(&config, true).await?;
+    let link = link_config(&config, vec![controlplane.endpoint()], controlplane.token().map(str::to_string));
+    let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await;
+    let node = match node {
+        Ok(node) => node,
+        Err(error) => {
+            let _ = controlplane.shutdown().await;
+            return Err(error.into());
+        }
+    };
+    info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started (standalone)");
+    crate::wait_for_signal().await?;
+    info!("shutting down");
+    node.shutdown(GRACE).await;
+    controlplane.shutdown().await.map_err(|e| anyhow::anyhow!("control plane: {e}"))?;
+    Ok(())
+}
+
+async fn controlplane_only(config: Config) -> anyhow::Result<()> {
+    let controlplane = start_controlplane(&config, config.controlplane.bootstrap).await?;
+    info!(node = config.node.id, version = env!("CARGO_PKG_VERSION"), "mqttd started (control plane)");
+    crate::wait_for_signal().await?;
+    info!("shutting down");
+    controlplane.shutdown().await.map_err(|e| anyhow::anyhow!("control plane: {e}"))?;
+    Ok(())
+}
+
+async fn dataplane_only(config: Config) -> anyhow::Result<()> {
+    let endpoints = config.link.endpoints();
+    if endpoints.is_empty() {
+        bail!("dataplane.controlplane: expected the control-plane members, e.g. --set dataplane.controlplane=127.0.0.1:50051");
+    }
+    let token = config.link.token.clone().or_else(|| config.controlplane.token.clone());
+    let link = link_config(&config, endpoints, token);
+    let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await?;
+    info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started (data plane)");
+    crate::wait_for_signal().await?;
+    info!("shutting down");
+    node.shutdown(GRACE).await;
+    Ok(())
+}
