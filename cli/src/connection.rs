@@ -1,0 +1,282 @@
+//! One admin connection: the validated [`Target`] (server URL, token,
+//! timeout), the gRPC channel, and every call bounded by the timeout, with
+//! its failure turned into one sentence an operator can act on.
+//!
+//! Invariant: every error that leaves this module reads as a plain
+//! sentence on one line; gRPC codes and transport error chains stay inside.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use proto::admin::admin_client::AdminClient;
+use proto::auth::BearerToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::args::GlobalArgs;
+
+/// The admin client with the cluster token attached to every call.
+pub type Admin = AdminClient<InterceptedService<Channel, BearerToken>>;
+
+/// Where to send requests and how long to wait: the global options,
+/// validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `http://HOST:PORT`, without a trailing slash.
+    pub server: String,
+    /// `None` when no token was given (an empty one counts as none).
+    pub token: Option<String>,
+    pub timeout: Duration,
+}
+
+impl Target {
+    pub fn new(global: &GlobalArgs) -> Result<Self> {
+        let server = normalize_server(&global.server)?;
+        let token = global.token.as_deref().map(str::trim).filter(|token| !token.is_empty());
+        if let Some(token) = token {
+            if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+                bail!("the cluster token must be visible ASCII characters without spaces");
+            }
+        }
+        Ok(Target { server, token: token.map(str::to_owned), timeout: Duration::from_secs(global.timeout) })
+    }
+}
+
+/// Accepts `http://HOST:PORT` or a bare `HOST:PORT`.
+fn normalize_server(server: &str) -> Result<String> {
+    let trimmed = server.trim();
+    if trimmed.is_empty() {
+        bail!("--server is empty; give a URL like http://127.0.0.1:50051");
+    }
+    if trimmed.starts_with("https://") {
+        bail!("--server {trimmed}: https is not supported; the control plane serves plain gRPC (http://)");
+    }
+    let authority = trimmed.strip_prefix("http://").unwrap_or(trimmed).trim_end_matches('/');
+    let url = format!("http://{authority}");
+    let malformed = authority.is_empty() || authority.contains('/') || authority.ends_with(':');
+    if malformed || Endpoint::from_shared(url.clone()).is_err() {
+        bail!("--server {server:?} is not a URL like http://127.0.0.1:50051");
+    }
+    Ok(url)
+}
+
+/// A connected admin client.
+pub struct Connection {
+    target: Target,
+    admin: Admin,
+}
+
+impl Connection {
+    /// Connects within the timeout, or says why it could not.
+    pub async fn open(target: Target) -> Result<Self> {
+        let endpoint = Endpoint::from_shared(target.server.clone())
+            .map_err(|_| anyhow!("--server {:?} is not a valid URL", target.server))?
+            .connect_timeout(target.timeout);
+        let channel = match tokio::time::timeout(target.timeout, endpoint.connect()).await {
+            Err(_) => {
+                bail!("cannot reach {}: no connection within {}", target.server, seconds(target.timeout))
+            }
+            Ok(Err(error)) => bail!("cannot reach {}: {}", target.server, transport_reason(&error)),
+            Ok(Ok(channel)) => channel,
+        };
+        let token = BearerToken::new(target.token.as_deref())
+            .map_err(|_| anyhow!("the cluster token is not a valid header value"))?;
+        Ok(Connection { admin: AdminClient::with_interceptor(channel, token), target })
+    }
+
+    /// A handle for one call (clones share the connection).
+    pub fn admin(&self) -> Admin {
+        self.admin.clone()
+    }
+
+    /// Awaits a call that changes nothing, within the timeout.
+    pub async fn read<T>(&self, call: impl Future<Output = Result<tonic::Response<T>, Status>>) -> Result<T> {
+        self.call(call, "").await
+    }
+
+    /// Awaits a call that changes the cluster, within the timeout. The
+    /// answer may be lost after the change was made, and the sentence says so.
+    pub async fn write<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T> {
+        self.call(call, "; the change may still be applied").await
+    }
+
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+        after_timeout: &str,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.target.timeout, call).await {
+            Err(_) => Err(anyhow!(
+                "no answer from {} within {}{after_timeout} (see --timeout)",
+                self.target.server,
+                seconds(self.target.timeout)
+            )),
+            Ok(Err(status)) => Err(anyhow!(explain(&status, &self.target))),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+        }
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    match duration.as_secs() {
+        1 => "1 second".to_owned(),
+        count => format!("{count} seconds"),
+    }
+}
+
+/// What a failed call means, in one line.
+pub fn explain(status: &Status, target: &Target) -> String {
+    let message = one_line(status.message());
+    let server_said = |fallback: &str| if message.is_empty() { fallback.to_owned() } else { message.clone() };
+    match status.code() {
+        Code::Unauthenticated if target.token.is_some() => {
+            "the server refused the cluster token (check --token or MQTTD_TOKEN)".to_owned()
+        }
+        Code::Unauthenticated => "the server wants a cluster token (--token)".to_owned(),
+        // A status with a source was made on this side: the transport failed.
+        Code::Unavailable if std::error::Error::source(status).is_some() => {
+            format!("cannot reach {}: {}", target.server, transport_reason(status))
+        }
+        // Other failures made on this side: the connection broke mid-call.
+        Code::Unknown | Code::Internal | Code::Cancelled if std::error::Error::source(status).is_some() => {
+            format!("the connection to {} failed: {}", target.server, transport_reason(status))
+        }
+        Code::Unavailable => server_said("the control plane is unavailable (no leader?); retry shortly"),
+        Code::NotFound => server_said("not found"),
+        Code::AlreadyExists => server_said("already exists"),
+        Code::InvalidArgument => server_said("the server refused the request as invalid"),
+        Code::FailedPrecondition => {
+            server_said("the server refused the request in the cluster's current state")
+        }
+        Code::DeadlineExceeded => {
+            server_said("the server gave up waiting; the change may or may not have been made")
+        }
+        Code::Unimplemented => {
+            format!("{} does not serve the mqttd admin API (is it a control-plane node?)", target.server)
+        }
+        code => format!(
+            "{} failed the request ({}): {}",
+            target.server,
+            code_name(code),
+            server_said("no details")
+        ),
+    }
+}
+
+fn code_name(code: Code) -> String {
+    format!("{code:?}").to_lowercase()
+}
+
+/// The deepest I/O error in a transport error's chain, in plain words
+/// ("connection refused"), else its innermost message.
+fn transport_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut innermost = error.to_string();
+    while let Some(cause) = current {
+        if let Some(io_error) = cause.downcast_ref::<io::Error>() {
+            return io_reason(io_error);
+        }
+        innermost = cause.to_string();
+        current = cause.source();
+    }
+    one_line(&innermost)
+}
+
+fn io_reason(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
+        io::ErrorKind::TimedOut => "timed out".to_owned(),
+        _ => {
+            // "Network is unreachable (os error 101)" -> "network is unreachable".
+            let text = error.to_string();
+            let text = match text.rfind(" (os error ") {
+                Some(at) => &text[..at],
+                None => &text,
+            };
+            lowercase_first(&one_line(text))
+        }
+    }
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Collapses newlines and runs of whitespace so a message fits on one line.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(token: Option<&str>) -> Target {
+        Target {
+            server: "http://127.0.0.1:1".to_owned(),
+            token: token.map(str::to_owned),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn global(server: &str, token: Option<&str>) -> GlobalArgs {
+        GlobalArgs { server: server.to_owned(), token: token.map(str::to_owned), json: false, timeout: 10 }
+    }
+
+    #[test]
+    fn servers_are_normalized_or_refused() {
+        let server = |text: &str| Target::new(&global(text, None)).map(|target| target.server);
+        assert_eq!(server("http://h:1/").ok().as_deref(), Some("http://h:1"));
+        assert_eq!(server("10.0.0.1:50051").ok().as_deref(), Some("http://10.0.0.1:50051"));
+        assert!(server("https://h:1").unwrap_err().to_string().contains("https is not supported"));
+        assert!(server("").is_err());
+        assert!(server("http://").is_err());
+        assert!(server("http://bad host:1").is_err());
+        assert!(server("http://h:1/path").is_err());
+        assert!(server("http:").is_err());
+        assert!(server("grpc://h:1").is_err());
+    }
+
+    #[test]
+    fn tokens_empty_is_none_and_spaces_are_refused() {
+        assert_eq!(Target::new(&global("h:1", Some(""))).map(|target| target.token).ok(), Some(None));
+        assert!(Target::new(&global("h:1", Some("a b"))).is_err());
+    }
+
+    #[test]
+    fn unauthenticated_says_what_to_do() {
+        let status = Status::unauthenticated("missing `authorization: Bearer TOKEN` metadata");
+        assert_eq!(explain(&status, &target(None)), "the server wants a cluster token (--token)");
+        assert!(explain(&status, &target(Some("x"))).contains("refused the cluster token"));
+    }
+
+    #[test]
+    fn server_messages_pass_through_on_one_line() {
+        let status = Status::not_found("user \"bob\"\nnot found");
+        assert_eq!(explain(&status, &target(None)), "user \"bob\" not found");
+        let status = Status::unavailable("no control-plane leader is elected at the moment; retry shortly");
+        assert!(explain(&status, &target(None)).starts_with("no control-plane leader"));
+        assert!(explain(&Status::internal(""), &target(None)).contains("(internal): no details"));
+    }
+
+    #[test]
+    fn transport_failures_name_the_server_and_the_cause() {
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let mut status = Status::unavailable("tcp connect error");
+        status.set_source(std::sync::Arc::new(refused));
+        assert_eq!(explain(&status, &target(None)), "cannot reach http://127.0.0.1:1: connection refused");
+        let other = io::Error::other("Network is unreachable (os error 101)");
+        assert_eq!(io_reason(&other), "network is unreachable");
+    }
+}
