@@ -176,6 +176,9 @@ impl<T: Transport> Connection<T> {
             // Only the broker publishes $SYS topics.
             return ReasonCode::NOT_AUTHORIZED;
         }
+        if !self.broker.access.may_publish(&self.identity, &publish.topic) {
+            return ReasonCode::NOT_AUTHORIZED;
+        }
         if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {

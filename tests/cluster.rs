@@ -1,0 +1,290 @@
+//! A real cluster: three control-plane processes and data-plane processes on
+//! 127.0.0.x, formed and provisioned with `mqttctl`, driven by MQTT clients,
+//! and broken on purpose (kill -9 of the leader, of every control-plane
+//! node, of a data-plane node).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{connect_packet, Client};
+use mqtt_codec::{Packet, ProtocolVersion, Publish, QoS, ReasonCode};
+
+/// `mqttctl`, built next to `mqttd` by `cargo build --workspace`.
+fn mqttctl_path() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_mqttd")).with_file_name("mqttctl");
+    assert!(path.exists(), "{} is missing: run `cargo build -p mqttctl` first", path.display());
+    path
+}
+
+/// Runs mqttctl; returns (success, stdout, stderr).
+fn mqttctl(server: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(mqttctl_path())
+        .args(["--server", server, "--timeout", "5"])
+        .args(args)
+        .output()
+        .expect("run mqttctl");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+fn status(server: &str) -> Option<serde_json::Value> {
+    let (ok, out, _) = mqttctl(server, &["--json", "cluster", "status"]);
+    if !ok {
+        return None;
+    }
+    serde_json::from_str(out.trim()).ok()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Process {
+    child: Child,
+    args: Vec<String>,
+}
+
+impl Process {
+    fn spawn(args: Vec<String>) -> Process {
+        let child = Command::new(env!("CARGO_BIN_EXE_mqttd"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mqttd");
+        Process { child, args }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill9();
+        *self = Process::spawn(self.args.clone());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A control-plane member on its own loopback address.
+fn controlplane(id: u64, ip: &str, port: u16, dir: &Path, bootstrap: bool) -> Process {
+    Process::spawn(vec![
+        "controlplane".into(),
+        "--set".into(),
+        format!("node.id={id}"),
+        "--set".into(),
+        format!("node.data_dir={}", dir.join(format!("cp{id}")).display()),
+        "--set".into(),
+        format!("controlplane.bind={ip}:{port}"),
+        "--set".into(),
+        format!("controlplane.bootstrap={bootstrap}"),
+        "--set".into(),
+        "controlplane.dataplane_down_after=2".into(),
+        "--set".into(),
+        "controlplane.dataplane_grace_period=2".into(),
+    ])
+}
+
+fn dataplane(id: u64, port: u16, members: &str, dir: &Path) -> Process {
+    Process::spawn(vec![
+        "dataplane".into(),
+        "--set".into(),
+        format!("node.id={id}"),
+        "--set".into(),
+        format!("node.data_dir={}", dir.join(format!("dp{id}")).display()),
+        "--set".into(),
+        format!("listeners.tcp.bind=127.0.0.1:{port}"),
+        "--set".into(),
+        "listeners.ws.enabled=false".into(),
+        "--set".into(),
+        format!("dataplane.controlplane={members}"),
+        "--set".into(),
+        "dataplane.heartbeat_interval=1".into(),
+        "--set".into(),
+        "auth.allow_anonymous=deny".into(),
+        "--set".into(),
+        "sys.interval=0".into(),
+    ])
+}
+
+async fn connect_as(port: u16, client_id: &str, user: &str, password: &str) -> (Option<Client>, ReasonCode) {
+    let mut connect = connect_packet(ProtocolVersion::V5, client_id, true);
+    connect.username = Some(user.into());
+    connect.password = Some(password.as_bytes().to_vec().into());
+    let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return (None, ReasonCode::SERVER_UNAVAILABLE);
+    };
+    drop(stream);
+    let (client, ack) = Client::connect_with(port, connect).await;
+    (ack.reason.is_success().then_some(client), ack.reason)
+}
+
+/// Waits until `user` can log in on the data plane at `port`.
+async fn wait_login(port: u16, user: &str, password: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (client, reason) = connect_as(port, &format!("probe-{user}"), user, password).await;
+        if let Some(client) = client {
+            return client;
+        }
+        assert!(Instant::now() < deadline, "{user} still refused ({reason:?})");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+fn leader_of(server: &str) -> Option<u64> {
+    status(server).and_then(|s| s["leader"].as_u64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
+    let ports: [u16; 3] = common::free_ports();
+    let urls: Vec<String> = ips.iter().zip(ports).map(|(ip, port)| format!("http://{ip}:{port}")).collect();
+    let members =
+        ips.iter().zip(ports).map(|(ip, port)| format!("{ip}:{port}")).collect::<Vec<_>>().join(",");
+    let mut cps: Vec<Process> =
+        (0..3).map(|i| controlplane(i as u64 + 1, ips[i], ports[i], dir.path(), i == 0)).collect();
+
+    // Form the cluster with mqttctl.
+    wait_for("node 1 to lead", Duration::from_secs(15), || (leader_of(&urls[0]) == Some(1)).then_some(()));
+    for url in &urls[1..] {
+        wait_for("the new node to answer", Duration::from_secs(10), || status(url).map(|_| ()));
+        let (ok, _, err) = mqttctl(&urls[0], &["cluster", "join", url]);
+        assert!(ok, "join {url}: {err}");
+    }
+    let full = status(&urls[0]).unwrap();
+    let voters = full["controlplane"].as_array().unwrap();
+    assert_eq!(voters.len(), 3, "{full}");
+
+    // A data-plane node following the cluster; anonymous clients refused.
+    let [mqtt_port, mqtt_port_2] = common::free_ports();
+    let mut dp = dataplane(21, mqtt_port, &members, dir.path());
+    wait_for("the data plane to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).ok().map(|_| ())
+    });
+
+    // Provision through a follower: a user and an ACL rule.
+    let follower = &urls[1];
+    let (ok, _, err) = mqttctl(follower, &["users", "add", "alice", "--password", "secret"]);
+    assert!(ok, "users add via follower: {err}");
+    let (ok, _, err) = mqttctl(
+        follower,
+        &["acl", "add", "--deny", "--action", "publish", "--topic", "forbidden/#", "--all"],
+    );
+    assert!(ok, "acl add via follower: {err}");
+    let mut alice = wait_login(mqtt_port, "alice", "secret").await;
+    let (_, reason) = connect_as(mqtt_port, "wrong", "alice", "nope").await;
+    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let (_, reason) =
+        Client::connect_with(mqtt_port, connect_packet(ProtocolVersion::V5, "anon", true)).await;
+    assert_eq!(reason.reason, ReasonCode::NOT_AUTHORIZED);
+    alice.subscribe("news/#", QoS::AtLeastOnce).await;
+    // The ACL rule arrives with its own delta: publish until it applies.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for packet_id in 1.. {
+        let denied = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "forbidden/x".into(),
+            packet_id: Some(packet_id),
+            payload: "no".into(),
+            ..Default::default()
+        };
+        alice.send(&Packet::Publish(denied)).await;
+        let reason = match alice.recv().await {
+            Some(Packet::PubAck(ack)) => ack.reason,
+            other => panic!("expected PUBACK, got {other:?}"),
+        };
+        if reason == ReasonCode::NOT_AUTHORIZED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ACL rule never applied (last reason {reason:?})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // kill -9 the leader: a new one is elected and no committed write is lost.
+    let old_leader = leader_of(&urls[1]).expect("a leader");
+    cps[old_leader as usize - 1].kill9();
+    let survivor =
+        urls.iter().enumerate().find(|(i, _)| *i as u64 + 1 != old_leader).map(|(_, u)| u.clone()).unwrap();
+    let new_leader = wait_for("a new leader", Duration::from_secs(20), || {
+        leader_of(&survivor).filter(|id| *id != old_leader)
+    });
+    let (ok, out, _) = mqttctl(&survivor, &["--json", "users", "list"]);
+    assert!(ok && out.contains("alice"), "alice survived the leader's death: {out}");
+    let (ok, _, err) = mqttctl(&survivor, &["users", "add", "bob", "--password", "pw2"]);
+    assert!(ok, "write after failover (leader {new_leader}): {err}");
+    drop(wait_login(mqtt_port, "bob", "pw2").await);
+
+    // The old leader restarts from its data directory and catches up.
+    cps[old_leader as usize - 1].restart();
+    let old_url = urls[old_leader as usize - 1].clone();
+    wait_for("the old leader to catch up", Duration::from_secs(20), || {
+        let s = status(&old_url)?;
+        let me = s["controlplane"].as_array()?.iter().find(|n| n["id"].as_u64() == Some(old_leader))?.clone();
+        let leader_applied = s["controlplane"].as_array()?.iter().find(|n| n["role"] == "leader")?
+            ["applied_index"]
+            .as_u64()?;
+        (me["role"] == "follower" && me["applied_index"].as_u64()? >= leader_applied).then_some(())
+    });
+
+    // Every control-plane node down: MQTT keeps flowing, logins still work.
+    for cp in cps.iter_mut() {
+        cp.kill9();
+    }
+    let mut bob = wait_login(mqtt_port, "bob", "pw2").await;
+    bob.publish("news/today", b"still serving", QoS::AtLeastOnce, 1).await;
+    let got = alice.expect_publish().await;
+    assert_eq!(&got.payload[..], b"still serving");
+    alice
+        .send(&Packet::PubAck(mqtt_codec::PubAck { packet_id: got.packet_id.unwrap(), ..Default::default() }))
+        .await;
+
+    // They come back; new writes reach the data plane again.
+    for cp in cps.iter_mut() {
+        cp.restart();
+    }
+    wait_for("a leader after the restart", Duration::from_secs(30), || leader_of(&urls[0]));
+    let (ok, _, err) = mqttctl(&urls[0], &["users", "add", "carol", "--password", "pw3"]);
+    assert!(ok, "write after the restart: {err}");
+    drop(wait_login(mqtt_port, "carol", "pw3").await);
+
+    // A second data-plane node registers, then is killed with -9: after the
+    // grace period it is gone, with its routes.
+    let mut dp2 = dataplane(22, mqtt_port_2, &members, dir.path());
+    let mut carol = wait_login(mqtt_port_2, "carol", "pw3").await;
+    carol.subscribe("dp2/#", QoS::AtMostOnce).await;
+    let has_node = |id: u64| {
+        status(&urls[0]).map(|s| {
+            s["dataplane"]
+                .as_array()
+                .map(|nodes| nodes.iter().any(|n| n["id"].as_u64() == Some(id)))
+                .unwrap_or(false)
+        })
+    };
+    wait_for("data plane 22 to register", Duration::from_secs(15), || has_node(22).filter(|h| *h));
+    dp2.kill9();
+    wait_for("data plane 22 to be removed", Duration::from_secs(20), || has_node(22).filter(|h| !*h));
+    assert_eq!(has_node(21), Some(true), "the live data plane stays");
+    dp.kill9();
+}
