@@ -48,6 +48,16 @@ impl Broker {
         Broker::start_on(port, ws_port, extra)
     }
 
+    /// Starts `mqttd` with its embedded control plane's gRPC on a known
+    /// port (returned), for tests that drive it with `mqttctl`.
+    pub fn start_with_grpc(extra: &[&str]) -> (Broker, String) {
+        let [port, ws_port, grpc] = free_ports();
+        let bind = format!("controlplane.bind=127.0.0.1:{grpc}");
+        let mut settings: Vec<&str> = extra.to_vec();
+        settings.push(&bind);
+        (Broker::start_on(port, ws_port, &settings), format!("http://127.0.0.1:{grpc}"))
+    }
+
     /// Starts `mqttd` with TCP and WS on the given ports.
     pub fn start_on(port: u16, ws_port: u16, extra: &[&str]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
