@@ -288,3 +288,56 @@ async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving
     assert_eq!(has_node(21), Some(true), "the live data plane stays");
     dp.kill9();
 }
+
+#[test]
+fn a_control_plane_on_a_non_loopback_address_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    for role in ["controlplane", "standalone"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mqttd"))
+            .args([role, "--set", "controlplane.bind=0.0.0.0:0", "--set", "listeners.ws.enabled=false"])
+            .args(["--set", "listeners.tcp.bind=127.0.0.1:0"])
+            .args(["--set", &format!("node.data_dir={}", dir.path().display())])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{role} started without a token");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("controlplane.token"), "{role}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_data_plane_with_the_wrong_token_gets_nothing_from_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let [grpc, mqtt] = common::free_ports();
+    let _cp = Process::spawn(vec![
+        "controlplane".into(),
+        "--set".into(),
+        format!("node.data_dir={}", dir.path().join("cp").display()),
+        "--set".into(),
+        format!("controlplane.bind=127.0.0.1:{grpc}"),
+        "--set".into(),
+        "controlplane.bootstrap=true".into(),
+        "--set".into(),
+        "controlplane.token=right".into(),
+    ]);
+    let url = format!("http://127.0.0.1:{grpc}");
+    let ctl = |token: &str, args: &[&str]| {
+        Command::new(mqttctl_path()).args(["--server", &url, "--token", token]).args(args).output().unwrap()
+    };
+    wait_for("the control plane", Duration::from_secs(15), || {
+        ctl("right", &["cluster", "status"]).status.success().then_some(())
+    });
+    let refused = ctl("wrong", &["users", "list"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("token"));
+    assert!(ctl("right", &["users", "add", "alice", "--password", "pw"]).status.success());
+    let mut dp = dataplane(31, mqtt, &format!("127.0.0.1:{grpc}"), dir.path());
+    dp.args.extend(["--set".into(), "dataplane.token=wrong".into()]);
+    dp.restart();
+    wait_for("the data plane to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", mqtt)).ok().map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, reason) = connect_as(mqtt, "c", "alice", "pw").await;
+    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "without the token the node never learns of alice");
+}
