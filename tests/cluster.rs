@@ -41,14 +41,14 @@ fn status(server: &str) -> Option<serde_json::Value> {
     serde_json::from_str(out.trim()).ok()
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = probe() {
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -167,9 +167,10 @@ async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving
         (0..3).map(|i| controlplane(i as u64 + 1, ips[i], ports[i], dir.path(), i == 0)).collect();
 
     // Form the cluster with mqttctl.
-    wait_for("node 1 to lead", Duration::from_secs(15), || (leader_of(&urls[0]) == Some(1)).then_some(()));
+    wait_for("node 1 to lead", Duration::from_secs(15), || (leader_of(&urls[0]) == Some(1)).then_some(()))
+        .await;
     for url in &urls[1..] {
-        wait_for("the new node to answer", Duration::from_secs(10), || status(url).map(|_| ()));
+        wait_for("the new node to answer", Duration::from_secs(10), || status(url).map(|_| ())).await;
         let (ok, _, err) = mqttctl(&urls[0], &["cluster", "join", url]);
         assert!(ok, "join {url}: {err}");
     }
@@ -182,7 +183,8 @@ async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving
     let mut dp = dataplane(21, mqtt_port, &members, dir.path());
     wait_for("the data plane to listen", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).ok().map(|_| ())
-    });
+    })
+    .await;
 
     // Provision through a follower: a user and an ACL rule.
     let follower = &urls[1];
@@ -229,7 +231,8 @@ async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving
         urls.iter().enumerate().find(|(i, _)| *i as u64 + 1 != old_leader).map(|(_, u)| u.clone()).unwrap();
     let new_leader = wait_for("a new leader", Duration::from_secs(20), || {
         leader_of(&survivor).filter(|id| *id != old_leader)
-    });
+    })
+    .await;
     let (ok, out, _) = mqttctl(&survivor, &["--json", "users", "list"]);
     assert!(ok && out.contains("alice"), "alice survived the leader's death: {out}");
     let (ok, _, err) = mqttctl(&survivor, &["users", "add", "bob", "--password", "pw2"]);
@@ -246,7 +249,8 @@ async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving
             ["applied_index"]
             .as_u64()?;
         (me["role"] == "follower" && me["applied_index"].as_u64()? >= leader_applied).then_some(())
-    });
+    })
+    .await;
 
     // Every control-plane node down: MQTT keeps flowing, logins still work.
     for cp in cps.iter_mut() {
@@ -264,7 +268,7 @@ async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving
     for cp in cps.iter_mut() {
         cp.restart();
     }
-    wait_for("a leader after the restart", Duration::from_secs(30), || leader_of(&urls[0]));
+    wait_for("a leader after the restart", Duration::from_secs(30), || leader_of(&urls[0])).await;
     let (ok, _, err) = mqttctl(&urls[0], &["users", "add", "carol", "--password", "pw3"]);
     assert!(ok, "write after the restart: {err}");
     drop(wait_login(mqtt_port, "carol", "pw3").await);
@@ -282,9 +286,9 @@ async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving
                 .unwrap_or(false)
         })
     };
-    wait_for("data plane 22 to register", Duration::from_secs(15), || has_node(22).filter(|h| *h));
+    wait_for("data plane 22 to register", Duration::from_secs(15), || has_node(22).filter(|h| *h)).await;
     dp2.kill9();
-    wait_for("data plane 22 to be removed", Duration::from_secs(20), || has_node(22).filter(|h| !*h));
+    wait_for("data plane 22 to be removed", Duration::from_secs(20), || has_node(22).filter(|h| !*h)).await;
     assert_eq!(has_node(21), Some(true), "the live data plane stays");
     dp.kill9();
 }
@@ -326,7 +330,8 @@ async fn a_data_plane_with_the_wrong_token_gets_nothing_from_the_control_plane()
     };
     wait_for("the control plane", Duration::from_secs(15), || {
         ctl("right", &["cluster", "status"]).status.success().then_some(())
-    });
+    })
+    .await;
     let refused = ctl("wrong", &["users", "list"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("token"));
@@ -336,8 +341,13 @@ async fn a_data_plane_with_the_wrong_token_gets_nothing_from_the_control_plane()
     dp.restart();
     wait_for("the data plane to listen", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", mqtt)).ok().map(|_| ())
-    });
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, reason) = connect_as(mqtt, "c", "alice", "pw").await;
-    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "without the token the node never learns of alice");
+    assert_eq!(
+        reason,
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        "without the token the node never learns of alice"
+    );
 }
