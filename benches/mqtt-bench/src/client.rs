@@ -2,23 +2,34 @@
 //!
 //! The client owns its buffers, as mini-redis's `Connection` does: packets
 //! are decoded from the front of the read buffer by `mqtt_codec::decode`,
-//! and packets to send are encoded into the write buffer, which `flush`
-//! writes with one `write_all`. Callers queue as many packets as they can
-//! before flushing, so a burst of publishes or acks costs one syscall.
+//! and packets to send are encoded into the write buffer, which is written
+//! with as few `write` calls as the socket allows. Callers queue as many
+//! packets as they can before writing, so a burst of publishes or acks costs
+//! one syscall.
+//!
+//! Writing is measured in progress, not in batches: the client counts the
+//! bytes queued and written since it connected, and remembers where each
+//! queued packet ends, so a caller can tell which packets went out and drop
+//! the ones that did not (never a packet the broker has seen part of). A
+//! broker that takes bytes slowly is slow; only one that takes nothing for
+//! a whole timeout is an error.
 //!
 //! Invariants: every wait on the network takes a deadline, so no call here
-//! can block forever; [`Client::recv`] is cancel-safe (it only reads into
-//! the buffer and decodes whole packets), so it may sit in a `select!`.
+//! can block forever; [`Client::recv`] and [`Client::write_some`] are
+//! cancel-safe (they only move bytes between the socket and the buffers), so
+//! they may sit in a `select!`.
 
+use std::collections::VecDeque;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use mqtt_codec::{
     ConnAck, Connect, ConnectProperties, Disconnect, Packet, ProtocolVersion, Publish, ReasonCode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout_at, Instant};
 
@@ -44,6 +55,13 @@ pub struct ConnectRequest {
     pub read_chunk: usize,
     /// The handshake fails if it is not done by then.
     pub deadline: Instant,
+    /// SO_SNDBUF to ask for (the kernel doubles it); `None` keeps the
+    /// kernel's auto-tuned buffer, which grows to megabytes. Publishers ask
+    /// for a small one, so that what they have written is soon read by the
+    /// broker, and so that the socket turns writable again as soon as the
+    /// broker takes a little (Linux wakes a writer once half the buffer is
+    /// free): a slow broker then shows as slow progress, not as none.
+    pub send_buffer: Option<u32>,
 }
 
 /// A connected MQTT client (CONNACK received and successful).
@@ -56,6 +74,24 @@ pub struct Client {
     read_chunk: usize,
     /// Receive Maximum of the broker (MQTT 5.0 CONNACK); 65535 when unsaid.
     server_receive_maximum: u16,
+    /// Bytes written to the socket since the connection opened; the write
+    /// buffer holds the bytes from here on.
+    written: u64,
+    /// Where each packet in the write buffer ends (counted like `written`),
+    /// oldest first; only packets not yet wholly written are kept.
+    packet_ends: VecDeque<u64>,
+    /// Where the last wholly written packet ends: `written` is past it while
+    /// a packet is partly written.
+    completed: u64,
+}
+
+/// What [`Client::read_or_write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// Bytes were read into the read buffer.
+    Read,
+    /// Queued bytes were written.
+    Wrote,
 }
 
 /// The source address for the `index`-th client: 127.0.0.1 .. 127.0.0.254 in
@@ -69,7 +105,8 @@ impl Client {
     /// Opens the TCP connection, sends CONNECT and waits for a successful
     /// CONNACK.
     pub async fn connect(request: &ConnectRequest) -> anyhow::Result<Client> {
-        let stream = timeout_at(request.deadline, open_socket(request.broker.addr, request.source))
+        let opening = open_socket(request.broker.addr, request.source, request.send_buffer);
+        let stream = timeout_at(request.deadline, opening)
             .await
             .map_err(|_| anyhow!("TCP connect to {} timed out", request.broker.addr))??;
         let mut client = Client {
@@ -79,6 +116,9 @@ impl Client {
             version: request.broker.version,
             read_chunk: request.read_chunk,
             server_receive_maximum: u16::MAX,
+            written: 0,
+            packet_ends: VecDeque::new(),
+            completed: 0,
         };
         let connect = Connect {
             protocol: request.broker.version,
@@ -120,14 +160,23 @@ impl Client {
         self.server_receive_maximum
     }
 
-    /// Encodes `packet` into the write buffer; [`Client::flush`] sends it.
+    /// Encodes `packet` into the write buffer; [`Client::flush`] or
+    /// [`Client::write_some`] sends it.
     pub fn queue(&mut self, packet: &Packet) -> anyhow::Result<()> {
-        mqtt_codec::encode(packet, self.version, &mut self.write_buf).context("encoding a packet")
+        mqtt_codec::encode(packet, self.version, &mut self.write_buf).context("encoding a packet")?;
+        self.packet_ends.push_back(self.queued());
+        Ok(())
     }
 
-    /// Encodes a PUBLISH into the write buffer.
-    pub fn queue_publish(&mut self, publish: &Publish) -> anyhow::Result<()> {
-        mqtt_codec::encode_publish(publish, self.version, &mut self.write_buf).context("encoding a PUBLISH")
+    /// Encodes a PUBLISH into the write buffer and returns where it ends (in
+    /// the count of [`Client::queued`]): it is sent once
+    /// [`Client::written`] reaches that.
+    pub fn queue_publish(&mut self, publish: &Publish) -> anyhow::Result<u64> {
+        mqtt_codec::encode_publish(publish, self.version, &mut self.write_buf)
+            .context("encoding a PUBLISH")?;
+        let end = self.queued();
+        self.packet_ends.push_back(end);
+        Ok(end)
     }
 
     /// Bytes queued and not yet written.
@@ -135,16 +184,74 @@ impl Client {
         self.write_buf.len()
     }
 
-    /// Writes everything queued, in one `write_all`.
-    pub async fn flush(&mut self, deadline: Instant) -> anyhow::Result<()> {
+    /// Bytes written since the connection opened.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes queued since the connection opened, written or not.
+    pub fn queued(&self) -> u64 {
+        self.written + self.write_buf.len() as u64
+    }
+
+    /// Drops every queued packet the broker has seen nothing of; a packet
+    /// partly written stays, since the stream must go on with its rest.
+    pub fn discard_unwritten(&mut self) {
+        let partly_written = self.written > self.completed;
+        let keep = match self.packet_ends.front() {
+            Some(&end) if partly_written => end - self.written,
+            _ => 0,
+        };
+        self.write_buf.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+        self.packet_ends.truncate(usize::from(keep > 0));
+    }
+
+    /// One `write` of what is queued, when the socket takes it; returns the
+    /// number of bytes written. Cancel-safe.
+    pub async fn write_some(&mut self) -> anyhow::Result<usize> {
         if self.write_buf.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        match timeout_at(deadline, self.stream.write_all(&self.write_buf)).await {
-            Ok(result) => result.context("writing to the broker")?,
-            Err(_) => bail!("the broker did not take {} queued bytes in time", self.write_buf.len()),
+        let written = self.stream.write(&self.write_buf).await.context("writing to the broker")?;
+        if written == 0 {
+            bail!("the broker closed the connection");
         }
-        self.write_buf.clear();
+        self.advance_written(written);
+        Ok(written)
+    }
+
+    /// Writes what is queued until the buffer is empty (`true`) or
+    /// `give_up` passes (`false`). Fails if the broker takes nothing for
+    /// `stall`: each bit of progress starts that wait again, so a broker that
+    /// takes bytes slowly only makes this slow.
+    pub async fn write_queued(&mut self, stall: Duration, give_up: Instant) -> anyhow::Result<bool> {
+        while !self.write_buf.is_empty() {
+            let stalled = Instant::now() + stall;
+            // The write is polled before the timer, so a task that was
+            // polled late still sees bytes the socket took meanwhile.
+            match timeout_at(stalled.min(give_up), self.write_some()).await {
+                Ok(result) => {
+                    result?;
+                }
+                Err(_) if give_up < stalled => return Ok(false),
+                Err(_) => {
+                    bail!("the broker took none of {} queued bytes for {stall:?}", self.write_buf.len())
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes everything queued by `deadline`.
+    pub async fn flush(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        while !self.write_buf.is_empty() {
+            match timeout_at(deadline, self.write_some()).await {
+                Ok(result) => {
+                    result?;
+                }
+                Err(_) => bail!("the broker did not take {} queued bytes in time", self.write_buf.len()),
+            }
+        }
         Ok(())
     }
 
@@ -171,14 +278,64 @@ impl Client {
     /// Reads what the socket has into the read buffer. Cancel-safe: bytes
     /// are either appended or not read at all.
     pub async fn fill(&mut self) -> anyhow::Result<()> {
-        if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 2 {
-            self.read_buf.reserve(self.read_chunk);
-        }
+        self.reserve_read();
         let read = self.stream.read_buf(&mut self.read_buf).await.context("reading from the broker")?;
         if read == 0 {
             bail!("the broker closed the connection");
         }
         Ok(())
+    }
+
+    /// Reads what the socket has into the read buffer or, while bytes are
+    /// queued, writes some of them, whichever the socket allows first; says
+    /// which. Cancel-safe, like [`Client::fill`] and [`Client::write_some`].
+    pub async fn read_or_write(&mut self) -> anyhow::Result<Transfer> {
+        if self.write_buf.is_empty() {
+            self.fill().await?;
+            return Ok(Transfer::Read);
+        }
+        loop {
+            let ready = self
+                .stream
+                .ready(Interest::READABLE | Interest::WRITABLE)
+                .await
+                .context("waiting on the socket")?;
+            if ready.is_writable() {
+                match self.stream.try_write(&self.write_buf) {
+                    Ok(0) => bail!("the broker closed the connection"),
+                    Ok(written) => {
+                        self.advance_written(written);
+                        return Ok(Transfer::Wrote);
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Err(error).context("writing to the broker"),
+                }
+            }
+            if ready.is_readable() {
+                self.reserve_read();
+                match self.stream.try_read_buf(&mut self.read_buf) {
+                    Ok(0) => bail!("the broker closed the connection"),
+                    Ok(_) => return Ok(Transfer::Read),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Err(error).context("reading from the broker"),
+                }
+            }
+        }
+    }
+
+    fn reserve_read(&mut self) {
+        if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 2 {
+            self.read_buf.reserve(self.read_chunk);
+        }
+    }
+
+    fn advance_written(&mut self, written: usize) {
+        self.write_buf.advance(written);
+        self.written += written as u64;
+        while let Some(&end) = self.packet_ends.front().filter(|&&end| end <= self.written) {
+            self.completed = end;
+            self.packet_ends.pop_front();
+        }
     }
 
     /// Sends DISCONNECT and closes the socket, ignoring errors: the run is
@@ -192,8 +349,15 @@ impl Client {
     }
 }
 
-async fn open_socket(addr: SocketAddr, source: Option<Ipv4Addr>) -> anyhow::Result<TcpStream> {
+async fn open_socket(
+    addr: SocketAddr,
+    source: Option<Ipv4Addr>,
+    send_buffer: Option<u32>,
+) -> anyhow::Result<TcpStream> {
     let socket = TcpSocket::new_v4().context("creating a socket")?;
+    if let Some(size) = send_buffer {
+        socket.set_send_buffer_size(size).context("setting SO_SNDBUF")?;
+    }
     if let Some(source) = source {
         socket
             .bind(SocketAddr::from((source, 0)))
@@ -264,6 +428,64 @@ mod tests {
         assert_eq!(source_address(0), Ipv4Addr::new(127, 0, 0, 1));
         assert_eq!(source_address(253), Ipv4Addr::new(127, 0, 0, 254));
         assert_eq!(source_address(254), Ipv4Addr::new(127, 0, 0, 1));
+    }
+
+    /// A client connected to a listener that answers CONNACK and then
+    /// reads nothing; the listener's socket is returned to keep it open.
+    async fn client_to_a_deaf_broker() -> (Client, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let broker = async {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut connect = [0u8; 2];
+            socket.read_exact(&mut connect).await.unwrap();
+            let mut rest = vec![0u8; usize::from(connect[1])];
+            socket.read_exact(&mut rest).await.unwrap();
+            socket.write_all(&[0x20, 2, 0, 0]).await.unwrap();
+            socket
+        };
+        let request = ConnectRequest {
+            broker: Broker { addr, version: ProtocolVersion::V311 },
+            source: None,
+            client_id: "t".into(),
+            keep_alive: 0,
+            read_chunk: 64,
+            deadline: Instant::now() + Duration::from_secs(5),
+            send_buffer: Some(4096),
+        };
+        let (client, socket) = tokio::join!(Client::connect(&request), broker);
+        (client.unwrap(), socket)
+    }
+
+    #[tokio::test]
+    async fn unwritten_packets_are_dropped_but_a_partly_written_one_is_kept() {
+        let (mut client, _broker) = client_to_a_deaf_broker().await;
+        let publish =
+            Publish { topic: "t".into(), payload: bytes::Bytes::from(vec![0u8; 997]), ..Publish::default() };
+        let start = client.queued();
+        let mut ends = Vec::new();
+        for _ in 0..20_000 {
+            ends.push(client.queue_publish(&publish).unwrap());
+        }
+        let packet = ends[0] - start;
+        let give_up = Instant::now() + Duration::from_millis(200);
+        assert!(!client.write_queued(Duration::from_secs(5), give_up).await.unwrap());
+        let written = client.written();
+        assert!(written > start && written < client.queued());
+        client.discard_unwritten();
+        // What is left is the rest of the packet in progress, if any.
+        assert!(client.pending_bytes() < usize::try_from(packet).unwrap());
+        assert_eq!((client.queued() - start) % packet, 0);
+        assert!(ends.contains(&client.queued()));
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_takes_nothing_is_an_error() {
+        let (mut client, _broker) = client_to_a_deaf_broker().await;
+        client.write_buf.extend_from_slice(&vec![0u8; 16 << 20]);
+        let far = Instant::now() + Duration::from_secs(60);
+        let error = client.write_queued(Duration::from_millis(300), far).await.unwrap_err();
+        assert!(error.to_string().contains("took none"), "{error}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! duration plus [`OVERHEAD`]:
 //! 1. setup ([`SETUP_TIMEOUT`]): every handshake and SUBACK;
 //! 2. the publishing window (`--duration`, or until `--count` is sent);
-//! 3. finish ([`FINISH_TIMEOUT`]): publishers complete open QoS 1/2 flows;
+//! 3. finish ([`FINISH_TIMEOUT`]): publishers write what they had queued
+//!    and complete open QoS 1/2 flows;
 //! 4. drain ([`DRAIN_TIMEOUT`]): wait for stragglers until every expected
 //!    delivery is in, or deliveries stop once the minimum is reached;
 //! 5. close ([`CLOSE_TIMEOUT`]): subscribers disconnect and report.
@@ -66,6 +67,14 @@ impl Role {
         match self {
             Role::Subscriber => 64 * 1024,
             Role::Publisher => 4 * 1024,
+        }
+    }
+
+    /// Publishers keep a small socket buffer (see [`publisher::SEND_BUFFER`]).
+    fn send_buffer(self) -> Option<u32> {
+        match self {
+            Role::Subscriber => None,
+            Role::Publisher => Some(publisher::SEND_BUFFER),
         }
     }
 }
@@ -271,6 +280,7 @@ async fn open_clients(
             keep_alive: u16::try_from(KEEP_ALIVE.as_secs()).unwrap_or(u16::MAX),
             read_chunk: role.read_chunk(),
             deadline,
+            send_buffer: role.send_buffer(),
         };
         let handshakes = handshakes.clone();
         tasks.spawn(async move {

@@ -85,6 +85,11 @@ impl InFlight {
         self.advance(id, FlowState::Released, FlowState::Free, "PUBCOMP")
     }
 
+    /// Gives back the id of a flow whose PUBLISH was never written.
+    pub fn cancel(&mut self, id: u16) -> anyhow::Result<()> {
+        self.advance(id, FlowState::Published, FlowState::Free, "nothing (a PUBLISH never written)")
+    }
+
     fn advance(&mut self, id: u16, from: FlowState, to: FlowState, packet: &str) -> anyhow::Result<()> {
         let state = &mut self.states[usize::from(id)];
         if *state != from {
@@ -136,6 +141,15 @@ mod tests {
             assert_ne!(id, held);
             window.on_puback(id).unwrap();
         }
+    }
+
+    #[test]
+    fn cancel_frees_an_unsent_flow() {
+        let mut window = InFlight::new(1);
+        let id = window.start().unwrap();
+        window.cancel(id).unwrap();
+        assert!(window.is_empty());
+        assert!(window.cancel(id).is_err());
     }
 
     #[test]

@@ -2,17 +2,28 @@
 //!
 //! Three ways to run, chosen by QoS and pacing:
 //! - QoS 0, unpaced: batches of publishes written as fast as the socket
-//!   takes them; the only brake is TCP back-pressure from the broker.
+//!   takes them; the only brake is TCP back-pressure from the broker. A
+//!   batch is at most [`BATCH`] messages or [`BATCH_BYTES`], the next is
+//!   queued only once it is written, and the socket's own buffer is small
+//!   ([`SEND_BUFFER`]), so a publisher never has more than about 80 KiB
+//!   on its way and yields to the other tasks (subscribers reading the
+//!   deliveries) after every batch.
 //! - QoS 1/2: at most `inflight` unfinished flows (see [`InFlight`]); the
 //!   publisher waits for PUBACK, or PUBREC then PUBCOMP, to send more.
 //! - Paced (latency): message n is due at `start + n / rate`; whatever is
 //!   due is sent in one batch, then the publisher sleeps until the next.
 //!
-//! Invariants: nothing is sent after the window ends; after it, the
-//! publisher only completes flows already started, until the finish
-//! deadline, and reports those still open as `unacked`. Every wait has a
-//! deadline: no acknowledgement for [`ACK_TIMEOUT`] is an error.
+//! Invariants: nothing is queued after the window ends; after it, the
+//! publisher only writes what it had queued and completes flows already
+//! started, until the finish deadline, and reports those still open as
+//! `unacked`. A message counts as sent once the socket has taken all of it:
+//! what is still unwritten at the finish deadline is dropped and not counted
+//! (nor its deliveries expected). Every wait has a deadline: no
+//! acknowledgement for [`ACK_TIMEOUT`] is an error, and so is a broker that
+//! takes none of the queued bytes for [`WRITE_TIMEOUT`]; one that takes them
+//! slowly is measured as slow.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -25,14 +36,19 @@ use crate::payload::{Clock, PayloadWriter, Stamp};
 
 /// Longest wait for the broker to acknowledge anything while flows are open.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest wait for the broker to take a batch of queued bytes.
+/// Longest the broker may take none of the bytes queued for it.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// SO_SNDBUF asked for on a publisher's socket (Linux doubles it). The
+/// default grows to 4 MiB per socket: a hundred publishers then park
+/// hundreds of megabytes in the kernel, and since Linux wakes a writer only
+/// once half its buffer is free, a slow broker looks like one taking nothing.
+pub const SEND_BUFFER: u32 = 32 * 1024;
 /// Keep alive sent in CONNECT by the message scenarios' clients.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
 /// Publishes per batch when unpaced.
 const BATCH: u64 = 64;
 /// Bytes per batch: a batch is written once it gets this large.
-const BATCH_BYTES: usize = 64 * 1024;
+const BATCH_BYTES: usize = 16 * 1024;
 
 /// How many times the broker should deliver one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -156,13 +172,25 @@ pub async fn run(
         settings,
         report: PublisherReport::default(),
         last_write: Instant::now(),
+        queued: 0,
+        unwritten: VecDeque::new(),
     };
     publisher.run().await?;
     let finish = publisher.settings.window.finish.max(Instant::now() + Duration::from_millis(200));
+    publisher.drop_unwritten(finish).await?;
     publisher.report.unacked = publisher.inflight.len() as u64;
     let report = publisher.report;
     publisher.client.close(finish).await;
     Ok(report)
+}
+
+/// A PUBLISH queued and not yet wholly written.
+#[derive(Debug)]
+struct Unwritten {
+    /// Where it ends in the client's count of bytes queued.
+    end: u64,
+    expected: Expected,
+    packet_id: Option<u16>,
 }
 
 struct Publisher {
@@ -175,6 +203,10 @@ struct Publisher {
     settings: PublishSettings,
     report: PublisherReport,
     last_write: Instant,
+    /// Messages queued so far (sent or not): the next one's sequence number.
+    queued: u64,
+    /// Queued messages the socket has not wholly taken yet, oldest first.
+    unwritten: VecDeque<Unwritten>,
 }
 
 impl Publisher {
@@ -183,7 +215,7 @@ impl Publisher {
         loop {
             let now = Instant::now();
             let sending = now < window.end && !self.quota_reached();
-            if sending {
+            if sending && self.client.pending_bytes() < BATCH_BYTES {
                 self.queue_due(now)?;
             }
             if now.duration_since(self.last_write) >= KEEP_ALIVE / 2 {
@@ -194,14 +226,24 @@ impl Publisher {
                 return Ok(());
             }
             if self.client.pending_bytes() > 0 {
-                self.client.flush((now + WRITE_TIMEOUT).min(window.finish)).await?;
-                self.last_write = Instant::now();
+                // A broker that pushes back (TCP) is slow, not failing: wait
+                // for it, even past the window's end, as long as it takes
+                // something every WRITE_TIMEOUT; give up at the finish.
+                let written = self.client.written();
+                let result = self.client.write_queued(WRITE_TIMEOUT, window.finish).await;
+                if self.client.written() > written {
+                    self.last_write = Instant::now();
+                }
+                self.settle();
+                if !result? {
+                    return Ok(());
+                }
             }
             if !sending && self.inflight.is_empty() {
                 return Ok(());
             }
             let next_due = match (sending, self.plan.pacing) {
-                (true, Some(pacing)) => Some(pacing.due_at(self.report.sent).min(window.end)),
+                (true, Some(pacing)) => Some(pacing.due_at(self.queued).min(window.end)),
                 _ => None,
             };
             if self.inflight.is_empty() {
@@ -242,18 +284,57 @@ impl Publisher {
     }
 
     fn quota_reached(&self) -> bool {
-        self.plan.quota.is_some_and(|quota| self.report.sent >= quota)
+        self.plan.quota.is_some_and(|quota| self.queued >= quota)
+    }
+
+    /// Counts as sent the messages the socket has wholly taken.
+    fn settle(&mut self) {
+        let written = self.client.written();
+        let mut settled = false;
+        while let Some(message) = self.unwritten.front().filter(|message| message.end <= written) {
+            self.report.sent += 1;
+            self.report.expected.min += message.expected.min;
+            self.report.expected.max += message.expected.max;
+            self.unwritten.pop_front();
+            settled = true;
+        }
+        if settled {
+            self.report.last_send = Some(Instant::now());
+        }
+    }
+
+    /// At the finish: drops the messages the broker has seen nothing of
+    /// (they are not sent, and their flows are given back), and tries to
+    /// complete one the socket took part of, by `deadline`.
+    async fn drop_unwritten(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        self.client.discard_unwritten();
+        // Only the rest of a partly written packet can be left.
+        let _ = self.client.flush(deadline).await;
+        self.settle();
+        let dropped = self.unwritten.len();
+        for message in self.unwritten.drain(..) {
+            if let Some(id) = message.packet_id {
+                self.inflight.cancel(id)?;
+            }
+        }
+        if self.plan.index == 0 {
+            tracing::debug!(dropped, "messages still unwritten at the finish were not sent");
+        }
+        Ok(())
     }
 
     /// Queues what may be sent now: a batch, or what pacing has made due,
     /// within the quota and the in-flight window.
     fn queue_due(&mut self, now: Instant) -> anyhow::Result<()> {
         let mut allowed = match self.plan.pacing {
-            Some(pacing) => pacing.due_by(now).saturating_sub(self.report.sent),
+            Some(pacing) => pacing.due_by(now).saturating_sub(self.queued),
             None => BATCH,
         };
         if let Some(quota) = self.plan.quota {
-            allowed = allowed.min(quota.saturating_sub(self.report.sent));
+            allowed = allowed.min(quota.saturating_sub(self.queued));
         }
         for _ in 0..allowed {
             self.publish.packet_id = match self.settings.qos {
@@ -266,15 +347,13 @@ impl Publisher {
             let expected = self.plan.topics.next_topic(&mut self.publish);
             let stamp = Stamp {
                 publisher: self.plan.index,
-                sequence: self.report.sent,
+                sequence: self.queued,
                 sent_ns: self.settings.clock.now_ns(),
             };
             self.publish.payload = self.payloads.payload(stamp);
-            self.client.queue_publish(&self.publish)?;
-            self.report.sent += 1;
-            self.report.expected.min += expected.min;
-            self.report.expected.max += expected.max;
-            self.report.last_send = Some(Instant::now());
+            let end = self.client.queue_publish(&self.publish)?;
+            self.unwritten.push_back(Unwritten { end, expected, packet_id: self.publish.packet_id });
+            self.queued += 1;
             if self.client.pending_bytes() >= BATCH_BYTES {
                 break;
             }

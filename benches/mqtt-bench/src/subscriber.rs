@@ -4,7 +4,8 @@
 //! Acknowledgements follow the spec: PUBACK for QoS 1; PUBREC for QoS 2,
 //! then PUBCOMP when the broker's PUBREL comes. A QoS 2 PUBLISH whose packet
 //! id is still awaiting PUBREL is a resend and is not counted twice. Acks for
-//! one read are queued together and written with one flush.
+//! one read are queued together and written as the socket takes them, while
+//! reading goes on: a subscriber never stops reading to wait for a write.
 //!
 //! Invariant: the shared `received` counter is updated after each read, so
 //! the coordinator can watch deliveries arrive while draining.
@@ -15,9 +16,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use mqtt_codec::{Packet, PubAck, Publish, QoS, Subscribe, SubscriptionOptions};
 use tokio::sync::watch;
-use tokio::time::{interval_at, Instant};
+use tokio::time::{interval_at, sleep_until, Instant};
 
-use crate::client::{describe_reason, disconnect_error, Client};
+use crate::client::{describe_reason, disconnect_error, Client, Transfer};
 use crate::payload::{read_stamp, Clock, SequenceTracker};
 use crate::publisher::{KEEP_ALIVE, WRITE_TIMEOUT};
 
@@ -140,17 +141,31 @@ impl Subscriber {
     /// disconnects.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> anyhow::Result<SubscriberReport> {
         let mut ping = interval_at(Instant::now() + KEEP_ALIVE / 2, KEEP_ALIVE / 2);
+        // While acks wait to be written, the broker must take some by then.
+        let mut write_deadline: Option<Instant> = None;
         loop {
+            let pending = self.client.pending_bytes() > 0;
+            if !pending {
+                write_deadline = None;
+            } else if write_deadline.is_none() {
+                write_deadline = Some(Instant::now() + WRITE_TIMEOUT);
+            }
+            // Acks are written as the socket takes them, never waited for
+            // before reading more: a broker that stops reading until its
+            // deliveries are read must not deadlock with us.
             tokio::select! {
                 biased;
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
-                read = self.client.fill() => {
-                    read?;
-                    self.on_read()?;
-                }
+                transfer = self.client.read_or_write() => match transfer? {
+                    Transfer::Read => self.on_read()?,
+                    Transfer::Wrote => write_deadline = None,
+                },
                 _ = ping.tick() => self.client.queue(&Packet::PingReq)?,
+                () = sleep_until(write_deadline.unwrap_or_else(Instant::now)), if pending => bail!(
+                    "the broker took none of {} queued bytes for {WRITE_TIMEOUT:?}",
+                    self.client.pending_bytes()
+                ),
             }
-            self.client.flush(Instant::now() + WRITE_TIMEOUT).await?;
         }
         self.report.out_of_order = self.tracker.as_ref().map(SequenceTracker::out_of_order);
         self.client.close(Instant::now() + std::time::Duration::from_millis(500)).await;

@@ -47,6 +47,12 @@ pub enum LinkError {
     Token,
 }
 
+/// The largest Watch event this node accepts: a `StateSnapshot` carries the
+/// whole state (about 40 bytes a route, 120 a user), far past tonic's 4 MiB
+/// default. Matches the control plane's encoding limit (its
+/// `MAX_MESSAGE_BYTES`), so whatever a member sends, this node can read.
+pub const MAX_WATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 type Client = ControlPlaneClient<InterceptedService<Channel, BearerToken>>;
 
 async fn connect(config: &LinkConfig, endpoint: &str) -> Result<Client, LinkError> {
@@ -58,7 +64,8 @@ async fn connect(config: &LinkConfig, endpoint: &str) -> Result<Client, LinkErro
         .await
         .map_err(|source| LinkError::Connect { endpoint: endpoint.to_string(), source })?;
     let token = BearerToken::new(config.token.as_deref()).map_err(|_| LinkError::Token)?;
-    Ok(ControlPlaneClient::with_interceptor(channel, token))
+    Ok(ControlPlaneClient::with_interceptor(channel, token)
+        .max_decoding_message_size(MAX_WATCH_MESSAGE_BYTES))
 }
 
 /// Connects to the first member that answers, starting after `start`.
@@ -225,5 +232,84 @@ fn to_pb(node_id: u64, batch: &PendingRoutes) -> pb::RouteBatch {
         remove: batch.remove.iter().cloned().collect(),
         share_add: share(&batch.share_add),
         share_remove: share(&batch.share_remove),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::controlplane::control_plane_server::{ControlPlane, ControlPlaneServer};
+    use tonic::transport::server::TcpIncoming;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    /// A control plane whose Watch sends one snapshot of `routes` routes.
+    struct BigSnapshot {
+        routes: usize,
+    }
+
+    type Events = tonic::codegen::BoxStream<pb::WatchEvent>;
+
+    #[tonic::async_trait]
+    impl ControlPlane for BigSnapshot {
+        type WatchStream = Events;
+
+        async fn watch(&self, _request: Request<pb::WatchRequest>) -> Result<Response<Events>, Status> {
+            let routes = (0..self.routes)
+                .map(|i| pb::Route {
+                    topic_filter: format!("fleet/n1/device-{i:07}/+/state"),
+                    node_ids: vec![1],
+                })
+                .collect();
+            let snapshot = pb::StateSnapshot { index: 7, routes, ..Default::default() };
+            let event = pb::WatchEvent { event: Some(pb::watch_event::Event::Snapshot(snapshot)) };
+            Ok(Response::new(Box::pin(futures_util::stream::iter([Ok(event)]))))
+        }
+
+        async fn register_routes(
+            &self,
+            _: Request<pb::RouteBatch>,
+        ) -> Result<Response<pb::WriteReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn heartbeat(
+            &self,
+            _: Request<pb::HeartbeatRequest>,
+        ) -> Result<Response<pb::WriteReply>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// Regression (control-plane benchmark): the Watch client kept tonic's
+    /// 4 MiB decoding limit, so a node joining a cluster with a large state
+    /// (200,000 routes is about 8 MiB) could never take its first snapshot
+    /// and retried forever.
+    #[tokio::test]
+    async fn watch_takes_a_snapshot_larger_than_4_mib() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        let server = ControlPlaneServer::new(BigSnapshot { routes: 200_000 })
+            .max_encoding_message_size(MAX_WATCH_MESSAGE_BYTES);
+        let serving = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        let config = LinkConfig {
+            node_id: 1,
+            endpoints: vec![endpoint.clone()],
+            token: None,
+            advertise: "127.0.0.1:1".into(),
+            heartbeat_interval: Duration::from_secs(2),
+        };
+        let mut client = connect(&config, &endpoint).await.expect("connect");
+        let mut stream =
+            client.watch(pb::WatchRequest { node_id: 1, last_index: None }).await.expect("watch");
+        let event = stream.message().await.expect("a snapshot over 4 MiB is accepted").expect("one event");
+        let Some(pb::watch_event::Event::Snapshot(snapshot)) = event.event else { panic!("not a snapshot") };
+        assert!(prost::Message::encoded_len(&snapshot) > 4 * 1024 * 1024);
+        assert_eq!(ClusterView::from_snapshot(&snapshot).routes.len(), 200_000);
+        serving.abort();
     }
 }

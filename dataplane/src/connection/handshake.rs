@@ -33,7 +33,7 @@ pub(super) async fn accept<T: Transport>(
     broker: Arc<Broker>,
     mut transport: T,
     peer: SocketAddr,
-) -> Option<Connection<T>> {
+) -> Option<Box<Connection<T>>> {
     let timeout = Duration::from_secs(broker.config.mqtt.connect_timeout);
     let mut read_buf = BytesMut::new();
     let max_packet = broker.config.mqtt.max_packet_size as usize;
@@ -191,7 +191,7 @@ pub(super) async fn accept<T: Transport>(
         topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
     };
 
-    let mut connection = Connection {
+    let mut connection = Box::new(Connection {
         broker,
         transport,
         id: connection_id,
@@ -208,7 +208,7 @@ pub(super) async fn accept<T: Transport>(
         aliases_in: Default::default(),
         aliases_out: Default::default(),
         control,
-    };
+    });
     if connection.broker.is_shutting_down() {
         // Shutdown began while this client was connecting: it missed the
         // broadcast, so it gets the news now.

@@ -108,6 +108,7 @@ async fn connect_and_hold(settings: ConnSettings) -> anyhow::Result<Report> {
             keep_alive: settings.keep_alive,
             read_chunk: 64,
             deadline: deadline.min(Instant::now() + CONNECT_TIMEOUT),
+            send_buffer: None,
         };
         tasks.spawn(async move {
             let result = Client::connect(&request).await.map(|client| (index, client, Instant::now()));
