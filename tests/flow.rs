@@ -336,3 +336,68 @@ async fn a_qos0_backlog_is_delivered_without_further_publishes() {
         assert_eq!(&got.payload[..], i.to_string().as_bytes(), "in order, none lost");
     }
 }
+
+/// Back-pressure: publishers that outrun a subscriber are slowed to its pace
+/// instead of losing messages, even with a queue far smaller than the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_publishers_are_slowed_not_dropped() {
+    let broker = Broker::start(&["session.max_queued_messages=100", "mqtt.max_inflight=10"]);
+    let mut sub = Client::connect(broker.port, ProtocolVersion::V311, "slow-sub", true).await;
+    sub.subscribe("flood/#", QoS::AtLeastOnce).await;
+    let publishers = 8u16;
+    let per_publisher = 500u16;
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let port = broker.port;
+        tasks.push(tokio::spawn(async move {
+            let mut publisher =
+                Client::connect(port, ProtocolVersion::V311, &format!("flood-{p}"), true).await;
+            let mut burst = bytes::BytesMut::new();
+            for i in 1..=per_publisher {
+                let packet = publish(&format!("flood/{p}"), QoS::AtLeastOnce, i, "x");
+                mqtt_codec::encode(&packet, ProtocolVersion::V311, &mut burst).unwrap();
+            }
+            publisher.send_bytes(&burst).await;
+            for _ in 1..=per_publisher {
+                assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+            }
+        }));
+    }
+    let total = publishers as usize * per_publisher as usize;
+    for received in 0..total {
+        match sub.recv().await {
+            Some(Packet::Publish(p)) => sub.send(&Packet::PubAck(ack(p.packet_id.unwrap()))).await,
+            other => panic!("after {received} of {total}: {other:?}"),
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// A subscriber that stops reading holds publishers back once, for at most
+/// the back-pressure wait; after that its queue limit and policy apply and
+/// publishers run at full speed again.
+#[tokio::test]
+async fn a_stalled_subscriber_does_not_hold_publishers_forever() {
+    let broker = Broker::start(&["session.max_queued_messages=50", "mqtt.max_inflight=5"]);
+    let mut stuck = Client::connect(broker.port, ProtocolVersion::V311, "stuck", true).await;
+    stuck.subscribe("stall/#", QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(broker.port, ProtocolVersion::V311, "stall-pub", true).await;
+    let started = std::time::Instant::now();
+    let mut burst = bytes::BytesMut::new();
+    for i in 1..=1000u16 {
+        mqtt_codec::encode(&publish("stall/t", QoS::AtLeastOnce, i, "x"), ProtocolVersion::V311, &mut burst)
+            .unwrap();
+    }
+    publisher.send_bytes(&burst).await;
+    for i in 1..=1000u16 {
+        match publisher.recv().await {
+            Some(Packet::PubAck(a)) => assert_eq!(a.packet_id, i),
+            other => panic!("PUBACK {i}: {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "publisher held for {took:?}");
+    drop(stuck);
+}

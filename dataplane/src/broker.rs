@@ -107,6 +107,16 @@ impl Broker {
     /// Stores (if retained) and routes a message to every matching session.
     /// Returns the number of sessions it was given to.
     pub fn publish(&self, message: Arc<Message>) -> usize {
+        self.publish_collecting_pressure(message, &mut Vec::new())
+    }
+
+    /// Like [`Broker::publish`], also collecting the queues that asked the
+    /// publisher to slow down (see `mailbox`).
+    pub fn publish_collecting_pressure(
+        &self,
+        message: Arc<Message>,
+        pressure: &mut Vec<Arc<crate::mailbox::Mailbox>>,
+    ) -> usize {
         Metrics::add(&self.metrics.messages_received, 1);
         if message.retain
             && self.config.mqtt.retain_available
@@ -119,7 +129,13 @@ impl Broker {
         let limits = self.queue_limits();
         let delivered = routes.len();
         for (subscriber, delivery) in routes {
-            self.push(&subscriber.mailbox, delivery, limits);
+            let pushed = subscriber.mailbox.push_with_pressure(delivery, limits);
+            if pushed.outcome != PushOutcome::Queued {
+                Metrics::add(&self.metrics.messages_dropped, 1);
+            }
+            if pushed.pressure && !pressure.iter().any(|m| Arc::ptr_eq(m, &subscriber.mailbox)) {
+                pressure.push(subscriber.mailbox);
+            }
         }
         delivered
     }

@@ -6,6 +6,13 @@
 //! outlives connections: while a persistent session is offline, deliveries
 //! wait here and go out in order when the client comes back. Each mailbox
 //! has its own lock, held only for a push or a drain, never across `.await`.
+//!
+//! Back-pressure: once a connected session's queue is half full, a push
+//! reports pressure, and the publisher's connection waits (bounded) for the
+//! queue to drain to a quarter before it reads more from its socket, so a
+//! fast publisher is slowed to its subscribers' pace instead of losing
+//! messages. A subscriber that does not drain in time is marked stalled and
+//! no longer holds publishers back; the queue limit and its policy apply.
 
 use std::collections::VecDeque;
 
@@ -39,6 +46,10 @@ pub struct QueueLimits {
 struct Inner {
     queue: VecDeque<Delivery>,
     online: bool,
+    /// Set when publishers waited for this queue in vain; cleared once it drains.
+    stalled: bool,
+    /// Back-pressure thresholds, from the last push's limits.
+    low_water: usize,
 }
 
 /// The queue of one session.
@@ -46,6 +57,16 @@ struct Inner {
 pub struct Mailbox {
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Wakes publishers waiting for the queue to drain.
+    drained: Notify,
+}
+
+/// The result of a push: what happened, and whether the publisher should
+/// wait for this queue to drain before publishing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    pub outcome: PushOutcome,
+    pub pressure: bool,
 }
 
 impl Mailbox {
@@ -55,14 +76,21 @@ impl Mailbox {
 
     /// Adds a delivery and wakes the connection, applying the limits.
     pub fn push(&self, delivery: Delivery, limits: QueueLimits) -> PushOutcome {
+        self.push_with_pressure(delivery, limits).outcome
+    }
+
+    /// Like [`Mailbox::push`], also saying whether the publisher should wait.
+    pub fn push_with_pressure(&self, delivery: Delivery, limits: QueueLimits) -> Pushed {
         let mut inner = self.inner.lock();
         if !inner.online && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
-            return PushOutcome::Dropped;
+            return Pushed { outcome: PushOutcome::Dropped, pressure: false };
         }
+        inner.low_water = limits.max_len / 4;
+        let pressure = inner.online && !inner.stalled && inner.queue.len() + 1 >= limits.max_len / 2;
         let mut outcome = PushOutcome::Queued;
         if inner.queue.len() >= limits.max_len {
             match limits.policy {
-                QueueFullPolicy::DropNew => return PushOutcome::Dropped,
+                QueueFullPolicy::DropNew => return Pushed { outcome: PushOutcome::Dropped, pressure },
                 QueueFullPolicy::DropOldest => {
                     let victim = inner.queue.iter().position(|d| d.qos == QoS::AtMostOnce).unwrap_or(0);
                     inner.queue.remove(victim);
@@ -76,7 +104,26 @@ impl Mailbox {
         if online {
             self.notify.notify_one();
         }
-        outcome
+        Pushed { outcome, pressure }
+    }
+
+    /// Waits until the queue has drained below its low-water mark, the
+    /// session goes offline, or `deadline` passes; in the last case marks the
+    /// queue stalled, so that publishers stop waiting for it.
+    pub async fn wait_drained(&self, deadline: tokio::time::Instant) {
+        loop {
+            let drained = self.drained.notified();
+            {
+                let inner = self.inner.lock();
+                if !inner.online || inner.stalled || inner.queue.len() <= inner.low_water {
+                    return;
+                }
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                self.inner.lock().stalled = true;
+                return;
+            }
+        }
     }
 
     /// Puts deliveries back at the front, in their order (a redispatch).
@@ -111,6 +158,11 @@ impl Mailbox {
                 out.push(delivery);
             }
         }
+        if inner.queue.len() <= inner.low_water {
+            inner.stalled = false;
+            drop(inner);
+            self.drained.notify_waiters();
+        }
     }
 
     /// Takes every queued delivery out (the session is going away).
@@ -123,6 +175,8 @@ impl Mailbox {
         self.inner.lock().online = online;
         if online {
             self.notify.notify_one();
+        } else {
+            self.drained.notify_waiters();
         }
     }
 

@@ -205,6 +205,7 @@ pub(super) async fn accept<T: Transport>(
         session_expiry,
         will,
         identity,
+        pressure: Vec::new(),
         aliases_in: Default::default(),
         aliases_out: Default::default(),
         control,

@@ -23,10 +23,14 @@ use crate::topic::{self, FilterError, ParsedFilter};
 use crate::transport::Transport;
 
 impl<T: Transport> Connection<T> {
-    /// Decodes and handles every whole packet in the read buffer.
+    /// Decodes and handles the whole packets in the read buffer; stops early
+    /// (leaving the rest buffered) when a publish met back-pressure.
     pub(super) fn handle_input(&mut self) -> Result<(), Close> {
         let max = self.broker.config.mqtt.max_packet_size as usize;
         loop {
+            if !self.pressure.is_empty() {
+                return Ok(());
+            }
             match mqtt_codec::decode(&mut self.read_buf, self.version, max) {
                 Ok(Some(packet)) => self.handle_packet(packet)?,
                 Ok(None) => return Ok(()),
@@ -197,7 +201,7 @@ impl<T: Transport> Connection<T> {
             publisher: Some(self.session.client_id.clone()),
             expires_at,
         };
-        let matched = self.broker.publish(Arc::new(message));
+        let matched = self.broker.publish_collecting_pressure(Arc::new(message), &mut self.pressure);
         if matched == 0 && self.version.is_v5() {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {

@@ -32,6 +32,10 @@ use crate::registry::{ConnectionId, Control, ControlSlot};
 use crate::session::SessionState;
 use crate::transport::Transport;
 
+/// The longest a publisher waits for one slow subscriber's queue to drain
+/// before that subscriber is treated as stalled.
+const BACKPRESSURE_WAIT: Duration = Duration::from_secs(2);
+
 /// Why the connection loop ended.
 #[derive(Debug)]
 pub(crate) enum Close {
@@ -74,6 +78,9 @@ pub(crate) struct Connection<T: Transport> {
     limits: ClientLimits,
     session_expiry: u32,
     will: Option<(Arc<Message>, u32)>,
+    /// Subscribers' queues that asked this publisher to slow down: the
+    /// connection waits for them to drain before it reads more.
+    pressure: Vec<Arc<crate::mailbox::Mailbox>>,
     /// Who the client is, for ACL checks.
     identity: Arc<crate::cluster::access::Identity>,
     /// Topic aliases the client set towards us.
@@ -147,8 +154,16 @@ impl<T: Transport> Connection<T> {
                     Ok(n) => {
                         Metrics::add(&self.broker.metrics.bytes_received, n as u64);
                         self.last_read = Instant::now();
-                        if let Err(close) = self.handle_input() {
-                            return close;
+                        loop {
+                            if let Err(close) = self.handle_input() {
+                                return close;
+                            }
+                            if self.pressure.is_empty() {
+                                break;
+                            }
+                            // Decoding stopped at a publish whose subscribers
+                            // are behind: let them catch up, then go on.
+                            self.yield_to_subscribers().await;
                         }
                         if self.read_buf.is_empty() {
                             // Idle connections hold no read buffer.
@@ -161,6 +176,32 @@ impl<T: Transport> Connection<T> {
                     Some(deadline) if deadline > Instant::now() => timer.as_mut().reset(deadline),
                     _ => return Close::KeepAliveTimeout,
                 },
+            }
+        }
+    }
+
+    /// Back-pressure: waits (bounded per queue) for the subscribers this
+    /// client's messages are piling up at, before reading more from it.
+    async fn yield_to_subscribers(&mut self) {
+        if self.pressure.is_empty() {
+            return;
+        }
+        let own = self.session.mailbox.clone();
+        for mailbox in std::mem::take(&mut self.pressure) {
+            if Arc::ptr_eq(&mailbox, &own) {
+                continue;
+            }
+            let deadline = Instant::now() + BACKPRESSURE_WAIT;
+            loop {
+                // Our own deliveries keep moving while we wait, so that two
+                // clients publishing to each other do not wait on each other.
+                if self.pump().is_err() || self.flush().await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = mailbox.wait_drained(deadline) => break,
+                    _ = own.notified() => {}
+                }
             }
         }
     }
