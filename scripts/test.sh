@@ -37,4 +37,16 @@ echo "== cargo test"
 cargo test --workspace
 echo "== python tests (paho-mqtt, mosquitto clients)"
 MQTTD_BIN="$CARGO_TARGET_DIR/debug/mqttd" python3 -m pytest -q tests/python
+echo "== load generator smoke run (every scenario briefly, against mqttd on its defaults)"
+bench_dir=$(mktemp -d)
+bench_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$CARGO_TARGET_DIR/debug/mqttd" --set "listeners.tcp.bind=127.0.0.1:$bench_port" --set listeners.ws.enabled=false \
+  --set controlplane.bind=127.0.0.1:0 --set "node.data_dir=$bench_dir" --set log.level=warn >"$bench_dir/log" 2>&1 &
+bench_pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$bench_port") 2>/dev/null && break; sleep 0.1; done
+smoke_status=0
+MQTT_BENCH="$CARGO_TARGET_DIR/debug/mqtt-bench" bash benches/smoke.sh "$bench_port" || smoke_status=$?
+kill "$bench_pid" 2>/dev/null; wait "$bench_pid" 2>/dev/null || true
+rm -rf "$bench_dir"
+[ "$smoke_status" = 0 ] || { echo "load generator smoke run failed"; exit 1; }
 echo "== all tests passed"
