@@ -63,9 +63,9 @@ async fn users_passwords_and_bans() {
             ReasonCode::BAD_USER_NAME_OR_PASSWORD,
             "unknown users are refused once users exist"
         );
-        // Anonymous clients on loopback are still the policy's call.
+        // Auth is configured now: anonymous loopback access has ended.
         let (_c, ack) = Client::connect_with(port, connect_packet(version, "anon", true)).await;
-        assert_eq!(ack.reason, ReasonCode::SUCCESS);
+        assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED);
     }
     mqttctl(&grpc, &["users", "passwd", "alice", "--password", "new"]);
     eventually("the new password", || async move {
@@ -79,8 +79,8 @@ async fn users_passwords_and_bans() {
     .await;
     mqttctl(&grpc, &["users", "del", "alice"]);
     // With no users left a username proves nothing: the anonymous policy
-    // (loopback here) decides, so any password is let in. Before the
-    // deletion this password was refused.
+    // decides, and on loopback with no users it is open again, so any
+    // password is let in. Before the deletion this password was refused.
     eventually("alice's removal", || async move {
         login(port, ProtocolVersion::V5, "a", "alice", "anything").await.1 == ReasonCode::SUCCESS
     })

@@ -301,7 +301,9 @@ impl Default for SysConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnonymousPolicy {
-    /// Anonymous clients from loopback addresses only (the default, as in Mosquitto 2).
+    /// Anonymous clients from loopback addresses only, and only while no user
+    /// is defined (the default, as in Mosquitto 2: open locally until auth is
+    /// configured).
     Loopback,
     /// Anyone.
     Allow,

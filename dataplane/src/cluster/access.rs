@@ -83,7 +83,8 @@ impl AccessControl {
         let anonymous_ok = match self.config.allow_anonymous {
             AnonymousPolicy::Allow => true,
             AnonymousPolicy::Deny => false,
-            AnonymousPolicy::Loopback => address.is_loopback(),
+            // As in Mosquitto 2: open on loopback only until auth is configured.
+            AnonymousPolicy::Loopback => address.is_loopback() && !view.has_users(),
         };
         if anonymous_ok {
             Ok(false)
@@ -237,8 +238,15 @@ mod tests {
             access.authenticate("c", Some("mallory"), Some(b"pw"), local).await,
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         );
-        assert_eq!(access.authenticate("c", None, None, local).await, Ok(false));
+        assert_eq!(
+            access.authenticate("c", None, None, local).await,
+            Err(ReasonCode::NOT_AUTHORIZED),
+            "once users exist, anonymous loopback access ends"
+        );
         assert_eq!(access.authenticate("c", None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
+        let open = AccessControl::new(Default::default(), AuthConfig::default());
+        assert_eq!(open.authenticate("c", None, None, local).await, Ok(false), "no users: loopback is open");
+        assert_eq!(open.authenticate("c", None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
         assert_eq!(access.authenticate("evil", None, None, local).await, Err(ReasonCode::BANNED));
     }
 }
