@@ -63,7 +63,8 @@ fn has_user(node: &ControlPlaneHandle, name: &str) -> bool {
 }
 
 async fn add_user(admin: &mut Admin, name: &str) -> Result<u64> {
-    let request = UserAddRequest { username: name.to_owned(), password: "pw".to_owned(), superuser: false };
+    let request =
+        UserAddRequest { username: name.to_owned(), password: "pw".to_owned(), ..Default::default() };
     Ok(admin.user_add(request).await.with_context(|| format!("adding {name}"))?.into_inner().index)
 }
 

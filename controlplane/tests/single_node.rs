@@ -126,9 +126,42 @@ async fn standalone_member_expires_silent_dataplane_nodes_and_restarts() -> Resu
     let unknown = admin.cluster_leave(ClusterLeaveRequest { node_id: 9 }).await.expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
 
-    admin.user_add(UserAddRequest { username: "eve".into(), password: "pw".into(), superuser: true }).await?;
-    let empty = UserAddRequest { username: "frank".into(), password: String::new(), superuser: false };
+    let eve = UserAddRequest {
+        username: "eve".into(),
+        password: "pw".into(),
+        superuser: true,
+        ..Default::default()
+    };
+    admin.user_add(eve).await?;
+    let empty = UserAddRequest { username: "frank".into(), ..Default::default() };
     assert_eq!(admin.user_add(empty).await.expect_err("empty password").code(), Code::InvalidArgument);
+
+    // Importing a user with a hash computed elsewhere: stored as it is, and
+    // only an argon2id PHC string is taken.
+    let imported = controlplane::state::hash_password("from-another-broker")?;
+    let grace = UserAddRequest {
+        username: "grace".into(),
+        password_hash: Some(imported.clone()),
+        ..Default::default()
+    };
+    admin.user_add(grace).await?;
+    let stored = node.read(|state| state.user("grace").map(|user| user.password_hash.clone()));
+    assert_eq!(stored.as_deref(), Some(imported.as_str()));
+    assert!(controlplane::state::verify_password("from-another-broker", &imported));
+    let not_argon2id = UserAddRequest {
+        username: "heidi".into(),
+        password_hash: Some("$2b$12$abcdefghijklmnopqrstuu5Yq0VQ0d8R0G2f0rj2iEcA9nJ0m7Y2".into()),
+        ..Default::default()
+    };
+    assert_eq!(admin.user_add(not_argon2id).await.expect_err("bcrypt").code(), Code::InvalidArgument);
+    let both = UserAddRequest {
+        username: "heidi".into(),
+        password: "pw".into(),
+        password_hash: Some(imported),
+        superuser: false,
+    };
+    assert_eq!(admin.user_add(both).await.expect_err("both").code(), Code::InvalidArgument);
+    assert!(node.read(|state| state.user("heidi").is_none()), "a refused import adds nothing");
 
     // Restart on the same data directory: leader again, nothing lost.
     let addr = node.local_addr();

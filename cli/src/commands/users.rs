@@ -15,7 +15,8 @@ use crate::output::{Output, Table};
 pub async fn run(command: UsersCommand, connection: &Connection) -> Result<Output> {
     match command {
         UsersCommand::Add { username, password, superuser } => {
-            let request = UserAddRequest { username: username.clone(), password, superuser };
+            let request =
+                UserAddRequest { username: username.clone(), password, superuser, password_hash: None };
             let written = connection.write(connection.admin().user_add(request)).await?;
             let kind = if superuser { "superuser" } else { "user" };
             Ok(Output::new(

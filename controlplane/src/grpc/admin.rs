@@ -4,7 +4,8 @@
 //! Writes go through the [`Writer`] (forwarded to the leader when needed);
 //! reads answer from this member's applied state. Passwords are hashed here,
 //! on the blocking pool, before anything is proposed: only the hash enters
-//! the log.
+//! the log. `UserAdd` also takes an already-computed argon2id hash (an
+//! import from another broker), checked here before it is proposed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,21 @@ async fn hash(password: String) -> Result<String, Status> {
         .await
         .map_err(|error| Status::internal(format!("hashing task failed: {error}")))?
         .map_err(|error| Status::internal(error.to_string()))
+}
+
+/// The hash a new user gets: `password_hash` as given (an import, checked
+/// here so a bad one never enters the log), or `password` hashed here.
+async fn new_user_hash(password: String, password_hash: Option<String>) -> Result<String, Status> {
+    match password_hash {
+        Some(_) if !password.is_empty() => {
+            Err(Status::invalid_argument("set `password` or `password_hash`, not both"))
+        }
+        Some(imported) => {
+            crate::state::validate::password_hash(&imported).map_err(status::command_error)?;
+            Ok(imported)
+        }
+        None => hash(password).await,
+    }
 }
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
@@ -205,7 +221,7 @@ impl Admin for AdminService {
     async fn user_add(&self, request: Request<UserAddRequest>) -> Result<Response<WriteReply>, Status> {
         let request = request.into_inner();
         crate::state::validate::username(&request.username).map_err(status::command_error)?;
-        let password_hash = hash(request.password).await?;
+        let password_hash = new_user_hash(request.password, request.password_hash).await?;
         self.write_reply(Command::AddUser {
             username: request.username,
             password_hash,
@@ -318,5 +334,33 @@ impl Admin for AdminService {
                 .collect()
         });
         Ok(Response::new(ConfigListReply { documents }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::state::hash_password;
+
+    #[tokio::test]
+    async fn new_users_get_an_imported_hash_or_a_fresh_one() {
+        let imported = hash_password("elsewhere").expect("hashing works");
+        let kept = new_user_hash(String::new(), Some(imported.clone())).await.expect("a valid import");
+        assert_eq!(kept, imported, "an imported hash is stored as it is");
+
+        let fresh = new_user_hash("pw".to_owned(), None).await.expect("hashed here");
+        assert!(fresh.starts_with("$argon2id$") && crate::state::verify_password("pw", &fresh));
+
+        let both = new_user_hash("pw".to_owned(), Some(imported)).await.expect_err("both set");
+        assert_eq!(both.code(), Code::InvalidArgument);
+        let argon2i = "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$Ww9E4S+9ZK0iDFzU6LnNDw".to_owned();
+        for bad in [argon2i, "plaintext".to_owned(), String::new()] {
+            let refused = new_user_hash(String::new(), Some(bad.clone())).await.expect_err("bad hash");
+            assert_eq!(refused.code(), Code::InvalidArgument, "{bad:?}");
+        }
+        let empty = new_user_hash(String::new(), None).await.expect_err("no password");
+        assert_eq!(empty.code(), Code::InvalidArgument);
     }
 }

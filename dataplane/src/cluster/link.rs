@@ -304,8 +304,8 @@ mod tests {
             heartbeat_interval: Duration::from_secs(2),
         };
         let mut client = connect(&config, &endpoint).await.expect("connect");
-        let mut stream =
-            client.watch(pb::WatchRequest { node_id: 1, last_index: None }).await.expect("watch");
+        let request = pb::WatchRequest { node_id: 1, last_index: None };
+        let mut stream = client.watch(request).await.expect("watch").into_inner();
         let event = stream.message().await.expect("a snapshot over 4 MiB is accepted").expect("one event");
         let Some(pb::watch_event::Event::Snapshot(snapshot)) = event.event else { panic!("not a snapshot") };
         assert!(prost::Message::encoded_len(&snapshot) > 4 * 1024 * 1024);
