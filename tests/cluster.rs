@@ -351,3 +351,30 @@ async fn a_data_plane_with_the_wrong_token_gets_nothing_from_the_control_plane()
         "without the token the node never learns of alice"
     );
 }
+
+#[tokio::test]
+async fn a_learner_replicates_without_voting() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: [u16; 2] = common::free_ports();
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let _voter = controlplane(1, "127.0.0.1", ports[0], dir.path(), true);
+    let _learner = controlplane(2, "127.0.0.1", ports[1], dir.path(), false);
+    wait_for("node 1 to lead", Duration::from_secs(15), || (leader_of(&urls[0]) == Some(1)).then_some(()))
+        .await;
+    wait_for("node 2 to answer", Duration::from_secs(10), || status(&urls[1]).map(|_| ())).await;
+    let (ok, out, err) = mqttctl(&urls[0], &["cluster", "join", "--learner", &urls[1]]);
+    assert!(ok && out.contains("learner"), "{out} {err}");
+    // Writes sent to the learner reach the leader; the learner applies them.
+    let (ok, _, err) = mqttctl(&urls[1], &["users", "add", "dave", "--password", "pw"]);
+    assert!(ok, "write via the learner: {err}");
+    wait_for("the learner to apply the write", Duration::from_secs(10), || {
+        let s = status(&urls[0])?;
+        let nodes = s["controlplane"].as_array()?.clone();
+        let leader = nodes.iter().find(|n| n["id"].as_u64() == Some(1))?;
+        let learner = nodes.iter().find(|n| n["id"].as_u64() == Some(2))?;
+        (learner["role"] == "learner" && learner["applied_index"] == leader["applied_index"]).then_some(())
+    })
+    .await;
+    let (ok, out, _) = mqttctl(&urls[1], &["--json", "users", "list"]);
+    assert!(ok && out.contains("dave"), "{out}");
+}

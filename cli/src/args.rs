@@ -78,11 +78,15 @@ pub enum ClusterCommand {
     Status,
     /// Add a waiting control-plane node (one started on an empty data
     /// directory without bootstrap): first as a learner, then as a voter
-    /// once it has caught up.
+    /// once it has caught up (with --learner it stays a learner).
     Join {
         /// gRPC endpoint of the new node, e.g. http://10.0.0.2:50051.
         #[arg(value_name = "URL")]
         addr: String,
+        /// Keep it a non-voting learner (it replicates and serves reads and
+        /// Watch streams, but does not vote).
+        #[arg(long)]
+        learner: bool,
     },
     /// Remove a control-plane member (voter or learner).
     Leave {

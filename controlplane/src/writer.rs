@@ -32,10 +32,13 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) enum LeaderRequest {
     Write(Command),
     /// Adds `node_id` at `addr` as a learner, waits until it caught up, then
-    /// makes it a voter.
+    /// makes it a voter (unless `learner`).
     Join {
         node_id: NodeId,
         addr: String,
+        /// Stay a learner. Defaults to false for requests from older members.
+        #[serde(default)]
+        learner: bool,
     },
     /// Removes `node_id` from the voters and learners.
     Leave {
@@ -197,12 +200,12 @@ impl Writer {
                 }
                 Err(error) => classify(error),
             },
-            LeaderRequest::Join { node_id, addr } => self.join(node_id, addr).await,
+            LeaderRequest::Join { node_id, addr, learner } => self.join(node_id, addr, learner).await,
             LeaderRequest::Leave { node_id } => self.leave(node_id).await,
         }
     }
 
-    async fn join(&self, node_id: NodeId, addr: String) -> Local {
+    async fn join(&self, node_id: NodeId, addr: String, learner: bool) -> Local {
         let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         if let Some((other, _)) = membership.nodes().find(|(id, node)| **id != node_id && node.addr == addr) {
             return Local::Failed(WriteError::MembershipRefused(format!("{addr} is already member {other}")));
@@ -231,6 +234,15 @@ impl Writer {
                 Ok(Err(error)) => return classify(error),
                 Ok(Ok(_)) => {}
             }
+        }
+        if learner {
+            if is_voter {
+                return Local::Failed(WriteError::MembershipRefused(format!(
+                    "node {node_id} is a voter; remove it first to rejoin it as a learner"
+                )));
+            }
+            let index = self.raft.metrics().borrow().last_applied.map(|id| id.index).unwrap_or(0);
+            return Local::Done(LeaderReply::MembershipChanged { index });
         }
         tracing::info!(node_id, "promoting to voter");
         let change = ChangeMembers::AddVoterIds(BTreeSet::from([node_id]));

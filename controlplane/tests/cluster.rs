@@ -86,7 +86,10 @@ async fn three_members_survive_leader_loss_and_restart() -> Result<()> {
     // Join 2 and 3 through the admin API of node 1.
     let mut admin1 = admin(&node1).await?;
     for node in [&node2, &node3] {
-        let joined = admin1.cluster_join(ClusterJoinRequest { addr: node.endpoint() }).await?.into_inner();
+        let joined = admin1
+            .cluster_join(ClusterJoinRequest { addr: node.endpoint(), learner: false })
+            .await?
+            .into_inner();
         assert_eq!(joined.node_id, node.node_id());
     }
     let status = admin1.cluster_status(ClusterStatusRequest {}).await?.into_inner();

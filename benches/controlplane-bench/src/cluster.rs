@@ -74,7 +74,7 @@ impl Cluster {
         }
         let mut admin = cluster.admin(0).await?;
         for joining in &cluster.voters[1..] {
-            let request = ClusterJoinRequest { addr: joining.endpoint() };
+            let request = ClusterJoinRequest { addr: joining.endpoint(), learner: false };
             admin
                 .cluster_join(request)
                 .await

@@ -20,12 +20,13 @@ pub async fn run(command: ClusterCommand, connection: &Connection) -> Result<Out
             let status = connection.read(connection.admin().cluster_status(ClusterStatusRequest {})).await?;
             Ok(status_output(&status))
         }
-        ClusterCommand::Join { addr } => {
-            let request = ClusterJoinRequest { addr: addr.clone() };
+        ClusterCommand::Join { addr, learner } => {
+            let request = ClusterJoinRequest { addr: addr.clone(), learner };
             let joined = connection.write(connection.admin().cluster_join(request)).await?;
+            let role = if learner { "learner" } else { "voter" };
             Ok(Output::new(
-                format!("node {} ({addr}) joined the control plane as a voter", joined.node_id),
-                json!({"node_id": joined.node_id, "addr": addr}),
+                format!("node {} ({addr}) joined the control plane as a {role}", joined.node_id),
+                json!({"node_id": joined.node_id, "addr": addr, "role": role}),
             ))
         }
         ClusterCommand::Leave { node_id } => {

@@ -98,7 +98,7 @@ async fn status_join_and_leave() -> Result<()> {
     let node3 = start(3, false, None).await?;
     let server3 = node3.endpoint();
     let joined = mqttctl(&server2, &["--json", "cluster", "join", &server3]).await?.json();
-    assert_eq!(joined, json!({"node_id": 3, "addr": server3}));
+    assert_eq!(joined, json!({"node_id": 3, "addr": server3, "role": "voter"}));
     let status = mqttctl(&server1, &["--json", "cluster", "status"]).await?.json();
     assert_eq!(member_ids(&status), vec![1, 2, 3]);
     assert_eq!(status["controlplane"][2]["role"], "follower");

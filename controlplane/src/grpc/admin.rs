@@ -184,7 +184,9 @@ impl Admin for AdminService {
         &self,
         request: Request<ClusterJoinRequest>,
     ) -> Result<Response<ClusterJoinReply>, Status> {
-        let addr = normalize_endpoint(&request.into_inner().addr);
+        let request = request.into_inner();
+        let learner = request.learner;
+        let addr = normalize_endpoint(&request.addr);
         if addr == "http://" {
             return Err(Status::invalid_argument("`addr` is required"));
         }
@@ -202,7 +204,7 @@ impl Admin for AdminService {
                 "node {node_id} at {addr} already belongs to a cluster; start it on an empty data directory to join"
             )));
         }
-        self.writer.execute(LeaderRequest::Join { node_id, addr }).await.map_err(write_error)?;
+        self.writer.execute(LeaderRequest::Join { node_id, addr, learner }).await.map_err(write_error)?;
         Ok(Response::new(ClusterJoinReply { node_id }))
     }
 
