@@ -74,7 +74,7 @@ def start_mqttd(workdir):
             "--set", f"listeners.tcp.bind=127.0.0.1:{port}", "--set", "listeners.ws.enabled=false",
             "--set", f"node.data_dir={workdir}/mqttd-data", "--set", "sys.interval=0",
             "--set", "controlplane.bind=127.0.0.1:0",
-            "--set", "session.max_queued_messages=100000", "--set", "mqtt.max_inflight=1000",
+            "--set", "mqtt.max_inflight=1000",
             "--set", "mqtt.receive_maximum=1000", "--set", "log.level=warn"]
     return Broker("mqttd", argv, port, workdir)
 
