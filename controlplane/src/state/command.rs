@@ -152,7 +152,7 @@ pub enum CommandError {
     AclRuleNotFound(u64),
     #[error("ACL position {position} is past the end of the list ({len} rules)")]
     AclPositionOutOfRange { position: u32, len: usize },
-    #[error("no ban on {kind:?} {value:?}")]
+    #[error("no ban on {kind} {value:?}")]
     BanNotFound { kind: BanKind, value: String },
     #[error("invalid JSON in {name:?}: {reason}")]
     InvalidJson { name: String, reason: String },

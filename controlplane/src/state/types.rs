@@ -78,6 +78,17 @@ pub enum BanKind {
     IpAddress,
 }
 
+impl std::fmt::Display for BanKind {
+    /// The words an operator uses (and `mqttctl banned` takes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BanKind::ClientId => "client id",
+            BanKind::Username => "username",
+            BanKind::IpAddress => "IP address",
+        })
+    }
+}
+
 /// The identity of a ban: one per kind and value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BanKey {
