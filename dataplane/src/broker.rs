@@ -8,7 +8,7 @@
 //! timer of its own generation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -20,6 +20,7 @@ use crate::cluster::access::AccessControl;
 use crate::cluster::routes::RouteRegistrar;
 use crate::cluster::view::ClusterView;
 use crate::config::DataplaneConfig;
+use crate::hibernate::Hibernator;
 use crate::mailbox::{PushOutcome, QueueLimits};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
@@ -46,6 +47,8 @@ pub struct Broker {
     pub started: Instant,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// Started on first use, from a connection's task.
+    hibernator: OnceLock<Option<Arc<Hibernator>>>,
 }
 
 impl Broker {
@@ -68,9 +71,32 @@ impl Broker {
             started: Instant::now(),
             next_id: AtomicU64::new(1),
             shutdown,
+            hibernator: OnceLock::new(),
             node_name,
             config,
         })
+    }
+
+    /// The hibernator of idle connections, started on first use; `None`
+    /// when hibernation is off, shutdown has begun, or it could not start.
+    pub fn hibernator(&self) -> Option<&Arc<Hibernator>> {
+        if !self.config.mqtt.hibernate || self.is_shutting_down() {
+            return None;
+        }
+        self.hibernator
+            .get_or_init(|| match Hibernator::start(self.shutdown_signal()) {
+                Ok(hibernator) => Some(hibernator),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start hibernation; idle connections stay awake");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Connections hibernating now.
+    pub fn hibernating(&self) -> u64 {
+        self.hibernator.get().and_then(Option::as_ref).map_or(0, |h| h.count())
     }
 
     /// A number never handed out before (session ids, connection ids, generations).

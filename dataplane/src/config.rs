@@ -186,6 +186,13 @@ pub struct MqttConfig {
     pub subscription_identifiers_available: bool,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout: u64,
+    /// Let idle plain-TCP connections hibernate: give up their task and
+    /// their reactor registration, and wake on input, a delivery or a
+    /// deadline (see `hibernate.rs`).
+    pub hibernate: bool,
+    /// Milliseconds a connection stays idle before it hibernates. A
+    /// connection that has done nothing since its CONNACK hibernates at once.
+    pub hibernate_after_ms: u64,
 }
 
 impl Default for MqttConfig {
@@ -203,6 +210,8 @@ impl Default for MqttConfig {
             shared_subscription_available: true,
             subscription_identifiers_available: true,
             connect_timeout: 10,
+            hibernate: true,
+            hibernate_after_ms: 2000,
         }
     }
 }

@@ -79,7 +79,7 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, protocol: P
 fn spawn_connection(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr, protocol: &Protocol) {
     match protocol {
         Protocol::Mqtt => {
-            tokio::spawn(connection::serve(broker, TcpTransport(socket), peer));
+            tokio::spawn(connection::serve(broker, TcpTransport::new(socket), peer));
         }
         Protocol::Tls(acceptor) => {
             let acceptor = acceptor.clone();

@@ -13,8 +13,14 @@
 //! fast publisher is slowed to its subscribers' pace instead of losing
 //! messages. A subscriber that does not drain in time is marked stalled and
 //! no longer holds publishers back; the queue limit and its policy apply.
+//!
+//! Wake-ups: the connection leaves a waker (its task's, or the hibernator's
+//! while it hibernates); a push takes it and wakes it once. A push with no
+//! waker there leaves a pending wake-up for the next look.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Context, Poll, Waker};
 
 use mqtt_codec::QoS;
 use parking_lot::Mutex;
@@ -50,16 +56,32 @@ struct Inner {
     stalled: bool,
     /// Back-pressure thresholds, from the last push's limits.
     low_water: usize,
+    /// Publishers wait for this queue to drain.
+    publishers_waiting: bool,
+    /// A wake-up is pending for the connection.
+    notified: bool,
+    /// Who to wake on the next push.
+    waker: Option<Waker>,
+}
+
+impl Inner {
+    /// Records a wake-up; returns the waker to call once the lock is released.
+    fn signal(&mut self) -> Option<Waker> {
+        self.notified = true;
+        self.waker.take()
+    }
 }
 
 /// The queue of one session.
 #[derive(Debug, Default)]
 pub struct Mailbox {
     inner: Mutex<Inner>,
-    notify: Notify,
-    /// Wakes publishers waiting for the queue to drain.
-    drained: Notify,
 }
+
+/// Wakes publishers waiting for a queue to drain. One for all queues, so
+/// that no mailbox carries one: it is only touched when a queue with
+/// waiting publishers drains, and each woken publisher looks at its queue.
+static DRAINED: Notify = Notify::const_new();
 
 /// The result of a push: what happened, and whether the publisher should
 /// wait for this queue to drain before publishing more.
@@ -99,10 +121,10 @@ impl Mailbox {
             }
         }
         inner.queue.push_back(delivery);
-        let online = inner.online;
+        let waker = if inner.online { inner.signal() } else { None };
         drop(inner);
-        if online {
-            self.notify.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
         }
         Pushed { outcome, pressure }
     }
@@ -112,12 +134,13 @@ impl Mailbox {
     /// queue stalled, so that publishers stop waiting for it.
     pub async fn wait_drained(&self, deadline: tokio::time::Instant) {
         loop {
-            let drained = self.drained.notified();
+            let drained = DRAINED.notified();
             {
-                let inner = self.inner.lock();
+                let mut inner = self.inner.lock();
                 if !inner.online || inner.stalled || inner.queue.len() <= inner.low_water {
                     return;
                 }
+                inner.publishers_waiting = true;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
                 self.inner.lock().stalled = true;
@@ -135,8 +158,11 @@ impl Mailbox {
         for delivery in deliveries.into_iter().rev() {
             inner.queue.push_front(delivery);
         }
+        let waker = inner.signal();
         drop(inner);
-        self.notify.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Moves deliveries into `out` in order, stopping before the first QoS 1
@@ -160,8 +186,10 @@ impl Mailbox {
         }
         if inner.queue.len() <= inner.low_water {
             inner.stalled = false;
-            drop(inner);
-            self.drained.notify_waiters();
+            if std::mem::take(&mut inner.publishers_waiting) {
+                drop(inner);
+                DRAINED.notify_waiters();
+            }
         }
     }
 
@@ -172,11 +200,20 @@ impl Mailbox {
 
     /// Marks the session online or offline.
     pub fn set_online(&self, online: bool) {
-        self.inner.lock().online = online;
+        let mut inner = self.inner.lock();
+        inner.online = online;
         if online {
-            self.notify.notify_one();
+            let waker = inner.signal();
+            drop(inner);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         } else {
-            self.drained.notify_waiters();
+            inner.waker = None;
+            if std::mem::take(&mut inner.publishers_waiting) {
+                drop(inner);
+                DRAINED.notify_waiters();
+            }
         }
     }
 
@@ -197,12 +234,40 @@ impl Mailbox {
 
     /// Waits until something is pushed (or a wake-up was already pending).
     pub async fn notified(&self) {
-        self.notify.notified().await
+        poll_fn(|cx| self.poll_notified(cx)).await
+    }
+
+    /// Ready, consuming it, if a wake-up is pending; otherwise leaves the
+    /// task's waker for the next push.
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.inner.lock();
+        if std::mem::take(&mut inner.notified) {
+            return Poll::Ready(());
+        }
+        if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            inner.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Leaves `waker` for the next push (a hibernating connection). If a
+    /// wake-up is already pending, returns true instead (the caller wakes).
+    pub fn wake_on_push(&self, waker: Waker) -> bool {
+        let mut inner = self.inner.lock();
+        // A wake-up with nothing queued is stale: the connection has seen it all.
+        if std::mem::take(&mut inner.notified) && !inner.queue.is_empty() {
+            return true;
+        }
+        inner.waker = Some(waker);
+        false
     }
 
     /// Wakes the connection without pushing (e.g. the window opened).
     pub fn wake(&self) {
-        self.notify.notify_one();
+        let waker = self.inner.lock().signal();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 

@@ -8,11 +8,14 @@
 //! is held only to look up or swap an entry, never across `.await`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::poll_fn;
+use std::sync::{Arc, Weak};
+use std::task::{Poll, Wake, Waker};
 
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
+use crate::hibernate::Hibernator;
 use crate::message::Message;
 use crate::session::SessionState;
 
@@ -32,31 +35,103 @@ pub enum Control {
 /// A live connection's inbox for control requests. Lighter than a channel
 /// (every connection has one): one pending request at a time, a newer one
 /// replacing an older one, whose requester then sees its reply dropped.
+///
+/// While the connection hibernates, the slot knows where: it is then also
+/// the waker that its mailbox calls (no allocation per hibernation).
 #[derive(Debug, Default)]
 pub struct ControlSlot {
-    request: Mutex<Option<Control>>,
-    notify: Notify,
+    inner: Mutex<SlotInner>,
+}
+
+#[derive(Debug, Default)]
+struct SlotInner {
+    request: Option<Control>,
+    /// The connection's task.
+    waker: Option<Waker>,
+    /// Set while the connection hibernates (possibly stale once it woke).
+    hibernating: Option<Hibernating>,
+}
+
+/// Where a hibernating connection sleeps.
+#[derive(Debug)]
+struct Hibernating {
+    hibernator: Weak<Hibernator>,
+    token: u64,
+}
+
+impl Hibernating {
+    fn wake(self) {
+        if let Some(hibernator) = self.hibernator.upgrade() {
+            hibernator.wake(self.token);
+        }
+    }
 }
 
 impl ControlSlot {
     /// Leaves a request for the connection and wakes it.
     pub fn send(&self, control: Control) {
-        *self.request.lock() = Some(control);
-        self.notify.notify_one();
+        let mut inner = self.inner.lock();
+        inner.request = Some(control);
+        let waker = inner.waker.take();
+        let hibernating = inner.hibernating.take();
+        drop(inner);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        if let Some(hibernating) = hibernating {
+            hibernating.wake();
+        }
     }
 
     /// Drops a pending request (its requester sees its reply dropped).
     pub fn clear(&self) {
-        self.request.lock().take();
+        let mut inner = self.inner.lock();
+        inner.request = None;
+        inner.waker = None;
+        inner.hibernating = None;
+    }
+
+    /// The connection hibernates in `hibernator` under `token`: the next
+    /// request (or a call of this slot as a waker) wakes it there. If a
+    /// request is already waiting, returns true instead (the caller wakes).
+    pub(crate) fn hibernate(&self, hibernator: Weak<Hibernator>, token: u64) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.request.is_some() {
+            return true;
+        }
+        inner.waker = None;
+        inner.hibernating = Some(Hibernating { hibernator, token });
+        false
     }
 
     /// Waits for the next request.
     pub async fn recv(&self) -> Control {
-        loop {
-            if let Some(control) = self.request.lock().take() {
-                return control;
+        poll_fn(|cx| {
+            let mut inner = self.inner.lock();
+            match inner.request.take() {
+                Some(control) => Poll::Ready(control),
+                None => {
+                    if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        inner.waker = Some(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
             }
-            self.notify.notified().await;
+        })
+        .await
+    }
+}
+
+/// A hibernating connection's mailbox wakes it through its control slot.
+impl Wake for ControlSlot {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let hibernating = self.inner.lock().hibernating.take();
+        if let Some(hibernating) = hibernating {
+            hibernating.wake();
         }
     }
 }

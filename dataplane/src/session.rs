@@ -8,7 +8,7 @@
 //! Invariant: `inflight` never holds more entries than the window the
 //! connection announced, and packet identifiers in it are unique.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use mqtt_codec::SubscriptionOptions;
@@ -49,10 +49,10 @@ pub struct SessionState {
     pub client_id: Arc<str>,
     pub mailbox: Arc<Mailbox>,
     /// By the filter exactly as subscribed (prefixes included).
-    pub subscriptions: HashMap<String, SessionSubscription>,
-    pub inflight: HashMap<u16, Inflight>,
+    pub subscriptions: BTreeMap<String, SessionSubscription>,
+    pub inflight: BTreeMap<u16, Inflight>,
     /// Incoming QoS 2 packet identifiers awaiting PUBREL.
-    pub awaiting_rel: HashSet<u16>,
+    pub awaiting_rel: BTreeSet<u16>,
     next_packet_id: u16,
     next_seq: u64,
 }
@@ -63,9 +63,9 @@ impl SessionState {
             id,
             client_id,
             mailbox: Arc::new(Mailbox::new()),
-            subscriptions: HashMap::new(),
-            inflight: HashMap::new(),
-            awaiting_rel: HashSet::new(),
+            subscriptions: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            awaiting_rel: BTreeSet::new(),
             next_packet_id: 1,
             next_seq: 0,
         }

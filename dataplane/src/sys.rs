@@ -37,6 +37,7 @@ pub fn values(broker: &Broker) -> Vec<(&'static str, String)> {
         ("clients/connected", Metrics::get(&m.connections).to_string()),
         ("clients/total", Metrics::get(&m.connections_total).to_string()),
         ("stats/connections/count", Metrics::get(&m.connections).to_string()),
+        ("stats/connections/hibernating", broker.hibernating().to_string()),
         ("stats/sessions/count", broker.registry.len().to_string()),
         ("stats/subscriptions/count", broker.router.count().to_string()),
         ("stats/retained/count", broker.retained.count().to_string()),

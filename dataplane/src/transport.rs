@@ -22,24 +22,56 @@ pub trait Transport: Send + 'static {
     fn write_all(&mut self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
     /// Closes the transport politely.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Takes the socket off the runtime so that the connection can
+    /// hibernate; `None` when this transport cannot (it keeps state of its
+    /// own, as TLS and WebSocket do) or the socket is gone.
+    fn detach(&mut self) -> Option<std::net::TcpStream> {
+        None
+    }
+    /// True if [`Transport::detach`] can succeed.
+    fn can_detach(&self) -> bool {
+        false
+    }
 }
 
 /// Plain TCP. An idle connection holds no read buffer: the buffer is only
 /// grown once the socket is readable, and the connection drops it again
-/// when it has consumed every byte.
-pub struct TcpTransport(pub tokio::net::TcpStream);
+/// when it has consumed every byte. The socket is `None` only while the
+/// connection hibernates.
+pub struct TcpTransport(Option<tokio::net::TcpStream>);
+
+impl TcpTransport {
+    pub fn new(stream: tokio::net::TcpStream) -> TcpTransport {
+        TcpTransport(Some(stream))
+    }
+
+    /// A transport whose socket is gone: reads and writes fail.
+    pub fn detached() -> TcpTransport {
+        TcpTransport(None)
+    }
+
+    fn stream(&mut self) -> io::Result<&mut tokio::net::TcpStream> {
+        self.0.as_mut().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
 
 /// Bytes reserved for one read from a readable socket.
 const READ_CHUNK: usize = 16 * 1024;
+/// Less room than this left in the buffer, and a read reserves a chunk.
+/// Small, so that a caller can read into a small buffer of its own (the
+/// handshake does, for CONNECT); consumed packets are split off the front,
+/// so a busy connection's buffer usually has either lots of room or none.
+const MIN_ROOM: usize = 512;
 
 impl Transport for TcpTransport {
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        let stream = self.stream()?;
         loop {
-            self.0.readable().await?;
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            stream.readable().await?;
+            if buf.capacity() - buf.len() < MIN_ROOM {
                 buf.reserve(READ_CHUNK);
             }
-            match self.0.try_read_buf(buf) {
+            match stream.try_read_buf(buf) {
                 Ok(n) => return Ok(n),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     // Readiness was stale: give the buffer back before waiting.
@@ -53,11 +85,21 @@ impl Transport for TcpTransport {
     }
 
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.0.write_all(data).await
+        self.stream()?.write_all(data).await
     }
 
     async fn close(&mut self) {
-        let _ = self.0.shutdown().await;
+        if let Ok(stream) = self.stream() {
+            let _ = stream.shutdown().await;
+        }
+    }
+
+    fn detach(&mut self) -> Option<std::net::TcpStream> {
+        self.0.take()?.into_std().ok()
+    }
+
+    fn can_detach(&self) -> bool {
+        self.0.is_some()
     }
 }
 

@@ -23,7 +23,7 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub client_id: Arc<str>,
-    pub username: Option<String>,
+    pub username: Option<Box<str>>,
     pub address: IpAddr,
     /// Superusers pass every ACL check.
     pub superuser: bool,
@@ -172,7 +172,7 @@ mod tests {
     fn identity(username: Option<&str>, client_id: &str, ip: &str) -> Identity {
         Identity {
             client_id: Arc::from(client_id),
-            username: username.map(str::to_string),
+            username: username.map(Box::from),
             address: ip.parse().unwrap(),
             superuser: false,
         }

@@ -35,7 +35,9 @@ pub(super) async fn accept<T: Transport>(
     peer: SocketAddr,
 ) -> Option<Box<Connection<T>>> {
     let timeout = Duration::from_secs(broker.config.mqtt.connect_timeout);
-    let mut read_buf = BytesMut::new();
+    // Room for a typical CONNECT and what follows it, not a full read
+    // chunk: connection storms would hold one per handshake in progress.
+    let mut read_buf = BytesMut::with_capacity(1024);
     let max_packet = broker.config.mqtt.max_packet_size as usize;
     let read = tokio::time::timeout(timeout, read_connect(&mut transport, &mut read_buf, max_packet));
     let connect = match read.await {
@@ -83,12 +85,12 @@ pub(super) async fn accept<T: Transport>(
             return None;
         }
     };
-    let identity = Arc::new(Identity {
+    let identity = Identity {
         client_id: client_id.clone(),
-        username: connect.username.clone(),
+        username: connect.username.as_deref().map(Box::from),
         address: peer.ip(),
         superuser,
-    });
+    };
 
     let will = match build_will(&broker, &connect, &client_id) {
         Ok(will) => will,
@@ -186,8 +188,8 @@ pub(super) async fn accept<T: Transport>(
         }
     }
     let limits = ClientLimits {
-        window: connect.properties.receive_maximum.unwrap_or(u16::MAX).min(config.mqtt.max_inflight) as usize,
-        max_packet_size: connect.properties.maximum_packet_size.unwrap_or(u32::MAX) as usize,
+        window: connect.properties.receive_maximum.unwrap_or(u16::MAX).min(config.mqtt.max_inflight),
+        max_packet_size: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
         topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
     };
 
@@ -201,13 +203,13 @@ pub(super) async fn accept<T: Transport>(
         session,
         keep_alive,
         last_read: Instant::now(),
+        last_active: Instant::now(),
         limits,
         session_expiry,
         will,
         identity,
         pressure: Vec::new(),
-        aliases_in: Default::default(),
-        aliases_out: Default::default(),
+        aliases: None,
         control,
     });
     if connection.broker.is_shutting_down() {

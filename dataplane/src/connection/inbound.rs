@@ -32,7 +32,13 @@ impl<T: Transport> Connection<T> {
                 return Ok(());
             }
             match mqtt_codec::decode(&mut self.read_buf, self.version, max) {
-                Ok(Some(packet)) => self.handle_packet(packet)?,
+                Ok(Some(packet)) => {
+                    // A ping from an idle client does not keep it awake.
+                    if !matches!(packet, Packet::PingReq) {
+                        self.last_active = tokio::time::Instant::now();
+                    }
+                    self.handle_packet(packet)?
+                }
                 Ok(None) => return Ok(()),
                 Err(error) => {
                     Metrics::add(&self.broker.metrics.packets_malformed, 1);
@@ -137,12 +143,12 @@ impl<T: Transport> Connection<T> {
                 return Err(Close::Violation(ReasonCode::TOPIC_ALIAS_INVALID));
             }
             if publish.topic.is_empty() {
-                match self.aliases_in.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.incoming.get(&alias)) {
                     Some(topic) => publish.topic = topic.clone(),
                     None => return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR)),
                 }
             } else {
-                self.aliases_in.insert(alias, publish.topic.clone());
+                self.aliases_mut().incoming.insert(alias, publish.topic.clone());
             }
         } else if publish.topic.is_empty() {
             return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR));

@@ -5,7 +5,9 @@
 //! session's mailbox into the write buffer (as far as the in-flight window
 //! allows), writes the buffer once, then waits for whichever comes first:
 //! bytes from the client, a new delivery, the keep-alive deadline, a takeover
-//! or shutdown. Invariants: a malformed packet or protocol violation closes
+//! or shutdown. A plain-TCP connection that stays idle hibernates: its task
+//! ends and the hibernator (`hibernate.rs`) holds it until one of those
+//! comes, then starts a new task for it. Invariants: a malformed packet or protocol violation closes
 //! this connection alone (with the spec's reason code for MQTT 5.0 clients);
 //! the session state is always handed on when the task ends (parked,
 //! ended, or given to the connection that took it over).
@@ -26,11 +28,12 @@ use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
 use crate::broker::Broker;
+use crate::cluster::access::Identity;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::registry::{ConnectionId, Control, ControlSlot};
 use crate::session::SessionState;
-use crate::transport::Transport;
+use crate::transport::{TcpTransport, Transport};
 
 /// The longest a publisher waits for one slow subscriber's queue to drain
 /// before that subscriber is treated as stalled.
@@ -50,15 +53,17 @@ pub(crate) enum Close {
     KeepAliveTimeout,
     TakenOver(oneshot::Sender<Box<SessionState>>),
     Shutdown,
+    /// Not a close: the connection is idle and hands itself to the hibernator.
+    Hibernate,
 }
 
 /// Settings the client chose in CONNECT, after the server's caps.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientLimits {
     /// Client's Receive Maximum, capped by `mqtt.max_inflight`.
-    pub window: usize,
+    pub window: u16,
     /// Largest packet the client accepts.
-    pub max_packet_size: usize,
+    pub max_packet_size: u32,
     /// Topic aliases the client accepts from us.
     pub topic_alias_maximum: u16,
 }
@@ -75,6 +80,9 @@ pub(crate) struct Connection<T: Transport> {
     /// Seconds; 0 turns the keep-alive check off.
     keep_alive: u16,
     last_read: Instant,
+    /// Last time a packet other than a ping went either way; hibernation
+    /// counts from here.
+    last_active: Instant,
     limits: ClientLimits,
     session_expiry: u32,
     will: Option<(Arc<Message>, u32)>,
@@ -82,12 +90,118 @@ pub(crate) struct Connection<T: Transport> {
     /// connection waits for them to drain before it reads more.
     pressure: Vec<Arc<crate::mailbox::Mailbox>>,
     /// Who the client is, for ACL checks.
-    identity: Arc<crate::cluster::access::Identity>,
-    /// Topic aliases the client set towards us.
-    aliases_in: HashMap<u16, String>,
-    /// Topic aliases we set towards the client.
-    aliases_out: HashMap<String, u16>,
+    identity: Identity,
+    /// Topic aliases, allocated when the first is used.
+    aliases: Option<Box<Aliases>>,
     control: Arc<ControlSlot>,
+}
+
+/// Topic aliases of one connection, both ways.
+#[derive(Debug, Default)]
+struct Aliases {
+    /// Set by the client towards us.
+    incoming: HashMap<u16, String>,
+    /// Set by us towards the client.
+    outgoing: HashMap<String, u16>,
+}
+
+/// What a hibernating connection keeps: everything but its transport,
+/// its (empty) buffers and the state of a turn of its loop.
+pub(crate) struct Dormant {
+    /// `None` only once it is taken to wake.
+    socket: Option<std::net::TcpStream>,
+    broker: Arc<Broker>,
+    id: ConnectionId,
+    version: ProtocolVersion,
+    /// Inline, not boxed: one allocation fewer per hibernating connection.
+    session: SessionState,
+    keep_alive: u16,
+    last_read: Instant,
+    limits: ClientLimits,
+    session_expiry: u32,
+    will: Option<(Arc<Message>, u32)>,
+    identity: Identity,
+    aliases: Option<Box<Aliases>>,
+    control: Arc<ControlSlot>,
+}
+
+impl<T: Transport> Connection<T> {
+    /// Keeps what outlives a turn of the loop, and the detached `socket`;
+    /// drops the rest.
+    fn into_dormant(this: Self, socket: std::net::TcpStream) -> Dormant {
+        Dormant {
+            socket: Some(socket),
+            broker: this.broker,
+            id: this.id,
+            version: this.version,
+            session: *this.session,
+            keep_alive: this.keep_alive,
+            last_read: this.last_read,
+            limits: this.limits,
+            session_expiry: this.session_expiry,
+            will: this.will,
+            identity: this.identity,
+            aliases: this.aliases,
+            control: this.control,
+        }
+    }
+
+    fn aliases_mut(&mut self) -> &mut Aliases {
+        self.aliases.get_or_insert_with(Default::default)
+    }
+}
+
+impl Dormant {
+    pub(crate) fn socket(&self) -> Option<&std::net::TcpStream> {
+        self.socket.as_ref()
+    }
+
+    /// Resumes the connection in a new task with its socket back on the
+    /// runtime's reactor (or closes it, if the socket cannot go back).
+    pub(crate) fn wake(self, runtime: &tokio::runtime::Handle) {
+        let mut this = self;
+        let span = tracing::debug_span!("conn", client_id = %this.session.client_id);
+        let _runtime = runtime.enter();
+        let socket = match this.socket.take() {
+            Some(socket) => tokio::net::TcpStream::from_std(socket),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        };
+        match socket {
+            Ok(stream) => {
+                let connection = this.awaken(TcpTransport::new(stream));
+                runtime.spawn(connection.serve(false).instrument(span));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot wake a hibernating connection; closing it");
+                let connection = this.awaken(TcpTransport::detached());
+                runtime.spawn(connection.close(Close::Network).instrument(span));
+            }
+        }
+    }
+
+    /// The connection again, on `transport`.
+    fn awaken<T: Transport>(self, transport: T) -> Box<Connection<T>> {
+        Box::new(Connection {
+            broker: self.broker,
+            transport,
+            id: self.id,
+            version: self.version,
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            session: Box::new(self.session),
+            keep_alive: self.keep_alive,
+            last_read: self.last_read,
+            // Woken by a ping alone, it may hibernate again at once.
+            last_active: self.last_read,
+            limits: self.limits,
+            session_expiry: self.session_expiry,
+            will: self.will,
+            pressure: Vec::new(),
+            identity: self.identity,
+            aliases: self.aliases,
+            control: self.control,
+        })
+    }
 }
 
 /// Serves one client until it goes away.
@@ -98,11 +212,17 @@ pub async fn serve<T: Transport>(broker: Arc<Broker>, transport: T, peer: Socket
         // Boxed so that the handshake's state is freed once it is done,
         // rather than sizing every connection's task for it.
         let connection = Box::pin(handshake::accept(broker.clone(), transport, peer)).await;
-        if let Some(connection) = connection {
-            Metrics::add(&broker.metrics.connections_total, 1);
-            connection.run().await;
+        match connection {
+            Some(connection) => {
+                Metrics::add(&broker.metrics.connections_total, 1);
+                // The gauge goes down in `finish`, which may run in a later
+                // task if the connection hibernates meanwhile.
+                connection.run().await;
+            }
+            None => {
+                broker.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
-        broker.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
     .instrument(span)
     .await
@@ -113,35 +233,97 @@ impl<T: Transport> Connection<T> {
     /// it rather than room for it at every await point.
     async fn run(mut self: Box<Self>) {
         // Packets pipelined behind CONNECT are already in the read buffer.
-        let close = match self.resend_inflight().and_then(|()| self.handle_input()) {
+        match self.resend_inflight().and_then(|()| self.handle_input()) {
             Ok(()) => {
                 if self.read_buf.is_empty() {
                     self.read_buf = BytesMut::new();
                 }
-                self.serve_loop().await
+                self.serve(true).await
             }
-            Err(close) => close,
-        };
+            Err(close) => self.close(close).await,
+        }
+    }
+
+    /// Serves until the connection closes or hibernates; with
+    /// `hibernate_now`, it hibernates at once if it is idle.
+    async fn serve(mut self: Box<Self>, hibernate_now: bool) {
+        match self.serve_loop(hibernate_now).await {
+            Close::Hibernate => self.hibernate().await,
+            close => self.close(close).await,
+        }
+    }
+
+    async fn close(self: Box<Self>, close: Close) {
         debug!(?close, "connection closing");
         // Boxed: closing needs its own copy of the connection, which every
         // live connection's task would otherwise carry room for.
         Box::pin(self.finish(close)).await;
     }
 
-    async fn serve_loop(&mut self) -> Close {
+    /// How long this connection may idle before it hibernates, if it can.
+    fn hibernate_after(&self) -> Option<Duration> {
+        let config = &self.broker.config.mqtt;
+        (config.hibernate && self.transport.can_detach() && self.broker.hibernator().is_some())
+            .then(|| Duration::from_millis(config.hibernate_after_ms))
+    }
+
+    /// True when nothing is under way: no bytes or deliveries waiting and
+    /// no publisher held back.
+    fn idle(&self) -> bool {
+        self.read_buf.is_empty()
+            && self.write_buf.is_empty()
+            && self.pressure.is_empty()
+            && self.session.mailbox.is_empty()
+    }
+
+    /// The next time the loop must look at the clock: the keep-alive
+    /// deadline or the time to hibernate, whichever is first.
+    fn next_deadline(&self, hibernate_after: Option<Duration>) -> Option<Instant> {
+        let hibernate_at = hibernate_after.map(|after| self.last_active + after);
+        match (self.keep_alive_deadline(), hibernate_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hands the connection to the hibernator; its task ends here. A
+    /// connection that cannot hibernate after all (shutdown began) goes
+    /// on in a new task.
+    async fn hibernate(mut self: Box<Self>) {
+        let Some(hibernator) = self.broker.hibernator().cloned() else {
+            return Box::pin(self.close(Close::Shutdown)).await;
+        };
+        let deadline = self.keep_alive_deadline();
+        let (mailbox, control) = (self.session.mailbox.clone(), self.control.clone());
+        match self.transport.detach() {
+            Some(socket) => {
+                debug!("hibernating");
+                let dormant = Self::into_dormant(*self, socket);
+                hibernator.hibernate(dormant, deadline, &mailbox, &control);
+            }
+            None => Box::pin(self.close(Close::Network)).await,
+        }
+    }
+
+    async fn serve_loop(&mut self, hibernate_now: bool) -> Close {
         let mailbox = self.session.mailbox.clone();
         // One timer for the connection's life, re-armed only when it fires
         // early (the client spoke since), not on every turn of the loop.
-        let keep_alive = self.keep_alive > 0;
-        let first_deadline = self.keep_alive_deadline().unwrap_or_else(Instant::now);
+        let hibernate_after = self.hibernate_after();
+        let timed = self.keep_alive > 0 || hibernate_after.is_some();
+        let first_deadline = self.next_deadline(hibernate_after).unwrap_or_else(Instant::now);
         let timer = tokio::time::sleep_until(first_deadline);
         tokio::pin!(timer);
+        let mut hibernate_now = hibernate_now && hibernate_after.is_some();
         loop {
             if let Err(close) = self.pump() {
                 return close;
             }
             if let Err(close) = self.flush().await {
                 return close;
+            }
+            if std::mem::take(&mut hibernate_now) && self.idle() {
+                return Close::Hibernate;
             }
             tokio::select! {
                 biased;
@@ -172,9 +354,25 @@ impl<T: Transport> Connection<T> {
                     }
                 },
                 _ = mailbox.notified() => {}
-                _ = &mut timer, if keep_alive => match self.keep_alive_deadline() {
-                    Some(deadline) if deadline > Instant::now() => timer.as_mut().reset(deadline),
-                    _ => return Close::KeepAliveTimeout,
+                _ = &mut timer, if timed => {
+                    let now = Instant::now();
+                    if self.keep_alive_deadline().is_some_and(|deadline| deadline <= now) {
+                        return Close::KeepAliveTimeout;
+                    }
+                    if hibernate_after.is_some_and(|after| self.last_active + after <= now) && self.idle() {
+                        return Close::Hibernate;
+                    }
+                    match self.next_deadline(hibernate_after) {
+                        // Due but busy: look again after another idle spell.
+                        Some(deadline) if deadline <= now => {
+                            self.last_active = now;
+                            if let Some(deadline) = self.next_deadline(hibernate_after) {
+                                timer.as_mut().reset(deadline);
+                            }
+                        }
+                        Some(deadline) => timer.as_mut().reset(deadline),
+                        None => {}
+                    }
                 },
             }
         }
@@ -243,7 +441,7 @@ impl<T: Transport> Connection<T> {
                 self.send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
                 with_will = false;
             }
-            Close::Network => {}
+            Close::Network | Close::Hibernate => {}
         }
         if !matches!(close, Close::Network) {
             let _ = self.flush().await;
@@ -305,6 +503,7 @@ impl<T: Transport> Connection<T> {
                 broker.park_session(self.id, self.session, self.session_expiry, will);
             }
         }
+        broker.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn send_disconnect(&mut self, reason: ReasonCode) {
@@ -326,7 +525,7 @@ mod size_tests {
         let addr = listener.local_addr().unwrap();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let broker = crate::Broker::new(Default::default(), "n".into(), Default::default(), None);
-        let future = super::serve(broker, crate::transport::TcpTransport(stream), addr);
+        let future = super::serve(broker, crate::transport::TcpTransport::new(stream), addr);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "connection future grew to {size} bytes");
     }

@@ -28,7 +28,7 @@ impl<T: Transport> Connection<T> {
     /// backlog must not wait for the next publish to move again).
     pub(super) fn pump(&mut self) -> Result<(), Close> {
         let mut batch = Vec::new();
-        let window = self.limits.window.saturating_sub(self.session.inflight.len());
+        let window = (self.limits.window as usize).saturating_sub(self.session.inflight.len());
         self.session.mailbox.drain_into(&mut batch, window, BATCH);
         if batch.len() == BATCH {
             self.session.mailbox.wake();
@@ -59,6 +59,9 @@ impl<T: Transport> Connection<T> {
             } else {
                 dropped += 1;
             }
+        }
+        if sent > 0 {
+            self.last_active = tokio::time::Instant::from_std(now);
         }
         Metrics::add(&self.broker.metrics.messages_sent, sent);
         Metrics::add(&self.broker.metrics.messages_dropped, dropped);
@@ -104,12 +107,14 @@ impl<T: Transport> Connection<T> {
             properties.subscription_identifiers = delivery.subscription_ids.clone();
             properties.message_expiry_interval = message.remaining_expiry(now);
             if self.limits.topic_alias_maximum > 0 {
-                if let Some(alias) = self.aliases_out.get(&topic) {
+                let maximum = self.limits.topic_alias_maximum as usize;
+                let aliases = &mut self.aliases_mut().outgoing;
+                if let Some(alias) = aliases.get(&topic) {
                     properties.topic_alias = Some(*alias);
                     topic = String::new();
-                } else if self.aliases_out.len() < self.limits.topic_alias_maximum as usize {
-                    let alias = self.aliases_out.len() as u16 + 1;
-                    self.aliases_out.insert(topic.clone(), alias);
+                } else if aliases.len() < maximum {
+                    let alias = aliases.len() as u16 + 1;
+                    aliases.insert(topic.clone(), alias);
                     properties.topic_alias = Some(alias);
                 }
             }
@@ -125,13 +130,13 @@ impl<T: Transport> Connection<T> {
         };
         let start = self.write_buf.len();
         let fits = mqtt_codec::encode_publish(&publish, self.version, &mut self.write_buf).is_ok()
-            && self.write_buf.len() - start <= self.limits.max_packet_size;
+            && self.write_buf.len() - start <= self.limits.max_packet_size as usize;
         if !fits {
             self.write_buf.truncate(start);
             if let Some(alias) = publish.properties.topic_alias {
                 if !publish.topic.is_empty() {
                     // The alias was never announced: forget it.
-                    self.aliases_out.retain(|_, a| *a != alias);
+                    self.aliases_mut().outgoing.retain(|_, a| *a != alias);
                 }
             }
         }
