@@ -14,6 +14,11 @@ use tracing::{error, info};
 
 use config::{Config, LogFormat};
 
+/// jemalloc rather than the system allocator: it holds fewer bytes per idle
+/// connection and keeps fan-in throughput steadier (see benches/README.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Debug, Parser)]
 #[command(name = "mqttd", version)]

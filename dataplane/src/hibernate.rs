@@ -54,9 +54,10 @@ struct Slot {
     parked: Option<Dormant>,
 }
 
-/// Slots per chunk of the slab. The slab grows by whole chunks and never
-/// moves a slot, so growing it copies nothing.
-const CHUNK: usize = 256;
+/// Slots per chunk of the slab: as many as fit in 64 KiB, a size that
+/// allocators serve without rounding up. The slab grows by whole chunks
+/// and never moves a slot, so growing it copies nothing.
+const CHUNK: usize = 64 * 1024 / std::mem::size_of::<Slot>();
 
 /// The unit of deadlines in the slab (u32 of them last 13 years).
 const TICK: Duration = Duration::from_millis(100);

@@ -35,7 +35,7 @@ impl<T: Transport> Connection<T> {
                 Ok(Some(packet)) => {
                     // A ping from an idle client does not keep it awake.
                     if !matches!(packet, Packet::PingReq) {
-                        self.last_active = tokio::time::Instant::now();
+                        self.last_active = self.last_read;
                     }
                     self.handle_packet(packet)?
                 }
