@@ -7,11 +7,13 @@
 //! wait here and go out in order when the client comes back. Each mailbox
 //! has its own lock, held only for a push or a drain, never across `.await`.
 //!
-//! Back-pressure: once a connected session's queue is half full, a push
-//! reports pressure, and the publisher's connection waits (bounded) for the
-//! queue to drain to a quarter before it reads more from its socket, so a
-//! fast publisher is slowed to its subscribers' pace instead of losing
-//! messages. A subscriber that does not drain in time is marked stalled and
+//! Back-pressure: once a connected session's queue is half full, every
+//! push reports pressure until the queue has drained to a quarter, and each
+//! of those publishers' connections waits (bounded) for that before it
+//! reads more from its socket, so fast publishers are slowed to their
+//! subscribers' pace instead of losing messages. (Pressure that only held
+//! above half full let the publishers not yet waiting keep the queue there,
+//! so the waiting ones timed out and the queue then overflowed.) A subscriber that does not drain in time is marked stalled and
 //! no longer holds publishers back; the queue limit and its policy apply.
 //!
 //! Wake-ups: the connection leaves a waker (its task's, or the hibernator's
@@ -54,6 +56,11 @@ struct Inner {
     online: bool,
     /// Set when publishers waited for this queue in vain; cleared once it drains.
     stalled: bool,
+    /// Set when the queue reaches half full; cleared once it drains to a quarter.
+    pressured: bool,
+    /// Times waiting publishers were released (the queue drained, or the
+    /// session went offline), so that a waiter knows it happened.
+    releases: u32,
     /// Back-pressure thresholds, from the last push's limits.
     low_water: usize,
     /// Publishers wait for this queue to drain.
@@ -108,7 +115,10 @@ impl Mailbox {
             return Pushed { outcome: PushOutcome::Dropped, pressure: false };
         }
         inner.low_water = limits.max_len / 4;
-        let pressure = inner.online && !inner.stalled && inner.queue.len() + 1 >= limits.max_len / 2;
+        if inner.queue.len() + 1 >= limits.max_len / 2 {
+            inner.pressured = true;
+        }
+        let pressure = inner.online && !inner.stalled && inner.pressured;
         let mut outcome = PushOutcome::Queued;
         if inner.queue.len() >= limits.max_len {
             match limits.policy {
@@ -129,15 +139,22 @@ impl Mailbox {
         Pushed { outcome, pressure }
     }
 
-    /// Waits until the queue has drained below its low-water mark, the
-    /// session goes offline, or `deadline` passes; in the last case marks the
-    /// queue stalled, so that publishers stop waiting for it.
+    /// Waits until the queue has drained below its low-water mark (now or
+    /// at any moment since the wait began: other publishers may have filled
+    /// it again before this one got to look), the session goes offline, or
+    /// `deadline` passes; in the last case marks the queue stalled, so that
+    /// publishers stop waiting for it.
     pub async fn wait_drained(&self, deadline: tokio::time::Instant) {
+        let start = self.inner.lock().releases;
         loop {
             let drained = DRAINED.notified();
             {
                 let mut inner = self.inner.lock();
-                if !inner.online || inner.stalled || inner.queue.len() <= inner.low_water {
+                if !inner.online
+                    || inner.stalled
+                    || inner.releases != start
+                    || inner.queue.len() <= inner.low_water
+                {
                     return;
                 }
                 inner.publishers_waiting = true;
@@ -186,7 +203,9 @@ impl Mailbox {
         }
         if inner.queue.len() <= inner.low_water {
             inner.stalled = false;
+            inner.pressured = false;
             if std::mem::take(&mut inner.publishers_waiting) {
+                inner.releases = inner.releases.wrapping_add(1);
                 drop(inner);
                 DRAINED.notify_waiters();
             }
@@ -211,6 +230,7 @@ impl Mailbox {
         } else {
             inner.waker = None;
             if std::mem::take(&mut inner.publishers_waiting) {
+                inner.releases = inner.releases.wrapping_add(1);
                 drop(inner);
                 DRAINED.notify_waiters();
             }
@@ -345,5 +365,51 @@ mod tests {
         mailbox.drain_into(&mut out, 1, 100);
         assert_eq!(out.len(), 2);
         assert_eq!(mailbox.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn pressure_holds_until_the_queue_drains_to_a_quarter() {
+        let mailbox = Mailbox::new();
+        mailbox.set_online(true);
+        let l = limits(100, QueueFullPolicy::DropOldest);
+        for n in 0..49 {
+            assert!(!mailbox.push_with_pressure(delivery(QoS::AtMostOnce, n), l).pressure);
+        }
+        assert!(mailbox.push_with_pressure(delivery(QoS::AtMostOnce, 49), l).pressure, "half full");
+        let mut out = Vec::new();
+        mailbox.drain_into(&mut out, 0, 10);
+        // Below half full but above a quarter: still pressure, for every
+        // publisher, so that those not yet waiting do not keep it filled.
+        assert!(mailbox.push_with_pressure(delivery(QoS::AtMostOnce, 50), l).pressure);
+        out.clear();
+        mailbox.drain_into(&mut out, 0, 20);
+        assert_eq!(mailbox.len(), 21);
+        assert!(!mailbox.push_with_pressure(delivery(QoS::AtMostOnce, 51), l).pressure, "drained");
+    }
+
+    #[tokio::test]
+    async fn a_drain_releases_a_waiter_even_if_the_queue_refills_before_it_looks() {
+        let mailbox = Arc::new(Mailbox::new());
+        mailbox.set_online(true);
+        let l = limits(100, QueueFullPolicy::DropOldest);
+        for n in 0..60 {
+            mailbox.push_with_pressure(delivery(QoS::AtMostOnce, n), l);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let waiter = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move { mailbox.wait_drained(deadline).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The subscriber drains to a quarter, and other publishers refill
+        // it before the waiter runs again.
+        let mut out = Vec::new();
+        mailbox.drain_into(&mut out, 0, 40);
+        for n in 0..30 {
+            mailbox.push_with_pressure(delivery(QoS::AtMostOnce, n), l);
+        }
+        let released = tokio::time::timeout(std::time::Duration::from_millis(500), waiter).await;
+        assert!(released.is_ok(), "the waiter missed the drain and waits for its deadline");
+        assert!(!mailbox.inner.lock().stalled, "a queue that drained is not stalled");
     }
 }
