@@ -70,9 +70,12 @@ class Broker:
 
 def start_mqttd(workdir):
     port = free_port()
+    # A fresh data directory each time: replaying an earlier run's Raft log at
+    # start would leave a warm heap, and the next run would reuse it.
+    data = tempfile.mkdtemp(prefix="mqttd-data-", dir=workdir)
     argv = [os.path.join(TARGET, "release", "mqttd"),
             "--set", f"listeners.tcp.bind=127.0.0.1:{port}", "--set", "listeners.ws.enabled=false",
-            "--set", f"node.data_dir={workdir}/mqttd-data", "--set", "sys.interval=0",
+            "--set", f"node.data_dir={data}", "--set", "sys.interval=0",
             "--set", "controlplane.bind=127.0.0.1:0",
             "--set", "mqtt.max_inflight=1000",
             "--set", "mqtt.receive_maximum=1000", "--set", "log.level=warn"]

@@ -151,6 +151,10 @@ def main():
     ap.add_argument("--clients", type=int, default=19000)
     ap.add_argument("--procs", type=int, default=4)
     ap.add_argument("--overflow", type=int, default=1500, help="extra connections past the ceiling")
+    ap.add_argument("--settle", type=float, default=12,
+                    help="seconds the clients stay idle before RSS is read again (idle connections "
+                         "hibernate after mqtt.hibernate_after_ms; the allocator returns freed pages "
+                         "within about 10 s)")
     a = ap.parse_args()
     per = a.clients // a.procs
     q = mp.Queue()
@@ -168,6 +172,8 @@ def main():
     connect_secs = time.monotonic() - started
     time.sleep(1)
     rss_after = rss_kb(a.pid)
+    time.sleep(a.settle)
+    rss_settled = rss_kb(a.pid)
     probe_ok, probe_secs = probe(a.port)
     go.set()
     received = 0
@@ -206,6 +212,8 @@ def main():
         "scenario": "ceiling", "clients": a.clients, "connected": connected, "failed": failed,
         "connect_secs": round(connect_secs, 2), "rss_before_kb": rss_before, "rss_after_kb": rss_after,
         "bytes_per_conn": round((rss_after - rss_before) * 1024 / max(connected, 1)),
+        "settle_secs": a.settle, "rss_settled_kb": rss_settled,
+        "bytes_per_conn_settled": round((rss_settled - rss_before) * 1024 / max(connected, 1)),
         "new_client_while_held": probe_ok, "new_client_secs": round(probe_secs, 3),
         "published": connected, "received": received, "lost": connected - received,
         "overflow_attempts": a.overflow, "overflow_answered": answered, "overflow_refused_at_connect": refused,

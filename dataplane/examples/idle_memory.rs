@@ -114,6 +114,7 @@ fn main() -> anyhow::Result<()> {
     let (made0, made_bytes0) = (TOTAL_COUNT.load(Ordering::Relaxed), TOTAL_BYTES.load(Ordering::Relaxed));
     let made_sizes0: Vec<i64> = MADE_BY_SIZE.iter().map(|b| b.load(Ordering::Relaxed)).collect();
     let rss0 = rss_kb();
+    let subscribe = std::env::var_os("SUBSCRIBE").is_some();
     let mut streams = Vec::with_capacity(clients);
     for i in 0..clients {
         let mut stream = std::net::TcpStream::connect(addr)?;
@@ -121,9 +122,24 @@ fn main() -> anyhow::Result<()> {
         let mut connack = [0; 4];
         stream.read_exact(&mut connack)?;
         anyhow::ensure!(connack == [0x20, 2, 0, 0], "bad CONNACK {connack:?}");
+        if subscribe {
+            // SUBSCRIBE to a topic of its own, QoS 1; SUBACK is 5 bytes.
+            let topic = format!("idle/{i}");
+            let mut body = vec![0, 1];
+            body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+            body.extend_from_slice(topic.as_bytes());
+            body.push(1);
+            let mut packet = vec![0x82, body.len() as u8];
+            packet.extend(body);
+            stream.write_all(&packet)?;
+            let mut suback = [0; 5];
+            stream.read_exact(&mut suback)?;
+        }
         streams.push(stream);
     }
-    let hold: u64 = std::env::var("HOLD_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    // Long enough for subscribed clients to hibernate (mqtt.hibernate_after_ms).
+    let default_hold = if subscribe { 2600 } else { 500 };
+    let hold: u64 = std::env::var("HOLD_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(default_hold);
     std::thread::sleep(Duration::from_millis(hold));
     let (bytes1, count1, sizes1) = snapshot();
     if let Some(hibernator) = node.broker.hibernator() {
