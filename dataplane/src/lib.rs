@@ -23,6 +23,7 @@ pub mod registry;
 pub mod retained;
 pub mod router;
 pub mod session;
+pub mod smallmap;
 pub mod sys;
 pub mod tls;
 pub mod topic;

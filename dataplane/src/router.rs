@@ -9,7 +9,6 @@
 //! that starts with a wildcard. The trie sits behind one read-write lock:
 //! publishes only read it.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use rand::Rng;
 use crate::config::ShareStrategy;
 use crate::mailbox::Mailbox;
 use crate::message::{Delivery, Message, ShareKey};
+use crate::smallmap::SmallMap;
 use crate::topic::ParsedFilter;
 
 /// Identifies one session for its whole life (not reused).
@@ -50,11 +50,15 @@ struct SharedGroup {
     sticky: AtomicU64,
 }
 
+/// A topic level. Nearly every map here holds a handful of entries (one
+/// subscriber, one child), so they are `SmallMap`s: a short vector, a hash
+/// map only when large. That keeps a subscription to a topic of its own at
+/// a few hundred bytes.
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
-    subscribers: HashMap<SessionId, Entry>,
-    shared: HashMap<Arc<str>, SharedGroup>,
+    children: SmallMap<Box<str>, Node>,
+    subscribers: SmallMap<SessionId, Entry>,
+    shared: SmallMap<Arc<str>, SharedGroup>,
 }
 
 impl Node {
@@ -96,14 +100,14 @@ impl Router {
         let mut root = self.root.write();
         let mut node = &mut *root;
         for level in filter.filter().split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.children.get_or_insert_with(level.into(), Node::default);
         }
         let session = subscriber.session;
         let entry = Entry { subscriber, options, identifier };
         let existed = match filter {
             ParsedFilter::Shared { group, .. } => {
                 let name: Arc<str> = Arc::from(*group);
-                let group = node.shared.entry(name.clone()).or_insert_with(|| SharedGroup {
+                let group = node.shared.get_or_insert_with(name.clone(), || SharedGroup {
                     key: ShareKey { group: name, filter: Arc::from(filter.filter()) },
                     members: Vec::new(),
                     next: AtomicUsize::new(0),

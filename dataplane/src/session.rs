@@ -9,6 +9,8 @@
 //! connection announced, and packet identifiers in it are unique.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use crate::smallmap::SmallMap;
 use std::sync::Arc;
 
 use mqtt_codec::SubscriptionOptions;
@@ -49,7 +51,7 @@ pub struct SessionState {
     pub client_id: Arc<str>,
     pub mailbox: Arc<Mailbox>,
     /// By the filter exactly as subscribed (prefixes included).
-    pub subscriptions: BTreeMap<String, SessionSubscription>,
+    pub subscriptions: SmallMap<Box<str>, SessionSubscription>,
     pub inflight: BTreeMap<u16, Inflight>,
     /// Incoming QoS 2 packet identifiers awaiting PUBREL.
     pub awaiting_rel: BTreeSet<u16>,
@@ -63,7 +65,7 @@ impl SessionState {
             id,
             client_id,
             mailbox: Arc::new(Mailbox::new()),
-            subscriptions: BTreeMap::new(),
+            subscriptions: SmallMap::new(),
             inflight: BTreeMap::new(),
             awaiting_rel: BTreeSet::new(),
             next_packet_id: 1,

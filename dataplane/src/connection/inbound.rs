@@ -254,7 +254,9 @@ impl<T: Transport> Connection<T> {
             }
             options.qos = options.qos.min(QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce));
             let existed = self.broker.subscribe(&parsed, self.session.subscriber(), options, identifier);
-            self.session.subscriptions.insert(raw.clone(), SessionSubscription { options, identifier });
+            self.session
+                .subscriptions
+                .insert(raw.as_str().into(), SessionSubscription { options, identifier });
             reasons.push(ReasonCode(options.qos as u8));
 
             let send_retained = match options.retain_handling {
@@ -292,7 +294,7 @@ impl<T: Transport> Connection<T> {
                 Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
                 Ok(parsed) => {
                     let removed = self.broker.unsubscribe(&parsed, self.session.id, &self.session.client_id);
-                    self.session.subscriptions.remove(raw);
+                    self.session.subscriptions.remove(raw.as_str());
                     if removed {
                         ReasonCode::SUCCESS
                     } else {
