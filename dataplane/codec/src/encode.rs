@@ -15,7 +15,7 @@ use crate::packets::{
     ack, auth, connack, connect, disconnect, publish, suback, subscribe, unsuback, unsubscribe,
 };
 use crate::primitives::{put_variable_byte_integer, variable_byte_integer_len};
-use crate::{EncodeError, Packet, ProtocolVersion, Publish, MAX_REMAINING_LENGTH};
+use crate::{EncodeError, Packet, ProtocolVersion, Publish, PublishRef, MAX_REMAINING_LENGTH};
 
 /// Appends `packet`, encoded for `version`, to `buf`. Fields that `version`
 /// cannot carry (properties before 5.0) are left out.
@@ -31,6 +31,15 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -> 
 /// Appends a PUBLISH without wrapping it in a [`Packet`] (the fan-out path).
 pub fn encode_publish(
     publish: &Publish,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    encode_publish_ref(&publish.as_parts(), version, buf)
+}
+
+/// Like [`encode_publish`], from borrowed parts.
+pub fn encode_publish_ref(
+    publish: &PublishRef<'_>,
     version: ProtocolVersion,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
@@ -54,7 +63,7 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
 /// The first byte of the fixed header: packet type and flags.
 fn first_byte(packet: &Packet) -> u8 {
     let flags = match packet {
-        Packet::Publish(publish) => publish::flags(publish),
+        Packet::Publish(publish) => publish::flags(&publish.as_parts()),
         Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
         _ => 0,
     };
@@ -65,7 +74,7 @@ fn remaining_len(packet: &Packet, version: ProtocolVersion) -> usize {
     match packet {
         Packet::Connect(connect) => connect::remaining_len(connect),
         Packet::ConnAck(connack) => connack::remaining_len(connack, version),
-        Packet::Publish(publish) => publish::remaining_len(publish, version),
+        Packet::Publish(publish) => publish::remaining_len(&publish.as_parts(), version),
         Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
             ack::remaining_len(ack, version)
         }
@@ -99,7 +108,7 @@ fn write_packet(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -
     match packet {
         Packet::Connect(connect) => connect::write(connect, buf),
         Packet::ConnAck(connack) => connack::write(connack, version, buf),
-        Packet::Publish(publish) => publish::write(publish, version, buf),
+        Packet::Publish(publish) => publish::write(&publish.as_parts(), version, buf),
         Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
             ack::write(ack, version, buf)
         }

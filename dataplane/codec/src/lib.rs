@@ -23,7 +23,7 @@ mod properties;
 mod test_support;
 
 pub use decode::{decode, frame_length, FrameStatus};
-pub use encode::{encode, encode_publish, encoded_len};
+pub use encode::{encode, encode_publish, encode_publish_ref, encoded_len};
 pub use error::{DecodeError, EncodeError};
 
 /// The largest remaining length the variable-byte integer can express.

@@ -200,6 +200,21 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+/// A PUBLISH to encode, borrowing its parts: what a broker has when it
+/// sends one stored message to many subscribers, so that nothing is cloned
+/// per subscriber. Encodes exactly as the [`Publish`] with the same fields.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a str,
+    pub packet_id: Option<u16>,
+    /// Written in 5.0 only; `None` writes an empty property set.
+    pub properties: Option<&'a PublishProperties>,
+    pub payload: &'a [u8],
+}
+
 /// PUBLISH properties (MQTT 5.0).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PublishProperties {

@@ -9,7 +9,7 @@
 
 use std::time::Instant as StdInstant;
 
-use mqtt_codec::{AckProperties, Packet, PubAck, Publish, QoS, ReasonCode};
+use mqtt_codec::{AckProperties, Packet, PubAck, PublishRef, QoS, ReasonCode};
 
 use super::{Close, Connection};
 use crate::message::Delivery;
@@ -93,6 +93,9 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Encodes one PUBLISH; false if it could not go out (too large for the client).
+    /// The message's topic, properties and payload are borrowed, not cloned:
+    /// only a 5.0 client gets a copy of the properties, to carry its own
+    /// subscription ids, remaining expiry and topic alias.
     fn write_publish(
         &mut self,
         delivery: &Delivery,
@@ -101,43 +104,45 @@ impl<T: Transport> Connection<T> {
         now: StdInstant,
     ) -> bool {
         let message = &delivery.message;
-        let mut properties = message.properties.clone();
-        let mut topic = message.topic.clone();
+        let mut properties = None;
+        let mut topic = message.topic.as_str();
+        let mut new_alias = None;
         if self.version.is_v5() {
-            properties.subscription_identifiers = delivery.subscription_ids.clone();
-            properties.message_expiry_interval = message.remaining_expiry(now);
+            let mut own = message.properties.clone();
+            own.subscription_identifiers = delivery.subscription_ids.clone();
+            own.message_expiry_interval = message.remaining_expiry(now);
             if self.limits.topic_alias_maximum > 0 {
                 let maximum = self.limits.topic_alias_maximum as usize;
                 let aliases = &mut self.aliases_mut().outgoing;
-                if let Some(alias) = aliases.get(&topic) {
-                    properties.topic_alias = Some(*alias);
-                    topic = String::new();
+                if let Some(alias) = aliases.get(topic) {
+                    own.topic_alias = Some(*alias);
+                    topic = "";
                 } else if aliases.len() < maximum {
                     let alias = aliases.len() as u16 + 1;
-                    aliases.insert(topic.clone(), alias);
-                    properties.topic_alias = Some(alias);
+                    aliases.insert(message.topic.clone(), alias);
+                    own.topic_alias = Some(alias);
+                    new_alias = Some(alias);
                 }
             }
+            properties = Some(own);
         }
-        let publish = Publish {
+        let publish = PublishRef {
             dup,
             qos: delivery.qos,
             retain: delivery.retain,
             topic,
             packet_id,
-            properties,
-            payload: message.payload.clone(),
+            properties: properties.as_ref(),
+            payload: &message.payload,
         };
         let start = self.write_buf.len();
-        let fits = mqtt_codec::encode_publish(&publish, self.version, &mut self.write_buf).is_ok()
+        let fits = mqtt_codec::encode_publish_ref(&publish, self.version, &mut self.write_buf).is_ok()
             && self.write_buf.len() - start <= self.limits.max_packet_size as usize;
         if !fits {
             self.write_buf.truncate(start);
-            if let Some(alias) = publish.properties.topic_alias {
-                if !publish.topic.is_empty() {
-                    // The alias was never announced: forget it.
-                    self.aliases_mut().outgoing.retain(|_, a| *a != alias);
-                }
+            if let Some(alias) = new_alias {
+                // The alias was never announced: forget it.
+                self.aliases_mut().outgoing.retain(|_, a| *a != alias);
             }
         }
         fits

@@ -11,7 +11,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::primitives::{put_packet_id, put_string, string_len, Reader};
 use crate::properties::{properties_wire_len, read_properties, write_properties};
-use crate::{DecodeError, EncodeError, ProtocolVersion, Publish, PublishProperties, QoS};
+use crate::{DecodeError, EncodeError, ProtocolVersion, Publish, PublishProperties, PublishRef, QoS};
 
 const DUP: u8 = 0x08;
 const QOS_SHIFT: u8 = 1;
@@ -55,7 +55,7 @@ pub(crate) fn read(flags: u8, body: &mut Reader, version: ProtocolVersion) -> Re
 }
 
 /// The fixed-header flags of `publish`.
-pub(crate) fn flags(publish: &Publish) -> u8 {
+pub(crate) fn flags(publish: &PublishRef<'_>) -> u8 {
     let mut flags = (publish.qos as u8) << QOS_SHIFT;
     if publish.dup {
         flags |= DUP;
@@ -66,13 +66,17 @@ pub(crate) fn flags(publish: &Publish) -> u8 {
     flags
 }
 
-pub(crate) fn remaining_len(publish: &Publish, version: ProtocolVersion) -> usize {
-    let mut len = string_len(&publish.topic) + publish.payload.len();
+pub(crate) fn remaining_len(publish: &PublishRef<'_>, version: ProtocolVersion) -> usize {
+    let mut len = string_len(publish.topic) + publish.payload.len();
     if publish.qos != QoS::AtMostOnce {
         len += 2;
     }
     if version.is_v5() {
-        len += properties_wire_len(&publish.properties);
+        len += match publish.properties {
+            Some(properties) => properties_wire_len(properties),
+            // An empty property set: its length, zero, in one byte.
+            None => 1,
+        };
     }
     len
 }
@@ -80,21 +84,39 @@ pub(crate) fn remaining_len(publish: &Publish, version: ProtocolVersion) -> usiz
 /// Writes the body of `publish`. A packet identifier on a QoS 0 message is
 /// left out rather than refused: the wire form is valid either way.
 pub(crate) fn write(
-    publish: &Publish,
+    publish: &PublishRef<'_>,
     version: ProtocolVersion,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    put_string(buf, &publish.topic, "topic name")?;
+    put_string(buf, publish.topic, "topic name")?;
     if publish.qos != QoS::AtMostOnce {
         let packet_id =
             publish.packet_id.ok_or(EncodeError::Invalid("QoS 1 or 2 PUBLISH without packet id"))?;
         put_packet_id(buf, packet_id)?;
     }
     if version.is_v5() {
-        write_properties(&publish.properties, buf)?;
+        match publish.properties {
+            Some(properties) => write_properties(properties, buf)?,
+            None => buf.put_u8(0),
+        }
     }
-    buf.put_slice(&publish.payload);
+    buf.put_slice(publish.payload);
     Ok(())
+}
+
+impl Publish {
+    /// This PUBLISH as borrowed parts, for [`crate::encode_publish_ref`].
+    pub fn as_parts(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: Some(&self.properties),
+            payload: &self.payload,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +128,40 @@ mod tests {
 
     const V311: ProtocolVersion = ProtocolVersion::V311;
     const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    /// Borrowed parts encode exactly as the owned PUBLISH; no properties
+    /// encode as an empty set.
+    #[test]
+    fn encoding_from_parts_matches_the_owned_packet() {
+        for version in [V311, V5] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                let mut publish = Publish {
+                    dup: qos != QoS::AtMostOnce,
+                    qos,
+                    retain: true,
+                    topic: "a/b".into(),
+                    packet_id: (qos != QoS::AtMostOnce).then_some(7),
+                    properties: Default::default(),
+                    payload: Bytes::from_static(b"payload"),
+                };
+                let mut owned = BytesMut::new();
+                encode_publish(&publish, version, &mut owned).unwrap();
+                let mut parts = publish.as_parts();
+                parts.properties = None;
+                let mut borrowed = BytesMut::new();
+                encode_publish_ref(&parts, version, &mut borrowed).unwrap();
+                assert_eq!(owned, borrowed, "{version:?} {qos:?} without properties");
+
+                publish.properties.message_expiry_interval = Some(9);
+                publish.properties.subscription_identifiers = vec![3];
+                let mut owned = BytesMut::new();
+                encode_publish(&publish, version, &mut owned).unwrap();
+                let mut borrowed = BytesMut::new();
+                encode_publish_ref(&publish.as_parts(), version, &mut borrowed).unwrap();
+                assert_eq!(owned, borrowed, "{version:?} {qos:?} with properties");
+            }
+        }
+    }
 
     #[test]
     fn known_bytes_v311_qos1_publish() {
