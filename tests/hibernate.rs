@@ -155,3 +155,73 @@ async fn hibernation_can_be_turned_off() {
     publisher.publish("awake/t", b"x", QoS::AtMostOnce, 0).await;
     assert_eq!(sub.expect_publish().await.payload, &b"x"[..]);
 }
+
+/// Races between hibernating and waking: with `hibernate_after_ms=1`,
+/// subscribers hibernate between nearly every pair of messages, while a
+/// publisher sends to them in bursts and gaps. Every message must arrive:
+/// a lost wake-up would leave one sitting in a queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wake_up_is_lost_when_connections_hibernate_between_messages() {
+    let broker = Broker::start(&["mqtt.hibernate_after_ms=1"]);
+    const SUBSCRIBERS: usize = 20;
+    const MESSAGES: usize = 60;
+    let mut readers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let version = if i % 2 == 0 { ProtocolVersion::V311 } else { ProtocolVersion::V5 };
+        let mut sub = Client::connect(broker.port, version, &format!("racer-{i}"), true).await;
+        sub.subscribe(&format!("race/{i}"), QoS::AtLeastOnce).await;
+        readers.push(tokio::spawn(async move {
+            let mut next = 0;
+            while next < MESSAGES {
+                let Some(packet) = sub.recv_within(Duration::from_secs(10)).await else {
+                    panic!("subscriber {i} got {next} of {MESSAGES}");
+                };
+                if let Packet::Publish(publish) = packet {
+                    assert_eq!(publish.payload, next.to_string().as_bytes(), "subscriber {i}, in order");
+                    sub.send(&Packet::PubAck(PubAck {
+                        packet_id: publish.packet_id.unwrap(),
+                        ..Default::default()
+                    }))
+                    .await;
+                    next += 1;
+                }
+            }
+        }));
+    }
+    let mut publisher = Client::connect(broker.port, ProtocolVersion::V311, "race-pub", true).await;
+    let mut packet_id = 0u16;
+    for n in 0..MESSAGES {
+        for i in 0..SUBSCRIBERS {
+            packet_id = packet_id % 60000 + 1;
+            publisher
+                .publish(&format!("race/{i}"), n.to_string().as_bytes(), QoS::AtLeastOnce, packet_id)
+                .await;
+        }
+        // Gaps of 0-4 ms: long enough, often, for subscribers to hibernate.
+        tokio::time::sleep(Duration::from_millis((n % 5) as u64)).await;
+    }
+    for reader in readers {
+        reader.await.expect("a subscriber failed");
+    }
+}
+
+/// Regression: a connection woken by its socket used to look at tokio's
+/// readiness before the reactor had learnt it, find nothing to read, and go
+/// back to sleep with the packet still waiting, waking for good only by
+/// chance: 45 ms to 1 s per exchange. The bytes are now read on waking.
+#[tokio::test]
+async fn a_hibernating_client_is_answered_at_once() {
+    let broker = Broker::start(&["mqtt.hibernate_after_ms=1"]);
+    let mut sub = Client::connect(broker.port, ProtocolVersion::V311, "quick-sub", true).await;
+    sub.subscribe("quick/t", QoS::AtMostOnce).await;
+    let mut publisher = Client::connect(broker.port, ProtocolVersion::V311, "quick-pub", true).await;
+    for (n, gap) in [5u64, 20, 50, 5, 20, 50, 5, 20].into_iter().enumerate() {
+        // Long enough for both to hibernate.
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        let sent = Instant::now();
+        publisher.publish("quick/t", b"x", QoS::AtLeastOnce, n as u16 + 1).await;
+        sub.expect_publish().await;
+        let took = sent.elapsed();
+        assert!(took < Duration::from_millis(300), "exchange {n} after a {gap} ms gap took {took:?}");
+    }
+}

@@ -35,6 +35,10 @@ use crate::registry::{ConnectionId, Control, ControlSlot};
 use crate::session::SessionState;
 use crate::transport::{TcpTransport, Transport};
 
+/// Bytes read from a waking connection's socket before it goes back on
+/// tokio's reactor: enough for the packets that usually wake an idle client.
+const WAKE_READ: usize = 2048;
+
 /// The longest a publisher waits for one slow subscriber's queue to drain
 /// before that subscriber is treated as stalled.
 const BACKPRESSURE_WAIT: Duration = Duration::from_secs(2);
@@ -162,14 +166,39 @@ impl Dormant {
         let mut this = self;
         let span = tracing::debug_span!("conn", client_id = %this.session.client_id);
         let _runtime = runtime.enter();
+        // Read what woke it (if anything) right here, on the plain socket:
+        // tokio learns a new registration's readiness only at its next
+        // reactor turn, and a connection that saw nothing to read by then
+        // would go back to sleep with the bytes still waiting.
+        let mut first = BytesMut::new();
+        let mut peer_closed = false;
+        if let Some(socket) = &this.socket {
+            let mut chunk = [0u8; WAKE_READ];
+            match std::io::Read::read(&mut &*socket, &mut chunk) {
+                Ok(0) => peer_closed = true,
+                Ok(n) => first.extend_from_slice(&chunk[..n]),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => peer_closed = true,
+            }
+        }
+        if !first.is_empty() {
+            this.last_read = Instant::now();
+        }
         let socket = match this.socket.take() {
+            Some(_) if peer_closed => Err(std::io::ErrorKind::UnexpectedEof.into()),
             Some(socket) => tokio::net::TcpStream::from_std(socket),
             None => Err(std::io::ErrorKind::NotConnected.into()),
         };
         match socket {
             Ok(stream) => {
-                let connection = this.awaken(TcpTransport::new(stream));
+                let mut connection = this.awaken(TcpTransport::new(stream));
+                connection.read_buf = first;
                 runtime.spawn(connection.serve(false).instrument(span));
+            }
+            Err(error) if peer_closed => {
+                debug!(%error, "peer closed while hibernating");
+                let connection = this.awaken(TcpTransport::detached());
+                runtime.spawn(connection.close(Close::Network).instrument(span));
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot wake a hibernating connection; closing it");
@@ -247,6 +276,12 @@ impl<T: Transport> Connection<T> {
     /// Serves until the connection closes or hibernates; with
     /// `hibernate_now`, it hibernates at once if it is idle.
     async fn serve(mut self: Box<Self>, hibernate_now: bool) {
+        // Bytes read while waking from hibernation come first.
+        if !self.read_buf.is_empty() {
+            if let Err(close) = Box::pin(self.handle_buffered()).await {
+                return self.close(close).await;
+            }
+        }
         match self.serve_loop(hibernate_now).await {
             Close::Hibernate => self.hibernate().await,
             close => self.close(close).await,
@@ -375,6 +410,18 @@ impl<T: Transport> Connection<T> {
                     }
                 },
             }
+        }
+    }
+
+    /// Handles the packets already in the read buffer, waiting for
+    /// subscribers that ask this publisher to slow down.
+    async fn handle_buffered(&mut self) -> Result<(), Close> {
+        loop {
+            self.handle_input()?;
+            if self.pressure.is_empty() {
+                return Ok(());
+            }
+            self.yield_to_subscribers().await;
         }
     }
 
