@@ -183,6 +183,7 @@ impl Dormant {
         }
         if !first.is_empty() {
             this.last_read = Instant::now();
+            Metrics::add(&this.broker.metrics.bytes_received, first.len() as u64);
         }
         let socket = match this.socket.take() {
             Some(_) if peer_closed => Err(std::io::ErrorKind::UnexpectedEof.into()),
