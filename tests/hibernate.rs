@@ -225,3 +225,30 @@ async fn a_hibernating_client_is_answered_at_once() {
         assert!(took < Duration::from_millis(300), "exchange {n} after a {gap} ms gap took {took:?}");
     }
 }
+
+/// A ping wakes a hibernating client only for as long as it takes to
+/// answer it: once the client has been idle for the default
+/// `hibernate_after_ms` (2 s) since its last other packet (here CONNECT),
+/// `$SYS` (every second) must not see it awake after a ping.
+#[tokio::test]
+async fn a_ping_does_not_keep_a_client_awake() {
+    let broker = Broker::start(&["sys.interval=1"]);
+    let mut observer = Client::connect(broker.port, ProtocolVersion::V5, "observer", true).await;
+    observer.subscribe("$SYS/brokers/+/stats/connections/hibernating", QoS::AtMostOnce).await;
+    let mut pinger = Client::connect(broker.port, ProtocolVersion::V311, "pinger", true).await;
+    let connected = Instant::now();
+    async fn hibernating(observer: &mut Client) -> u64 {
+        let publish = observer.expect_publish().await;
+        String::from_utf8_lossy(&publish.payload).parse().expect("a count")
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hibernating(&mut observer).await < 1 {
+        assert!(Instant::now() < deadline, "the pinger never hibernated");
+    }
+    tokio::time::sleep_until((connected + Duration::from_millis(2500)).into()).await;
+    for _ in 0..2 {
+        pinger.send(&Packet::PingReq).await;
+        assert!(matches!(pinger.recv().await, Some(Packet::PingResp)));
+        assert_eq!(hibernating(&mut observer).await, 1, "asleep again right after its ping");
+    }
+}

@@ -121,6 +121,9 @@ pub(crate) struct Dormant {
     session: SessionState,
     keep_alive: u16,
     last_read: Instant,
+    /// How long before `last_read` the last packet other than a ping
+    /// came, in milliseconds (saturated): hibernation counts from there.
+    quiet_before_read_ms: u32,
     limits: ClientLimits,
     session_expiry: u32,
     will: Option<(Arc<Message>, u32)>,
@@ -141,6 +144,11 @@ impl<T: Transport> Connection<T> {
             session: *this.session,
             keep_alive: this.keep_alive,
             last_read: this.last_read,
+            quiet_before_read_ms: this
+                .last_read
+                .saturating_duration_since(this.last_active)
+                .as_millis()
+                .min(u32::MAX as u128) as u32,
             limits: this.limits,
             session_expiry: this.session_expiry,
             will: this.will,
@@ -156,6 +164,12 @@ impl<T: Transport> Connection<T> {
 }
 
 impl Dormant {
+    /// When the last packet other than a ping came.
+    fn last_active(&self) -> Instant {
+        let quiet = Duration::from_millis(u64::from(self.quiet_before_read_ms));
+        self.last_read.checked_sub(quiet).unwrap_or(self.last_read)
+    }
+
     pub(crate) fn socket(&self) -> Option<&std::net::TcpStream> {
         self.socket.as_ref()
     }
@@ -181,6 +195,8 @@ impl Dormant {
                 Err(_) => peer_closed = true,
             }
         }
+        // A ping alone does not make it active: it may sleep again at once.
+        let active_before = this.last_active();
         if !first.is_empty() {
             this.last_read = Instant::now();
             Metrics::add(&this.broker.metrics.bytes_received, first.len() as u64);
@@ -194,6 +210,7 @@ impl Dormant {
             Ok(stream) => {
                 let mut connection = this.awaken(TcpTransport::new(stream));
                 connection.read_buf = first;
+                connection.last_active = active_before;
                 runtime.spawn(connection.serve(false).instrument(span));
             }
             Err(error) if peer_closed => {
@@ -211,6 +228,7 @@ impl Dormant {
 
     /// The connection again, on `transport`.
     fn awaken<T: Transport>(self, transport: T) -> Box<Connection<T>> {
+        let last_active = self.last_active();
         Box::new(Connection {
             broker: self.broker,
             transport,
@@ -221,8 +239,9 @@ impl Dormant {
             session: Box::new(self.session),
             keep_alive: self.keep_alive,
             last_read: self.last_read,
-            // Woken by a ping alone, it may hibernate again at once.
-            last_active: self.last_read,
+            // Woken by a ping alone, it may hibernate again at once. (`wake`
+            // sets this again after reading what woke it.)
+            last_active,
             limits: self.limits,
             session_expiry: self.session_expiry,
             will: self.will,
