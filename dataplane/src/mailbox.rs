@@ -90,6 +90,17 @@ pub struct Mailbox {
 /// waiting publishers drains, and each woken publisher looks at its queue.
 static DRAINED: Notify = Notify::const_new();
 
+/// Lets the publishers waiting for this queue go on (the lock is released
+/// before they are woken), counting the release so that a waiter that looks
+/// late still sees it happened.
+fn release_waiters(mut inner: parking_lot::MutexGuard<'_, Inner>) {
+    if std::mem::take(&mut inner.publishers_waiting) {
+        inner.releases = inner.releases.wrapping_add(1);
+        drop(inner);
+        DRAINED.notify_waiters();
+    }
+}
+
 /// The result of a push: what happened, and whether the publisher should
 /// wait for this queue to drain before publishing more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,11 +215,7 @@ impl Mailbox {
         if inner.queue.len() <= inner.low_water {
             inner.stalled = false;
             inner.pressured = false;
-            if std::mem::take(&mut inner.publishers_waiting) {
-                inner.releases = inner.releases.wrapping_add(1);
-                drop(inner);
-                DRAINED.notify_waiters();
-            }
+            release_waiters(inner);
         }
     }
 
@@ -229,11 +236,7 @@ impl Mailbox {
             }
         } else {
             inner.waker = None;
-            if std::mem::take(&mut inner.publishers_waiting) {
-                inner.releases = inner.releases.wrapping_add(1);
-                drop(inner);
-                DRAINED.notify_waiters();
-            }
+            release_waiters(inner);
         }
     }
 

@@ -79,7 +79,7 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
         if let Some(slot) = self.get_mut(&key) {
             return Some(std::mem::replace(slot, value));
         }
-        self.push_new(key, value);
+        self.get_or_insert_with(key, || value);
         None
     }
 
@@ -104,24 +104,6 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
                 &mut entries[index].1
             }
             SmallMap::Large(map) => map.entry(key).or_insert_with(make),
-        }
-    }
-
-    /// Adds an entry whose key is known to be absent.
-    fn push_new(&mut self, key: K, value: V) {
-        match self {
-            SmallMap::Small(entries) if entries.len() < SMALL => {
-                entries.reserve_exact(1);
-                entries.push((key, value));
-            }
-            SmallMap::Small(entries) => {
-                let mut map: HashMap<K, V> = std::mem::take(entries).into_iter().collect();
-                map.insert(key, value);
-                *self = SmallMap::Large(Box::new(map));
-            }
-            SmallMap::Large(map) => {
-                map.insert(key, value);
-            }
         }
     }
 
