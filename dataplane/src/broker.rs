@@ -22,7 +22,7 @@ use crate::cluster::view::ClusterView;
 use crate::config::DataplaneConfig;
 use crate::hibernate::Hibernator;
 use crate::mailbox::{PushOutcome, QueueLimits};
-use crate::message::{Delivery, Message};
+use crate::message::{Delivery, Message, Will};
 use crate::metrics::Metrics;
 use crate::registry::{ConnectionId, PendingWill, Registry};
 use crate::retained::{RetainOutcome, RetainStore};
@@ -166,8 +166,15 @@ impl Broker {
         delivered
     }
 
-    /// Publishes a will message; its expiry interval starts now.
-    pub fn publish_will(&self, message: Arc<Message>) -> usize {
+    /// Publishes a will message, if its client may still publish there
+    /// (never to `$SYS`); its expiry interval starts now.
+    pub fn publish_will(&self, will: &Will) -> usize {
+        let message = will.message.clone();
+        if message.topic.starts_with("$SYS") || !self.access.may_publish(&will.identity, &message.topic) {
+            tracing::debug!(topic = %message.topic, client_id = %will.identity.client_id, "will refused by the ACL");
+            Metrics::add(&self.metrics.messages_dropped, 1);
+            return 0;
+        }
         match message.properties.message_expiry_interval {
             Some(seconds) => {
                 let mut message = (*message).clone();
@@ -272,13 +279,12 @@ impl Broker {
         connection: ConnectionId,
         state: Box<SessionState>,
         expiry: u32,
-        will: Option<(Arc<Message>, u32)>,
+        will: Option<PendingWill>,
     ) {
         let generation = self.next_id();
         let client_id = state.client_id.clone();
-        let will_delay = will.as_ref().map(|(_, delay)| *delay);
-        let pending = will.map(|(message, _)| PendingWill { message });
-        if let Err(state) = self.registry.park(connection, state, generation, pending.clone()) {
+        let will_delay = will.as_ref().map(|will| will.delay);
+        if let Err(state) = self.registry.park(connection, state, generation, will) {
             // Another connection holds the client id now; this state is stale.
             self.end_session(state);
             return;
@@ -290,7 +296,7 @@ impl Broker {
                 if delay < expiry {
                     tokio::time::sleep(Duration::from_secs(delay as u64)).await;
                     if let Some(will) = broker.registry.take_will(&client_id, generation) {
-                        broker.publish_will(will.message);
+                        broker.publish_will(&will);
                     }
                 }
             }
@@ -300,7 +306,7 @@ impl Broker {
             tokio::time::sleep_until(started + Duration::from_secs(expiry as u64)).await;
             if let Some((state, will)) = broker.registry.expire(&client_id, generation) {
                 if let Some(will) = will {
-                    broker.publish_will(will.message);
+                    broker.publish_will(&will);
                 }
                 broker.end_session(state);
             }

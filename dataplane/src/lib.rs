@@ -89,7 +89,10 @@ impl Node {
             let protocol = Protocol::Wss { acceptor, path: listeners.wss.path.clone() };
             bound.push(("wss", listener::bind("wss", listeners.wss.bind).await?, protocol));
         }
-        let view = Arc::new(arc_swap::ArcSwap::from_pointee(cluster::view::ClusterView::default()));
+        // Without a control plane, the (empty) view is all there will be;
+        // with one, access is refused until its first snapshot arrives.
+        let first_view = cluster::view::ClusterView { loaded: link.is_none(), ..Default::default() };
+        let view = Arc::new(arc_swap::ArcSwap::from_pointee(first_view));
         let registrar = link.as_ref().map(|_| Arc::new(cluster::routes::RouteRegistrar::default()));
         let broker = Broker::new(config, node_name, view.clone(), registrar.clone());
         let mut addresses = Vec::new();

@@ -37,6 +37,16 @@ impl Message {
     }
 }
 
+/// A will message, its delay, and who set it: it is authorized as that
+/// client's publish again when it is sent, since rules may have changed.
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub message: Arc<Message>,
+    /// Will Delay Interval, in seconds.
+    pub delay: u32,
+    pub identity: crate::cluster::access::Identity,
+}
+
 /// Identifies a shared subscription group: the group name and its filter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ShareKey {

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::hibernate::Hibernator;
-use crate::message::Message;
+use crate::message::Will;
 use crate::session::SessionState;
 
 /// Identifies one network connection.
@@ -137,10 +137,7 @@ impl Wake for ControlSlot {
 }
 
 /// A will waiting for its delay to pass.
-#[derive(Debug, Clone)]
-pub struct PendingWill {
-    pub message: Arc<Message>,
-}
+pub type PendingWill = Box<Will>;
 
 /// A registry entry.
 #[derive(Debug)]

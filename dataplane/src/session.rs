@@ -49,6 +49,8 @@ pub struct SessionSubscription {
 pub struct SessionState {
     pub id: SessionId,
     pub client_id: Arc<str>,
+    /// The username that owns this session; only it may resume it.
+    pub owner: Option<Box<str>>,
     pub mailbox: Arc<Mailbox>,
     /// By the filter exactly as subscribed (prefixes included).
     pub subscriptions: SmallMap<Box<str>, SessionSubscription>,
@@ -64,6 +66,7 @@ impl SessionState {
         SessionState {
             id,
             client_id,
+            owner: None,
             mailbox: Arc::new(Mailbox::new()),
             subscriptions: SmallMap::new(),
             inflight: BTreeMap::new(),

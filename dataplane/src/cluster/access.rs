@@ -12,9 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use mqtt_codec::ReasonCode;
 
-use super::view::{Action, BanTarget, ClusterView, Who};
+use super::acl::{Bearing, Placeholders, Subject};
+use super::view::{AclEntry, Action, BanTarget, ClusterView, Who};
 use crate::config::{AclNoMatch, AnonymousPolicy, AuthConfig};
-use crate::topic;
+use crate::topic::ParsedFilter;
 
 /// How long a password check may take.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +46,19 @@ impl AccessControl {
         AccessControl { view, config }
     }
 
+    /// Waits (up to `limit`) for the first view from the control plane;
+    /// returns whether it is there.
+    pub async fn wait_loaded(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.view.load().loaded {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// The view that decisions are made from.
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.load_full()
@@ -60,6 +74,9 @@ impl AccessControl {
         address: IpAddr,
     ) -> Result<bool, ReasonCode> {
         let view = self.view.load_full();
+        if !view.loaded {
+            return Err(ReasonCode::SERVER_UNAVAILABLE);
+        }
         if is_banned(&view, client_id, username, address) {
             return Err(ReasonCode::BANNED);
         }
@@ -97,27 +114,45 @@ impl AccessControl {
 
     /// May `who` publish to `topic_name`?
     pub fn may_publish(&self, who: &Identity, topic_name: &str) -> bool {
-        self.check(who, Action::Publish, topic_name)
+        self.decide(who, Action::Publish, Subject { group: None, filter: topic_name })
     }
 
-    /// May `who` subscribe to `filter` (prefixes already removed)?
-    pub fn may_subscribe(&self, who: &Identity, filter: &str) -> bool {
-        self.check(who, Action::Subscribe, filter)
+    /// May `who` subscribe to `filter`? Only if every topic the filter can
+    /// match is one `who` may subscribe to (see `acl`).
+    pub fn may_subscribe(&self, who: &Identity, filter: &ParsedFilter<'_>) -> bool {
+        let group = match filter {
+            ParsedFilter::Shared { group, .. } => Some(*group),
+            _ => None,
+        };
+        self.decide(who, Action::Subscribe, Subject { group, filter: filter.filter() })
     }
 
-    fn check(&self, who: &Identity, action: Action, topic_or_filter: &str) -> bool {
+    /// The first rule that bears on the subject decides: an overlapping deny
+    /// refuses, an allow decides once it covers the whole subject; an
+    /// unreadable rule or a view not yet loaded refuses.
+    fn decide(&self, who: &Identity, action: Action, subject: Subject<'_>) -> bool {
         if who.superuser {
             return true;
         }
         let view = self.view.load();
-        for rule in view.acl.iter() {
+        if !view.loaded {
+            return false;
+        }
+        let values = Placeholders { username: who.username.as_deref(), client_id: &who.client_id };
+        for entry in view.acl.iter() {
+            let rule = match entry {
+                AclEntry::Rule(rule) => rule,
+                AclEntry::Unreadable { .. } => return false,
+            };
             let applies_to_action = rule.action == Action::All || rule.action == action;
             if !applies_to_action || !applies_to(&rule.who, who) {
                 continue;
             }
-            let filter = expand(&rule.topic_filter, who);
-            if topic::matches(&filter, topic_or_filter) {
-                return rule.allow;
+            match rule.pattern.bearing(subject, values, rule.allow) {
+                Bearing::None => {}
+                Bearing::Covers => return rule.allow,
+                Bearing::Overlaps if !rule.allow => return false,
+                Bearing::Overlaps => {}
             }
         }
         self.config.acl_no_match == AclNoMatch::Allow
@@ -131,16 +166,6 @@ fn applies_to(rule: &Who, who: &Identity) -> bool {
         Who::ClientId(id) => &*who.client_id == id.as_str(),
         Who::Network(net) => net.contains(&who.address),
     }
-}
-
-/// Replaces `%u` and `%c` in a rule's filter. A rule with `%u` never matches
-/// a client without a username.
-fn expand(filter: &str, who: &Identity) -> String {
-    if !filter.contains('%') {
-        return filter.to_string();
-    }
-    let username = who.username.as_deref().unwrap_or("\u{0}");
-    filter.replace("%u", username).replace("%c", &who.client_id)
 }
 
 fn is_banned(view: &ClusterView, client_id: &str, username: Option<&str>, address: IpAddr) -> bool {
@@ -179,13 +204,15 @@ mod tests {
     }
 
     fn access(rules: Vec<AclRule>, no_match: AclNoMatch) -> AccessControl {
-        let view = ClusterView { acl: Arc::new(rules), ..Default::default() };
+        let acl = rules.into_iter().map(AclEntry::Rule).collect();
+        let view = ClusterView { acl: Arc::new(acl), loaded: true, ..Default::default() };
         let config = AuthConfig { acl_no_match: no_match, ..Default::default() };
         AccessControl::new(Arc::new(ArcSwap::from_pointee(view)), config)
     }
 
     fn rule(who: Who, action: Action, filter: &str, allow: bool) -> AclRule {
-        AclRule { who, action, topic_filter: filter.into(), allow }
+        let pattern = crate::cluster::acl::Pattern::compile(filter).expect("valid rule filter");
+        AclRule { who, action, topic_filter: filter.into(), pattern, allow }
     }
 
     #[test]
@@ -205,11 +232,11 @@ mod tests {
         let anon = identity(None, "c3", "127.0.0.1");
         assert!(acl.may_publish(&bob, "secret/x"));
         assert!(!acl.may_publish(&eve, "secret/x"));
-        assert!(!acl.may_subscribe(&bob, "secret/x"), "bob's rule is for publish only");
+        assert!(!acl.may_subscribe(&bob, &ParsedFilter::Plain("secret/x")), "bob's rule is for publish only");
         assert!(acl.may_publish(&eve, "home/eve/lamp"));
         assert!(!acl.may_publish(&eve, "home/bob/lamp"));
         assert!(!acl.may_publish(&anon, "home//lamp"), "%u never matches without a username");
-        assert!(acl.may_subscribe(&anon, "clients/c3"));
+        assert!(acl.may_subscribe(&anon, &ParsedFilter::Plain("clients/c3")));
         assert!(acl.may_publish(&eve, "lan/printer"));
         assert!(!acl.may_publish(&bob, "lan/printer"), "not in 10/8; no match means deny");
         let root = Identity { superuser: true, ..anon };
@@ -225,7 +252,8 @@ mod tests {
         users.insert("bob".to_string(), User { password_hash: hash, superuser: true });
         let bans =
             vec![crate::cluster::view::Ban { target: BanTarget::ClientId("evil".into()), until_ms: None }];
-        let view = ClusterView { users: Arc::new(users), bans: Arc::new(bans), ..Default::default() };
+        let view =
+            ClusterView { users: Arc::new(users), bans: Arc::new(bans), loaded: true, ..Default::default() };
         let access = AccessControl::new(Arc::new(ArcSwap::from_pointee(view)), AuthConfig::default());
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         let remote: IpAddr = "192.0.2.1".parse().unwrap();
@@ -244,9 +272,188 @@ mod tests {
             "once users exist, anonymous loopback access ends"
         );
         assert_eq!(access.authenticate("c", None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
-        let open = AccessControl::new(Default::default(), AuthConfig::default());
+        let loaded = ClusterView { loaded: true, ..Default::default() };
+        let open = AccessControl::new(Arc::new(ArcSwap::from_pointee(loaded)), AuthConfig::default());
         assert_eq!(open.authenticate("c", None, None, local).await, Ok(false), "no users: loopback is open");
         assert_eq!(open.authenticate("c", None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
         assert_eq!(access.authenticate("evil", None, None, local).await, Err(ReasonCode::BANNED));
+    }
+
+    #[test]
+    fn wildcard_subscriptions_do_not_pass_deny_rules() {
+        let acl = access(vec![rule(Who::All, Action::Subscribe, "secret/#", false)], AclNoMatch::Allow);
+        let eve = identity(Some("eve"), "c", "127.0.0.1");
+        for filter in ["#", "secret/+", "+/x", "secret/#", "+/+"] {
+            assert!(!acl.may_subscribe(&eve, &ParsedFilter::Plain(filter)), "{filter}");
+        }
+        assert!(!acl.may_subscribe(&eve, &ParsedFilter::Shared { group: "g", filter: "#" }));
+        assert!(acl.may_subscribe(&eve, &ParsedFilter::Plain("public/#")));
+        assert!(acl.may_subscribe(&eve, &ParsedFilter::Plain("$SYS/#")), "# never matched $SYS");
+    }
+
+    #[test]
+    fn allow_rules_grant_only_filters_they_cover() {
+        let acl = access(vec![rule(Who::All, Action::Subscribe, "sensors/+", true)], AclNoMatch::Deny);
+        let eve = identity(Some("eve"), "c", "127.0.0.1");
+        assert!(acl.may_subscribe(&eve, &ParsedFilter::Plain("sensors/+")));
+        assert!(acl.may_subscribe(&eve, &ParsedFilter::Plain("sensors/t1")));
+        assert!(!acl.may_subscribe(&eve, &ParsedFilter::Plain("sensors/#")));
+        assert!(!acl.may_subscribe(&eve, &ParsedFilter::Plain("#")));
+    }
+
+    #[test]
+    fn placeholders_filled_with_wildcards_grant_nothing_more() {
+        let acl = access(vec![rule(Who::All, Action::All, "clients/%c/#", true)], AclNoMatch::Deny);
+        for id in ["#", "+", "a/b", "$SYS"] {
+            let who = identity(Some(id), id, "127.0.0.1");
+            assert!(!acl.may_subscribe(&who, &ParsedFilter::Plain("clients/#")), "{id}");
+            assert!(!acl.may_subscribe(&who, &ParsedFilter::Plain("clients/+/x")), "{id}");
+            assert!(!acl.may_publish(&who, "clients/other/x"), "{id}");
+        }
+        let users = access(vec![rule(Who::All, Action::All, "home/%u/#", true)], AclNoMatch::Deny);
+        let empty = identity(Some(""), "c", "127.0.0.1");
+        assert!(!users.may_publish(&empty, "home//x"), "an empty username is no home");
+        assert!(
+            !users.may_subscribe(&identity(Some("+"), "c", "127.0.0.1"), &ParsedFilter::Plain("home/+/#"))
+        );
+        assert!(
+            users.may_subscribe(&identity(Some("ann"), "c", "127.0.0.1"), &ParsedFilter::Plain("home/ann/#"))
+        );
+    }
+
+    #[test]
+    fn share_groups_can_be_constrained() {
+        let acl = access(
+            vec![
+                rule(Who::All, Action::Subscribe, "$share/workers/jobs/#", true),
+                rule(Who::All, Action::Subscribe, "$share/+/jobs/#", false),
+            ],
+            AclNoMatch::Allow,
+        );
+        let eve = identity(Some("eve"), "c", "127.0.0.1");
+        assert!(acl.may_subscribe(&eve, &ParsedFilter::Shared { group: "workers", filter: "jobs/a" }));
+        assert!(!acl.may_subscribe(&eve, &ParsedFilter::Shared { group: "spies", filter: "jobs/a" }));
+        assert!(!acl.may_subscribe(&eve, &ParsedFilter::Shared { group: "spies", filter: "#" }));
+        assert!(acl.may_subscribe(&eve, &ParsedFilter::Plain("jobs/a")), "group rules leave plain filters");
+    }
+
+    #[test]
+    fn unreadable_rules_and_unloaded_views_deny() {
+        let acl = access(vec![rule(Who::All, Action::All, "open/#", true)], AclNoMatch::Allow);
+        let eve = identity(Some("eve"), "c", "127.0.0.1");
+        let mut view = (*acl.view()).clone();
+        Arc::make_mut(&mut view.acl).push(AclEntry::Unreadable { id: 7 });
+        acl.view.store(Arc::new(view.clone()));
+        assert!(acl.may_publish(&eve, "open/x"), "rules before the unreadable one still decide");
+        assert!(!acl.may_publish(&eve, "other"), "reaching an unreadable rule denies");
+        view.loaded = false;
+        acl.view.store(Arc::new(view));
+        assert!(!acl.may_publish(&eve, "open/x"));
+    }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        const LEVELS: [&str; 6] = ["a", "b", "+", "#", "%u", "%c"];
+        const NAMES: [&str; 6] = ["a", "b", "#", "+", "", "a/b"];
+
+        fn filter_from(levels: &[usize], table: &[&str]) -> String {
+            let mut out: Vec<&str> = levels.iter().map(|&i| table[i % table.len()]).collect();
+            // `#` only last.
+            if let Some(pos) = out.iter().position(|l| *l == "#") {
+                out.truncate(pos + 1);
+            }
+            out.join("/")
+        }
+
+        /// The publish-side reference: substitute placeholders as text and
+        /// match each rule against the topic; the first match decides.
+        fn reference(rules: &[AclRule], who: &Identity, topic: &str, no_match: bool) -> bool {
+            for rule in rules {
+                let mut levels = Vec::new();
+                let mut skip = false;
+                for level in rule.topic_filter.split('/') {
+                    let value = match level {
+                        "%u" => who.username.as_deref(),
+                        "%c" => Some(&*who.client_id),
+                        _ => {
+                            levels.push(level.to_string());
+                            continue;
+                        }
+                    };
+                    match value {
+                        Some(v) if !v.is_empty() && !v.contains(['/', '+', '#']) && !v.starts_with('$') => {
+                            levels.push(v.to_string())
+                        }
+                        _ if rule.allow => skip = true,
+                        _ => levels.push("+".into()),
+                    }
+                }
+                if skip {
+                    continue;
+                }
+                if crate::topic::matches(&levels.join("/"), topic) {
+                    return rule.allow;
+                }
+            }
+            no_match
+        }
+
+        /// Every topic of one to four levels over a, b, c and the empty
+        /// level, and a `$` topic.
+        fn topics() -> Vec<String> {
+            let mut layer = vec![String::new()];
+            let mut out = vec!["$SYS/a".to_string()];
+            for depth in 0..4 {
+                layer = layer
+                    .iter()
+                    .flat_map(|prefix| {
+                        ["a", "b", "c", ""].map(|l| {
+                            if depth == 0 {
+                                l.to_string()
+                            } else {
+                                format!("{prefix}/{l}")
+                            }
+                        })
+                    })
+                    .collect();
+                out.extend(layer.iter().cloned());
+            }
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn subscribe_never_admits_a_denied_topic(
+                specs in proptest::collection::vec(
+                    (proptest::collection::vec(0usize..6, 1..4), any::<bool>()), 0..5),
+                filter in proptest::collection::vec(0usize..4, 1..4),
+                user in 0usize..7,
+                client in 0usize..6,
+                no_match in any::<bool>(),
+            ) {
+                let rules: Vec<AclRule> = specs
+                    .iter()
+                    .map(|(levels, allow)| rule(Who::All, Action::Subscribe, &filter_from(levels, &LEVELS), *allow))
+                    .collect();
+                let policy = if no_match { AclNoMatch::Allow } else { AclNoMatch::Deny };
+                let acl = access(rules.clone(), policy);
+                let who = identity(NAMES.get(user).copied(), NAMES[client], "127.0.0.1");
+                let filter = filter_from(&filter, &["a", "b", "+", "#"]);
+                if acl.may_subscribe(&who, &ParsedFilter::Plain(&filter)) {
+                    for topic in topics() {
+                        if crate::topic::matches(&filter, &topic) {
+                            prop_assert!(reference(&rules, &who, &topic, no_match),
+                                "{filter} admitted but {topic} is denied");
+                        }
+                    }
+                }
+                if !filter.contains(['+', '#']) {
+                    prop_assert_eq!(acl.may_subscribe(&who, &ParsedFilter::Plain(&filter)),
+                        reference(&rules, &who, &filter, no_match));
+                }
+            }
+        }
     }
 }

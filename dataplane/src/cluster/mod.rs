@@ -6,6 +6,7 @@
 //! through `proto`; it never imports the `controlplane` crate.
 
 pub mod access;
+pub mod acl;
 pub mod link;
 pub mod routes;
 pub mod view;

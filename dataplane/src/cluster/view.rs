@@ -12,6 +12,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use proto::controlplane as pb;
 
+use super::acl::Pattern;
+
 /// A user as the data plane needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -42,9 +44,23 @@ pub enum Action {
 pub struct AclRule {
     pub who: Who,
     pub action: Action,
-    /// May contain `%u` (username) and `%c` (client id).
+    /// The filter as written; may contain `%u`/`${username}` and
+    /// `%c`/`${clientid}`.
     pub topic_filter: String,
+    /// `topic_filter`, compiled.
+    pub pattern: Pattern,
     pub allow: bool,
+}
+
+/// A place in the ordered ACL list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AclEntry {
+    Rule(AclRule),
+    /// A rule this node cannot read (an unknown field value, a bad filter).
+    /// Checks that reach it deny: a decision that cannot be read fails closed.
+    Unreadable {
+        id: u64,
+    },
 }
 
 /// A ban on a client id, username or address.
@@ -67,15 +83,19 @@ pub struct Ban {
 pub struct ClusterView {
     /// Raft index this view reflects; 0 before the first snapshot.
     pub index: u64,
+    /// False until the first snapshot arrived (or for a node without a
+    /// control plane, from the start). Until then, access checks deny.
+    pub loaded: bool,
     pub users: Arc<HashMap<String, User>>,
-    pub acl: Arc<Vec<AclRule>>,
+    pub acl: Arc<Vec<AclEntry>>,
     pub bans: Arc<Vec<Ban>>,
     /// Topic filter -> data-plane nodes with subscribers.
     pub routes: Arc<HashMap<String, HashSet<u64>>>,
 }
 
-/// A message from the control plane that could not be understood; the
-/// record is skipped, never the whole view.
+/// A message from the control plane that could not be understood: the
+/// record is skipped (an ACL rule becomes [`AclEntry::Unreadable`]), never
+/// the whole view.
 #[derive(Debug, thiserror::Error)]
 #[error("bad {what} from the control plane: {detail}")]
 pub struct ViewError {
@@ -105,7 +125,8 @@ fn acl_rule(rule: &pb::AclRule) -> Option<AclRule> {
         pb::AclPermission::Deny => false,
         pb::AclPermission::Unspecified => return None,
     };
-    Some(AclRule { who, action, topic_filter: rule.topic_filter.clone(), allow })
+    let pattern = Pattern::compile(&rule.topic_filter).ok()?;
+    Some(AclRule { who, action, topic_filter: rule.topic_filter.clone(), pattern, allow })
 }
 
 fn ban_target(kind: i32, value: &str) -> Option<BanTarget> {
@@ -121,14 +142,17 @@ fn ban(ban: &pb::Ban) -> Option<Ban> {
     Some(Ban { target: ban_target(ban.kind, &ban.value)?, until_ms: ban.until_ms })
 }
 
-fn rules(list: &[pb::AclRule]) -> Vec<AclRule> {
+fn rules(list: &[pb::AclRule]) -> Vec<AclEntry> {
     list.iter()
-        .filter_map(|rule| {
-            let compiled = acl_rule(rule);
-            if compiled.is_none() {
-                tracing::warn!(rule_id = rule.id, "skipping an ACL rule this node cannot read");
+        .map(|rule| match acl_rule(rule) {
+            Some(compiled) => AclEntry::Rule(compiled),
+            None => {
+                tracing::warn!(
+                    rule_id = rule.id,
+                    "an ACL rule this node cannot read: checks reaching it deny"
+                );
+                AclEntry::Unreadable { id: rule.id }
             }
-            compiled
         })
         .collect()
 }
@@ -150,6 +174,7 @@ impl ClusterView {
             .collect();
         ClusterView {
             index: snapshot.index,
+            loaded: true,
             users: Arc::new(users),
             acl: Arc::new(rules(&snapshot.acl_rules)),
             bans: Arc::new(snapshot.banned.iter().filter_map(ban).collect()),

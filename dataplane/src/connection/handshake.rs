@@ -19,11 +19,15 @@ use tracing::debug;
 use super::{ClientLimits, Connection};
 use crate::broker::Broker;
 use crate::cluster::access::Identity;
-use crate::message::Message;
+use crate::message::{Message, Will};
 use crate::metrics::Metrics;
 use crate::registry::Claim;
 use crate::session::SessionState;
 use crate::transport::Transport;
+
+/// How long a CONNECT waits for the node's first view of the control plane
+/// before it is refused with 0x88 (server unavailable).
+const FIRST_VIEW_WAIT: Duration = Duration::from_secs(3);
 
 /// How long a takeover may take before the new connection is refused.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,9 +78,17 @@ pub(super) async fn accept<T: Transport>(
     };
     tracing::Span::current().record("client_id", &*client_id);
 
+    // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; rules
+    // and bans name them as IPv4.
+    let address = peer.ip().to_canonical();
+    if !broker.access.wait_loaded(FIRST_VIEW_WAIT).await {
+        // No users, bans or rules yet: serving now would serve without them.
+        refuse_connection(&mut transport, version, ReasonCode::SERVER_UNAVAILABLE).await;
+        return None;
+    }
     let superuser = match broker
         .access
-        .authenticate(&client_id, connect.username.as_deref(), connect.password.as_deref(), peer.ip())
+        .authenticate(&client_id, connect.username.as_deref(), connect.password.as_deref(), address)
         .await
     {
         Ok(superuser) => superuser,
@@ -88,11 +100,11 @@ pub(super) async fn accept<T: Transport>(
     let identity = Identity {
         client_id: client_id.clone(),
         username: connect.username.as_deref().map(Box::from),
-        address: peer.ip(),
+        address,
         superuser,
     };
 
-    let will = match build_will(&broker, &connect, &client_id) {
+    let will = match build_will(&broker, &connect, &identity) {
         Ok(will) => will,
         Err(reason) => {
             refuse_connection(&mut transport, version, reason).await;
@@ -149,22 +161,31 @@ pub(super) async fn accept<T: Transport>(
             }
         }
     }
+    // A session is resumed only by the user who owns it: anyone else ends
+    // it (as Clean Start would) and gets a fresh one.
+    let owned =
+        previous_state.as_ref().is_none_or(|state| state.owner.as_deref() == identity.username.as_deref());
+    if !owned {
+        debug!("session of another user: ended, not resumed");
+    }
+    let clean_start = connect.clean_start || !owned;
     if let Some(will) = resumed_will {
         // A delayed will of the parked session: a new connection cancels it,
         // unless Clean Start ends that session, which sends it.
-        if connect.clean_start {
-            broker.publish_will(will.message);
+        if clean_start {
+            broker.publish_will(&will);
         }
     }
 
-    let (session, session_present) = match previous_state {
-        Some(state) if !connect.clean_start => (state, true),
+    let (mut session, session_present) = match previous_state {
+        Some(state) if !clean_start => (state, true),
         Some(state) => {
             broker.end_session(state);
             (Box::new(SessionState::new(broker.next_id(), client_id.clone())), false)
         }
         None => (Box::new(SessionState::new(broker.next_id(), client_id.clone())), false),
     };
+    session.owner = identity.username.clone();
     session.mailbox.set_online(true);
 
     let keep_alive = server_keep_alive(connect.keep_alive, config.mqtt.max_keep_alive);
@@ -296,15 +317,19 @@ fn check_connect(broker: &Broker, connect: &Connect) -> Result<(Arc<str>, bool),
     Ok((client_id, assigned))
 }
 
-/// Validates the will and builds its message.
+/// Validates and authorizes the will (as a publish of this client's), and
+/// builds its message.
 fn build_will(
     broker: &Broker,
     connect: &Connect,
-    client_id: &Arc<str>,
-) -> Result<Option<(Arc<Message>, u32)>, ReasonCode> {
+    identity: &Identity,
+) -> Result<Option<Box<Will>>, ReasonCode> {
     let Some(will) = &connect.will else { return Ok(None) };
     if will.topic.is_empty() || crate::topic::has_wildcard(&will.topic) {
         return Err(ReasonCode::TOPIC_NAME_INVALID);
+    }
+    if will.topic.starts_with("$SYS") || !broker.access.may_publish(identity, &will.topic) {
+        return Err(ReasonCode::NOT_AUTHORIZED);
     }
     if will.qos as u8 > broker.config.mqtt.max_qos {
         return Err(ReasonCode::QOS_NOT_SUPPORTED);
@@ -332,9 +357,10 @@ fn build_will(
         retain: will.retain,
         expires_at: None,
         properties: publish_props,
-        publisher: Some(client_id.clone()),
+        publisher: Some(identity.client_id.clone()),
     };
-    Ok(Some((Arc::new(message), props.will_delay_interval.unwrap_or(0))))
+    let delay = props.will_delay_interval.unwrap_or(0);
+    Ok(Some(Box::new(Will { message: Arc::new(message), delay, identity: identity.clone() })))
 }
 
 /// The keep-alive to enforce: the client's, unless it exceeds the maximum.

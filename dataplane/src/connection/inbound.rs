@@ -248,7 +248,7 @@ impl<T: Transport> Connection<T> {
                 reasons.push(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
                 continue;
             }
-            if !self.broker.access.may_subscribe(&self.identity, parsed.filter()) {
+            if !self.broker.access.may_subscribe(&self.identity, &parsed) {
                 reasons.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }

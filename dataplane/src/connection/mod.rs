@@ -29,7 +29,7 @@ use tracing::{debug, Instrument};
 
 use crate::broker::Broker;
 use crate::cluster::access::Identity;
-use crate::message::Message;
+use crate::message::Will;
 use crate::metrics::Metrics;
 use crate::registry::{ConnectionId, Control, ControlSlot};
 use crate::session::SessionState;
@@ -89,7 +89,7 @@ pub(crate) struct Connection<T: Transport> {
     last_active: Instant,
     limits: ClientLimits,
     session_expiry: u32,
-    will: Option<(Arc<Message>, u32)>,
+    will: Option<Box<Will>>,
     /// Subscribers' queues that asked this publisher to slow down: the
     /// connection waits for them to drain before it reads more.
     pressure: Vec<Arc<crate::mailbox::Mailbox>>,
@@ -126,7 +126,7 @@ pub(crate) struct Dormant {
     quiet_before_read_ms: u32,
     limits: ClientLimits,
     session_expiry: u32,
-    will: Option<(Arc<Message>, u32)>,
+    will: Option<Box<Will>>,
     identity: Identity,
     aliases: Option<Box<Aliases>>,
     control: Arc<ControlSlot>,
@@ -545,8 +545,8 @@ impl<T: Transport> Connection<T> {
 
         match close {
             Close::TakenOver(reply) => {
-                if let Some((message, 0)) = will {
-                    broker.publish_will(message);
+                if let Some(will) = will.filter(|w| w.delay == 0) {
+                    broker.publish_will(&will);
                 }
                 if let Err(state) = reply.send(self.session) {
                     broker.end_session(state);
@@ -554,15 +554,15 @@ impl<T: Transport> Connection<T> {
             }
             _ if self.session_expiry == 0 => {
                 broker.registry.release(&self.session.client_id, self.id);
-                if let Some((message, _)) = will {
-                    broker.publish_will(message);
+                if let Some(will) = will {
+                    broker.publish_will(&will);
                 }
                 broker.end_session(self.session);
             }
             _ => {
                 let will = match will {
-                    Some((message, 0)) => {
-                        broker.publish_will(message);
+                    Some(will) if will.delay == 0 => {
+                        broker.publish_will(&will);
                         None
                     }
                     other => other,
