@@ -267,7 +267,7 @@ async fn another_user_resumes_a_session_by_client_id() {
 async fn data_plane_serves_before_its_first_view() {
     let [port, dead_controlplane, peer] = free_ports();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mqttd"))
+    let child = Command::new(env!("CARGO_BIN_EXE_mqttd"))
         .arg("dataplane")
         .args(["--set", "node.id=7"])
         .args(["--set", &format!("dataplane.controlplane=http://127.0.0.1:{dead_controlplane}")])
@@ -280,6 +280,15 @@ async fn data_plane_serves_before_its_first_view() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn mqttd dataplane");
+    // Killed even when an assertion fails.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the data plane did not listen");
@@ -293,8 +302,6 @@ async fn data_plane_serves_before_its_first_view() {
             "{version:?}: served without users, bans or rules"
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
@@ -315,5 +322,56 @@ async fn ipv4_mapped_address_misses_an_ipv4_ban() {
             Client::connect_with(port, connect_packet(version, "mapped", true)).await.1.reason == banned
         })
         .await;
+    }
+}
+
+#[tokio::test]
+async fn access_fixed_at_connect() {
+    let (broker, grpc) = Broker::start_with_grpc(&[]);
+    let port = broker.port;
+    for (user, password) in [("alice", "a"), ("carol", "c"), ("dave", "d"), ("erin", "e")] {
+        mqttctl(&grpc, &["users", "add", user, "--password", password]);
+    }
+    mqttctl(&grpc, &["users", "add", "root", "--password", "r", "--superuser"]);
+    let login = |version: ProtocolVersion, user: &str, password: &str| {
+        let mut connect = connect_packet(version, &format!("{user}-{version:?}"), true);
+        connect.username = Some(user.into());
+        connect.password = Some(password.as_bytes().to_vec().into());
+        connect
+    };
+    eventually("the users", || async move {
+        Client::connect_with(port, login(ProtocolVersion::V5, "erin", "e")).await.1.reason.is_success()
+    })
+    .await;
+    let (mut root, _) = Client::connect_with(port, login(ProtocolVersion::V5, "root", "r")).await;
+    let mut clients = Vec::new();
+    for version in VERSIONS {
+        let mut by_user = Vec::new();
+        for (user, password) in [("alice", "a"), ("carol", "c"), ("dave", "d"), ("erin", "e")] {
+            let (mut client, ack) = Client::connect_with(port, login(version, user, password)).await;
+            assert!(ack.reason.is_success(), "{user}: {ack:?}");
+            client.subscribe("news/#", QoS::AtLeastOnce).await;
+            by_user.push(client);
+        }
+        clients.push(by_user);
+    }
+    // A new rule denies part of what news/# can match: the subscription stops.
+    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "subscribe", "--topic", "news/secret/#", "--all"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    root.publish("news/secret/plans", b"not for you", QoS::AtLeastOnce, 1).await;
+    for by_user in &mut clients {
+        quiet(&mut by_user[3]).await;
+    }
+    // A changed password, a ban and a deleted user end live connections.
+    mqttctl(&grpc, &["users", "passwd", "alice", "--password", "new"]);
+    mqttctl(&grpc, &["banned", "add", "--username", "carol"]);
+    mqttctl(&grpc, &["users", "del", "dave"]);
+    for (version, by_user) in VERSIONS.into_iter().zip(&mut clients) {
+        by_user[0].expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
+        by_user[1].expect_disconnect(ReasonCode::ADMINISTRATIVE_ACTION).await;
+        by_user[2].expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
+        // Erin is untouched.
+        quiet(&mut by_user[3]).await;
+        let _ = version;
     }
 }

@@ -49,6 +49,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Started on first use, from a connection's task.
     hibernator: OnceLock<Option<Arc<Hibernator>>>,
+    /// Signalled when users, bans or ACL rules change (see `revalidate`).
+    access_changes: tokio::sync::Notify,
 }
 
 impl Broker {
@@ -72,6 +74,7 @@ impl Broker {
             next_id: AtomicU64::new(1),
             shutdown,
             hibernator: OnceLock::new(),
+            access_changes: tokio::sync::Notify::new(),
             node_name,
             config,
         })
@@ -313,8 +316,64 @@ impl Broker {
         });
     }
 
+    /// Users, bans or ACL rules changed: live clients and parked sessions
+    /// are checked again shortly (see [`revalidate`]).
+    pub fn access_changed(&self) {
+        self.access_changes.notify_one();
+    }
+
+    /// Drops the subscriptions of `state` that the rules deny now; returns
+    /// how many.
+    pub fn drop_denied_subscriptions(&self, state: &mut SessionState) -> usize {
+        let denied: Vec<Box<str>> = state
+            .subscriptions
+            .keys()
+            .filter(|raw| match topic::parse_filter(raw) {
+                Ok(parsed) => !self.access.may_subscribe(&state.identity, &parsed),
+                Err(_) => true,
+            })
+            .cloned()
+            .collect();
+        for raw in &denied {
+            if let Ok(parsed) = topic::parse_filter(raw) {
+                self.unsubscribe(&parsed, state.id, &state.client_id);
+            }
+            state.subscriptions.remove(&**raw);
+        }
+        denied.len()
+    }
+
     /// Seconds since start.
     pub fn uptime(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+}
+
+/// How long changes to users, bans and rules gather before live clients
+/// are checked against them (one pass for a burst of provisioning).
+const REVALIDATE_AFTER: Duration = Duration::from_millis(100);
+
+/// Applies access changes to what is already connected, within a second:
+/// every live connection checks itself again (a banned or deleted user, a
+/// changed password or the end of anonymous access disconnects it;
+/// subscriptions the rules now deny are dropped), and parked sessions are
+/// judged the same way here (a refused one is ended, without its will).
+pub async fn revalidate(broker: Arc<Broker>) {
+    loop {
+        broker.access_changes.notified().await;
+        tokio::time::sleep(REVALIDATE_AFTER).await;
+        for control in broker.registry.online_controls() {
+            control.revalidate();
+        }
+        let ended = broker.registry.retain_parked(|state| {
+            if broker.access.recheck(&mut state.identity).is_err() {
+                return false;
+            }
+            broker.drop_denied_subscriptions(state);
+            true
+        });
+        for state in ended {
+            broker.end_session(state);
+        }
     }
 }

@@ -112,6 +112,7 @@ impl Node {
             tasks.push(tokio::spawn(listener::accept_loop(broker.clone(), socket, protocol)));
         }
         tasks.push(tokio::spawn(sys::run(broker.clone())));
+        tasks.push(tokio::spawn(broker::revalidate(broker.clone())));
         Ok(Node { broker, addresses, tasks })
     }
 

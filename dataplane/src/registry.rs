@@ -30,6 +30,9 @@ pub enum Control {
     TakeOver { reply: oneshot::Sender<Box<SessionState>> },
     /// The server is shutting down: send DISCONNECT 0x8B and close.
     Shutdown,
+    /// Users, bans or ACL rules changed: check the client's access and its
+    /// subscriptions again.
+    Revalidate,
 }
 
 /// A live connection's inbox for control requests. Lighter than a channel
@@ -70,7 +73,14 @@ impl Hibernating {
 impl ControlSlot {
     /// Leaves a request for the connection and wakes it.
     pub fn send(&self, control: Control) {
+        self.put(control, true);
+    }
+
+    fn put(&self, control: Control, replace: bool) {
         let mut inner = self.inner.lock();
+        if !replace && inner.request.is_some() {
+            return;
+        }
         inner.request = Some(control);
         let waker = inner.waker.take();
         let hibernating = inner.hibernating.take();
@@ -81,6 +91,12 @@ impl ControlSlot {
         if let Some(hibernating) = hibernating {
             hibernating.wake();
         }
+    }
+
+    /// Asks the connection to check its access again, unless a request
+    /// is already pending (a takeover or shutdown ends it anyway).
+    pub fn revalidate(&self) {
+        self.put(Control::Revalidate, false);
     }
 
     /// Drops a pending request (its requester sees its reply dropped).
@@ -269,6 +285,23 @@ impl Registry {
                 Entry::Offline { .. } => None,
             })
             .collect()
+    }
+
+    /// Calls `keep` on every parked session; removes and returns those it
+    /// refuses (their pending wills are dropped, their timers find nothing).
+    pub fn retain_parked(&self, mut keep: impl FnMut(&mut SessionState) -> bool) -> Vec<Box<SessionState>> {
+        let mut removed = Vec::new();
+        self.entries.lock().retain(|_, entry| match entry {
+            Entry::Offline { state, .. } => {
+                if keep(state) {
+                    return true;
+                }
+                removed.push(std::mem::replace(state, Box::new(SessionState::new(0, Arc::from("")))));
+                false
+            }
+            Entry::Online { .. } => true,
+        });
+        removed
     }
 
     /// Number of sessions, online and parked.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use mqtt_codec::SubscriptionOptions;
 
+use crate::cluster::access::Identity;
 use crate::mailbox::Mailbox;
 use crate::message::Delivery;
 use crate::router::{SessionId, Subscriber};
@@ -49,8 +50,10 @@ pub struct SessionSubscription {
 pub struct SessionState {
     pub id: SessionId,
     pub client_id: Arc<str>,
-    /// The username that owns this session; only it may resume it.
-    pub owner: Option<Box<str>>,
+    /// Who holds (or last held) the session: its username owns it (only
+    /// that username may resume it), and ACL rechecks judge its
+    /// subscriptions as this client's.
+    pub identity: Identity,
     pub mailbox: Arc<Mailbox>,
     /// By the filter exactly as subscribed (prefixes included).
     pub subscriptions: SmallMap<Box<str>, SessionSubscription>,
@@ -65,8 +68,8 @@ impl SessionState {
     pub fn new(id: SessionId, client_id: Arc<str>) -> SessionState {
         SessionState {
             id,
+            identity: Identity::anonymous(client_id.clone(), std::net::Ipv4Addr::UNSPECIFIED.into()),
             client_id,
-            owner: None,
             mailbox: Arc::new(Mailbox::new()),
             subscriptions: SmallMap::new(),
             inflight: BTreeMap::new(),

@@ -28,6 +28,25 @@ pub struct Identity {
     pub address: IpAddr,
     /// Superusers pass every ACL check.
     pub superuser: bool,
+    /// The password hash this client proved it knows; `None` when it got
+    /// in anonymously. A live client whose user is gone, or whose hash
+    /// changed, is disconnected.
+    pub credential: Option<Arc<str>>,
+}
+
+impl Identity {
+    /// An anonymous client at `address`.
+    pub fn anonymous(client_id: Arc<str>, address: IpAddr) -> Identity {
+        Identity { client_id, username: None, address, superuser: false, credential: None }
+    }
+}
+
+/// What a successful authentication grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub superuser: bool,
+    /// See [`Identity::credential`].
+    pub credential: Option<Arc<str>>,
 }
 
 /// Access decisions for one data-plane node.
@@ -64,15 +83,15 @@ impl AccessControl {
         self.view.load_full()
     }
 
-    /// Decides whether a client may connect. Returns whether it is a
-    /// superuser, or the CONNACK reason that refuses it.
+    /// Decides whether a client may connect. Returns what it is granted,
+    /// or the CONNACK reason that refuses it.
     pub async fn authenticate(
         &self,
         client_id: &str,
         username: Option<&str>,
         password: Option<&[u8]>,
         address: IpAddr,
-    ) -> Result<bool, ReasonCode> {
+    ) -> Result<Grant, ReasonCode> {
         let view = self.view.load_full();
         if !view.loaded {
             return Err(ReasonCode::SERVER_UNAVAILABLE);
@@ -86,8 +105,9 @@ impl AccessControl {
                 let hash = user.password_hash.clone();
                 let password = password.to_vec();
                 let check = tokio::task::spawn_blocking(move || verify(&hash, &password));
+                let credential = Some(Arc::from(user.password_hash.as_str()));
                 return match tokio::time::timeout(VERIFY_TIMEOUT, check).await {
-                    Ok(Ok(true)) => Ok(user.superuser),
+                    Ok(Ok(true)) => Ok(Grant { superuser: user.superuser, credential }),
                     Ok(Ok(false)) => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
                     _ => Err(ReasonCode::SERVER_UNAVAILABLE),
                 };
@@ -97,18 +117,47 @@ impl AccessControl {
                 return Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
             }
         }
-        let anonymous_ok = match self.config.allow_anonymous {
-            AnonymousPolicy::Allow => true,
-            AnonymousPolicy::Deny => false,
-            // As in Mosquitto 2: open on loopback only until auth is configured.
-            AnonymousPolicy::Loopback => address.is_loopback() && !view.has_users(),
-        };
-        if anonymous_ok {
-            Ok(false)
+        if self.anonymous_ok(&view, address) {
+            Ok(Grant { superuser: false, credential: None })
         } else if username.is_some() {
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         } else {
             Err(ReasonCode::NOT_AUTHORIZED)
+        }
+    }
+
+    fn anonymous_ok(&self, view: &ClusterView, address: IpAddr) -> bool {
+        match self.config.allow_anonymous {
+            AnonymousPolicy::Allow => true,
+            AnonymousPolicy::Deny => false,
+            // As in Mosquitto 2: open on loopback only until auth is configured.
+            AnonymousPolicy::Loopback => address.is_loopback() && !view.has_users(),
+        }
+    }
+
+    /// Would a connected client still be let in, as the view stands now?
+    /// Refreshes its superuser flag; returns the DISCONNECT reason if not:
+    /// banned (0x98, administrative action), or its user deleted, its
+    /// password changed, or anonymous access ended (0x87).
+    pub fn recheck(&self, who: &mut Identity) -> Result<(), ReasonCode> {
+        let view = self.view.load();
+        if !view.loaded {
+            return Ok(()); // a node keeps its last view; nothing new to judge by
+        }
+        if is_banned(&view, &who.client_id, who.username.as_deref(), who.address) {
+            return Err(ReasonCode::ADMINISTRATIVE_ACTION);
+        }
+        let user = who.username.as_deref().and_then(|name| view.users.get(name));
+        match (&who.credential, user) {
+            (Some(credential), Some(user)) if **credential == *user.password_hash => {
+                who.superuser = user.superuser;
+                Ok(())
+            }
+            (Some(_), _) => Err(ReasonCode::NOT_AUTHORIZED),
+            (None, Some(_)) => Err(ReasonCode::NOT_AUTHORIZED),
+            (None, None) if who.username.is_some() && view.has_users() => Err(ReasonCode::NOT_AUTHORIZED),
+            (None, None) if self.anonymous_ok(&view, who.address) => Ok(()),
+            (None, None) => Err(ReasonCode::NOT_AUTHORIZED),
         }
     }
 
@@ -200,6 +249,7 @@ mod tests {
             username: username.map(Box::from),
             address: ip.parse().unwrap(),
             superuser: false,
+            credential: None,
         }
     }
 
@@ -257,7 +307,9 @@ mod tests {
         let access = AccessControl::new(Arc::new(ArcSwap::from_pointee(view)), AuthConfig::default());
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         let remote: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(access.authenticate("c", Some("bob"), Some(b"pw"), remote).await, Ok(true));
+        let granted =
+            access.authenticate("c", Some("bob"), Some(b"pw"), remote).await.expect("bob is let in");
+        assert!(granted.superuser);
         assert_eq!(
             access.authenticate("c", Some("bob"), Some(b"no"), local).await,
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
@@ -274,7 +326,11 @@ mod tests {
         assert_eq!(access.authenticate("c", None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
         let loaded = ClusterView { loaded: true, ..Default::default() };
         let open = AccessControl::new(Arc::new(ArcSwap::from_pointee(loaded)), AuthConfig::default());
-        assert_eq!(open.authenticate("c", None, None, local).await, Ok(false), "no users: loopback is open");
+        assert_eq!(
+            open.authenticate("c", None, None, local).await,
+            Ok(Grant { superuser: false, credential: None }),
+            "no users: loopback is open"
+        );
         assert_eq!(open.authenticate("c", None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
         assert_eq!(access.authenticate("evil", None, None, local).await, Err(ReasonCode::BANNED));
     }

@@ -127,11 +127,19 @@ async fn watch_once(
                     reconcile(registrar, broker, &next, config.node_id);
                 }
                 view.store(Arc::new(next));
+                broker.access_changed();
             }
             Some(pb::watch_event::Event::Delta(delta)) => {
-                let next = view.load().apply(&delta);
+                let held = view.load_full();
+                let next = held.apply(&delta);
                 debug!(index = next.index, "control-plane delta applied");
+                let access_changed = !Arc::ptr_eq(&held.users, &next.users)
+                    || !Arc::ptr_eq(&held.acl, &next.acl)
+                    || !Arc::ptr_eq(&held.bans, &next.bans);
                 view.store(Arc::new(next));
+                if access_changed {
+                    broker.access_changed();
+                }
             }
             None => {}
         }

@@ -86,12 +86,12 @@ pub(super) async fn accept<T: Transport>(
         refuse_connection(&mut transport, version, ReasonCode::SERVER_UNAVAILABLE).await;
         return None;
     }
-    let superuser = match broker
+    let grant = match broker
         .access
         .authenticate(&client_id, connect.username.as_deref(), connect.password.as_deref(), address)
         .await
     {
-        Ok(superuser) => superuser,
+        Ok(grant) => grant,
         Err(reason) => {
             refuse_connection(&mut transport, version, reason).await;
             return None;
@@ -101,7 +101,8 @@ pub(super) async fn accept<T: Transport>(
         client_id: client_id.clone(),
         username: connect.username.as_deref().map(Box::from),
         address,
-        superuser,
+        superuser: grant.superuser,
+        credential: grant.credential,
     };
 
     let will = match build_will(&broker, &connect, &identity) {
@@ -163,8 +164,7 @@ pub(super) async fn accept<T: Transport>(
     }
     // A session is resumed only by the user who owns it: anyone else ends
     // it (as Clean Start would) and gets a fresh one.
-    let owned =
-        previous_state.as_ref().is_none_or(|state| state.owner.as_deref() == identity.username.as_deref());
+    let owned = previous_state.as_ref().is_none_or(|state| state.identity.username == identity.username);
     if !owned {
         debug!("session of another user: ended, not resumed");
     }
@@ -185,7 +185,7 @@ pub(super) async fn accept<T: Transport>(
         }
         None => (Box::new(SessionState::new(broker.next_id(), client_id.clone())), false),
     };
-    session.owner = identity.username.clone();
+    session.identity = identity;
     session.mailbox.set_online(true);
 
     let keep_alive = server_keep_alive(connect.keep_alive, config.mqtt.max_keep_alive);
@@ -228,7 +228,6 @@ pub(super) async fn accept<T: Transport>(
         limits,
         session_expiry,
         will,
-        identity,
         pressure: Vec::new(),
         aliases: None,
         control,

@@ -186,7 +186,7 @@ impl<T: Transport> Connection<T> {
             // Only the broker publishes $SYS topics.
             return ReasonCode::NOT_AUTHORIZED;
         }
-        if !self.broker.access.may_publish(&self.identity, &publish.topic) {
+        if !self.broker.access.may_publish(&self.session.identity, &publish.topic) {
             return ReasonCode::NOT_AUTHORIZED;
         }
         if publish.properties.payload_format_indicator == Some(1)
@@ -248,7 +248,7 @@ impl<T: Transport> Connection<T> {
                 reasons.push(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
                 continue;
             }
-            if !self.broker.access.may_subscribe(&self.identity, &parsed) {
+            if !self.broker.access.may_subscribe(&self.session.identity, &parsed) {
                 reasons.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
@@ -283,6 +283,21 @@ impl<T: Transport> Connection<T> {
         self.send(&Packet::SubAck(ack));
         for delivery in retained_to_send {
             self.broker.deliver(&self.session.mailbox, delivery);
+        }
+        Ok(())
+    }
+
+    /// Checks this client's access again after users, bans or rules
+    /// changed: ends the connection if it would no longer be let in, and
+    /// drops the subscriptions the rules now deny.
+    pub(super) fn revalidate(&mut self) -> Result<(), Close> {
+        if let Err(reason) = self.broker.access.recheck(&mut self.session.identity) {
+            debug!(?reason, "access withdrawn");
+            return Err(Close::Revoked(reason));
+        }
+        let dropped = self.broker.drop_denied_subscriptions(&mut self.session);
+        if dropped > 0 {
+            debug!(dropped, "subscriptions denied by new rules");
         }
         Ok(())
     }

@@ -28,7 +28,6 @@ use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
 use crate::broker::Broker;
-use crate::cluster::access::Identity;
 use crate::message::Will;
 use crate::metrics::Metrics;
 use crate::registry::{ConnectionId, Control, ControlSlot};
@@ -57,6 +56,9 @@ pub(crate) enum Close {
     KeepAliveTimeout,
     TakenOver(oneshot::Sender<Box<SessionState>>),
     Shutdown,
+    /// Access was withdrawn (banned, user deleted, password changed):
+    /// DISCONNECT with this reason (5.0), close, and publish no will.
+    Revoked(ReasonCode),
     /// Not a close: the connection is idle and hands itself to the hibernator.
     Hibernate,
 }
@@ -93,8 +95,6 @@ pub(crate) struct Connection<T: Transport> {
     /// Subscribers' queues that asked this publisher to slow down: the
     /// connection waits for them to drain before it reads more.
     pressure: Vec<Arc<crate::mailbox::Mailbox>>,
-    /// Who the client is, for ACL checks.
-    identity: Identity,
     /// Topic aliases, allocated when the first is used.
     aliases: Option<Box<Aliases>>,
     control: Arc<ControlSlot>,
@@ -127,7 +127,6 @@ pub(crate) struct Dormant {
     limits: ClientLimits,
     session_expiry: u32,
     will: Option<Box<Will>>,
-    identity: Identity,
     aliases: Option<Box<Aliases>>,
     control: Arc<ControlSlot>,
 }
@@ -152,7 +151,6 @@ impl<T: Transport> Connection<T> {
             limits: this.limits,
             session_expiry: this.session_expiry,
             will: this.will,
-            identity: this.identity,
             aliases: this.aliases,
             control: this.control,
         }
@@ -246,7 +244,6 @@ impl Dormant {
             session_expiry: self.session_expiry,
             will: self.will,
             pressure: Vec::new(),
-            identity: self.identity,
             aliases: self.aliases,
             control: self.control,
         })
@@ -385,6 +382,11 @@ impl<T: Transport> Connection<T> {
                 control = self.control.recv() => match control {
                     Control::TakeOver { reply } => return Close::TakenOver(reply),
                     Control::Shutdown => return Close::Shutdown,
+                    Control::Revalidate => {
+                        if let Err(close) = self.revalidate() {
+                            return close;
+                        }
+                    }
                 },
                 read = self.transport.read(&mut self.read_buf) => match read {
                     Ok(0) | Err(_) => return Close::Network,
@@ -506,6 +508,10 @@ impl<T: Transport> Connection<T> {
             Close::TakenOver(_) => self.send_disconnect(ReasonCode::SESSION_TAKEN_OVER),
             Close::Shutdown => {
                 self.send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+                with_will = false;
+            }
+            Close::Revoked(reason) => {
+                self.send_disconnect(*reason);
                 with_will = false;
             }
             Close::Network | Close::Hibernate => {}
