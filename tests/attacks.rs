@@ -292,7 +292,7 @@ async fn data_plane_serves_before_its_first_view() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the data plane did not listen");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for version in VERSIONS {
         let (_client, ack) = Client::connect_with(port, connect_packet(version, "early", true)).await;
@@ -373,5 +373,124 @@ async fn access_fixed_at_connect() {
         // Erin is untouched.
         quiet(&mut by_user[3]).await;
         let _ = version;
+    }
+}
+
+#[tokio::test]
+async fn subscriber_that_stops_reading_holds_its_buffers_forever() {
+    let broker = Broker::start(&["mqtt.write_timeout_ms=500"]);
+    let mut stalled = Client::connect(broker.port, ProtocolVersion::V5, "stalled", true).await;
+    stalled.subscribe("flood", QoS::AtMostOnce).await;
+    let mut publisher = Client::connect(broker.port, ProtocolVersion::V5, "pub", true).await;
+    let payload = vec![b'x'; 512 * 1024];
+    // 64 MiB: far more than the socket buffers between them hold.
+    for _ in 0..128 {
+        publisher.publish("flood", &payload, QoS::AtMostOnce, 0).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The stalled client now reads: what was buffered, then the end.
+    stalled.expect_close().await;
+}
+
+#[tokio::test]
+async fn topic_alias_stored_before_the_acl() {
+    let (broker, grpc) = Broker::start_with_grpc(&[]);
+    let port = broker.port;
+    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "publish", "--topic", "secret/#", "--all"]);
+    let mut probe = Client::connect(port, ProtocolVersion::V5, "probe", true).await;
+    until!("the deny rule", puback(&mut probe, "secret/x").await == ReasonCode::NOT_AUTHORIZED);
+    let aliased = |topic: &str, packet_id: u16| {
+        let mut publish = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: topic.into(),
+            packet_id: Some(packet_id),
+            payload: "x".into(),
+            ..Default::default()
+        };
+        publish.properties.topic_alias = Some(1);
+        Packet::Publish(publish)
+    };
+    let mut client = Client::connect(port, ProtocolVersion::V5, "aliases", true).await;
+    client.send(&aliased("secret/x", 1)).await;
+    match client.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // The refused topic never became alias 1: using it is a protocol error.
+    client.send(&aliased("", 2)).await;
+    client.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
+
+    // Allowed topics fill a byte budget (64 KiB by default), then 0x97.
+    let mut hoarder = Client::connect(port, ProtocolVersion::V5, "hoarder", true).await;
+    let mut closed = false;
+    for alias in 1..=100u16 {
+        let mut publish =
+            Publish { topic: format!("big/{alias}/{}", "t".repeat(1024)), ..Default::default() };
+        publish.properties.topic_alias = Some(alias);
+        hoarder.send(&Packet::Publish(publish)).await;
+        if alias == 100 {
+            hoarder.expect_disconnect(ReasonCode::QUOTA_EXCEEDED).await;
+            closed = true;
+        }
+    }
+    assert!(closed);
+}
+
+#[tokio::test]
+async fn subscriptions_filters_and_levels_unbounded() {
+    let broker = Broker::start(&["mqtt.max_subscriptions=5"]);
+    for version in VERSIONS {
+        let mut client = Client::connect(broker.port, version, "many", true).await;
+        for n in 0..5 {
+            assert!(!refused(suback(&mut client, &format!("f/{n}")).await));
+        }
+        assert!(refused(suback(&mut client, "f/5").await), "{version:?}: a sixth subscription");
+        assert!(!refused(suback(&mut client, "f/0").await), "{version:?}: re-subscribing is not a new one");
+        let deep = vec!["l"; 129].join("/");
+        assert!(refused(suback(&mut client, &deep).await), "{version:?}: 129 levels");
+        let long = format!("x/{}", "y".repeat(5000));
+        assert!(refused(suback(&mut client, &long).await), "{version:?}: a 5 KB filter");
+    }
+}
+
+#[tokio::test]
+async fn connections_per_listener_unbounded() {
+    let broker = Broker::start(&["listeners.tcp.max_connections=3"]);
+    // wait_port's probe connection may still be counted for a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut held = Vec::new();
+    for n in 0..3 {
+        held.push(Client::connect(broker.port, ProtocolVersion::V5, &format!("c{n}"), true).await);
+    }
+    let mut extra = Client::open(broker.port, ProtocolVersion::V5).await;
+    extra.send(&Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c3", true)))).await;
+    let seen = extra.expect_close().await;
+    assert!(seen.is_empty(), "the fourth connection was served: {seen:?}");
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Client::connect(broker.port, ProtocolVersion::V5, "c4", true).await;
+}
+
+#[tokio::test]
+async fn websocket_frames_up_to_64_mib_before_authentication() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let broker = Broker::start(&[]);
+    let mut request = format!("ws://127.0.0.1:{}/mqtt", broker.ws_port).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("ws handshake");
+    // One frame: a valid CONNECT, then 2 MiB of PINGREQs (each packet is
+    // small; the frame is twice mqtt.max_packet_size).
+    let mut frame = bytes::BytesMut::new();
+    let v5 = ProtocolVersion::V5;
+    mqtt_codec::encode(&Packet::Connect(Box::new(connect_packet(v5, "big-frame", true))), v5, &mut frame)
+        .unwrap();
+    frame.extend(std::iter::repeat_n([0xC0u8, 0x00], 1024 * 1024).flatten());
+    let _ = ws.send(WsMessage::Binary(frame.freeze())).await;
+    let answer = tokio::time::timeout(common::WAIT, ws.next()).await.expect("the broker answers or closes");
+    match answer {
+        None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => {}
+        Some(Ok(other)) => panic!("an oversized frame was read: {} bytes came back", other.len()),
     }
 }

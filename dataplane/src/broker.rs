@@ -49,6 +49,9 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Started on first use, from a connection's task.
     hibernator: OnceLock<Option<Arc<Hibernator>>>,
+    /// Connections held by each listener (tcp, tls, ws, wss), handshakes
+    /// included, for `listeners.*.max_connections`.
+    listener_connections: [AtomicU64; 4],
     /// Signalled when users, bans or ACL rules change (see `revalidate`).
     access_changes: tokio::sync::Notify,
 }
@@ -75,6 +78,7 @@ impl Broker {
             shutdown,
             hibernator: OnceLock::new(),
             access_changes: tokio::sync::Notify::new(),
+            listener_connections: Default::default(),
             node_name,
             config,
         })
@@ -100,6 +104,25 @@ impl Broker {
     /// Connections hibernating now.
     pub fn hibernating(&self) -> u64 {
         self.hibernator.get().and_then(Option::as_ref).map_or(0, |h| h.count())
+    }
+
+    /// Counts a connection accepted by listener `index`, unless it holds
+    /// `max` already (0: no limit); returns whether it may go on.
+    pub fn listener_opened(&self, index: u8, max: usize) -> bool {
+        let Some(count) = self.listener_connections.get(index as usize) else { return false };
+        let previous = count.fetch_add(1, Ordering::Relaxed);
+        if max > 0 && previous >= max as u64 {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// A connection of listener `index` ended.
+    pub fn listener_closed(&self, index: u8) {
+        if let Some(count) = self.listener_connections.get(index as usize) {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// A number never handed out before (session ids, connection ids, generations).

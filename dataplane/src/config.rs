@@ -39,17 +39,39 @@ fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
+/// Default cap on one listener's connections.
+const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
+
+impl ListenersConfig {
+    /// `max_connections` of the listener named `name` (`tcp`, `tls`, `ws`, `wss`).
+    pub fn max_connections(&self, name: &str) -> usize {
+        match name {
+            "tcp" => self.tcp.max_connections,
+            "tls" => self.tls.max_connections,
+            "ws" => self.ws.max_connections,
+            _ => self.wss.max_connections,
+        }
+    }
+}
+
 /// Plain MQTT over TCP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TcpListenerConfig {
     pub enabled: bool,
     pub bind: SocketAddr,
+    /// Most connections this listener holds at once (more are closed
+    /// as they are accepted); 0 means no limit.
+    pub max_connections: usize,
 }
 
 impl Default for TcpListenerConfig {
     fn default() -> Self {
-        TcpListenerConfig { enabled: true, bind: addr("0.0.0.0:1883") }
+        TcpListenerConfig {
+            enabled: true,
+            bind: addr("0.0.0.0:1883"),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
     }
 }
 
@@ -59,6 +81,9 @@ impl Default for TcpListenerConfig {
 pub struct TlsListenerConfig {
     pub enabled: bool,
     pub bind: SocketAddr,
+    /// Most connections this listener holds at once (more are closed
+    /// as they are accepted); 0 means no limit.
+    pub max_connections: usize,
     /// PEM certificate chain of the server.
     pub certfile: Option<PathBuf>,
     /// PEM private key of the server.
@@ -74,6 +99,7 @@ impl Default for TlsListenerConfig {
         TlsListenerConfig {
             enabled: false,
             bind: addr("0.0.0.0:8883"),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             certfile: None,
             keyfile: None,
             cacertfile: None,
@@ -88,13 +114,21 @@ impl Default for TlsListenerConfig {
 pub struct WsListenerConfig {
     pub enabled: bool,
     pub bind: SocketAddr,
+    /// Most connections this listener holds at once (more are closed
+    /// as they are accepted); 0 means no limit.
+    pub max_connections: usize,
     /// The HTTP path of the MQTT endpoint.
     pub path: String,
 }
 
 impl Default for WsListenerConfig {
     fn default() -> Self {
-        WsListenerConfig { enabled: true, bind: addr("0.0.0.0:8083"), path: "/mqtt".into() }
+        WsListenerConfig {
+            enabled: true,
+            bind: addr("0.0.0.0:8083"),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            path: "/mqtt".into(),
+        }
     }
 }
 
@@ -104,6 +138,9 @@ impl Default for WsListenerConfig {
 pub struct WssListenerConfig {
     pub enabled: bool,
     pub bind: SocketAddr,
+    /// Most connections this listener holds at once (more are closed
+    /// as they are accepted); 0 means no limit.
+    pub max_connections: usize,
     pub path: String,
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
@@ -116,6 +153,7 @@ impl Default for WssListenerConfig {
         WssListenerConfig {
             enabled: false,
             bind: addr("0.0.0.0:8084"),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             path: "/mqtt".into(),
             certfile: None,
             keyfile: None,
@@ -193,6 +231,18 @@ pub struct MqttConfig {
     /// Milliseconds a connection stays idle before it hibernates. A
     /// connection that has done nothing since its CONNACK hibernates at once.
     pub hibernate_after_ms: u64,
+    /// Milliseconds a write to a client may block (it stopped reading)
+    /// before the client is disconnected.
+    pub write_timeout_ms: u64,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Longest topic filter accepted in SUBSCRIBE, in bytes.
+    pub max_filter_length: usize,
+    /// Most subscriptions one session holds; 0 means no limit.
+    pub max_subscriptions: usize,
+    /// Bytes of topic names one client may hold in its incoming topic
+    /// aliases; past that it is disconnected with 0x97 (quota exceeded).
+    pub max_topic_alias_bytes: usize,
 }
 
 impl Default for MqttConfig {
@@ -212,6 +262,11 @@ impl Default for MqttConfig {
             connect_timeout: 10,
             hibernate: true,
             hibernate_after_ms: 2000,
+            write_timeout_ms: 15_000,
+            max_topic_levels: 128,
+            max_filter_length: 4096,
+            max_subscriptions: 10_000,
+            max_topic_alias_bytes: 65_536,
         }
     }
 }
@@ -264,7 +319,7 @@ pub struct RetainerConfig {
 
 impl Default for RetainerConfig {
     fn default() -> Self {
-        RetainerConfig { max_retained_messages: 0, max_payload_size: 1024 * 1024 }
+        RetainerConfig { max_retained_messages: 1_000_000, max_payload_size: 1024 * 1024 }
     }
 }
 
@@ -335,11 +390,25 @@ pub struct AuthConfig {
     pub allow_anonymous: AnonymousPolicy,
     /// The decision when no ACL rule matches a publish or subscribe.
     pub acl_no_match: AclNoMatch,
+    /// Threads that check passwords (argon2id); 0: half the cores, at least one.
+    pub password_check_threads: usize,
+    /// Password checks that may wait for a thread; past that, CONNECT is
+    /// refused at once with 0x89 (server busy).
+    pub password_check_queue: usize,
+    /// Password checks one username may have waiting or running; a flood
+    /// for one account is refused fast and leaves room for the others.
+    pub password_checks_per_username: u32,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { allow_anonymous: AnonymousPolicy::Loopback, acl_no_match: AclNoMatch::Allow }
+        AuthConfig {
+            allow_anonymous: AnonymousPolicy::Loopback,
+            acl_no_match: AclNoMatch::Allow,
+            password_check_threads: 0,
+            password_check_queue: 64,
+            password_checks_per_username: 4,
+        }
     }
 }
 
@@ -371,6 +440,15 @@ impl DataplaneConfig {
         }
         if self.session.max_queued_messages == 0 {
             return err("session.max_queued_messages", "expected at least 1");
+        }
+        if self.mqtt.write_timeout_ms == 0 {
+            return err("mqtt.write_timeout_ms", "expected at least 1 millisecond");
+        }
+        if self.mqtt.max_topic_levels == 0 {
+            return err("mqtt.max_topic_levels", "expected at least 1");
+        }
+        if self.mqtt.max_filter_length == 0 {
+            return err("mqtt.max_filter_length", "expected at least 1");
         }
         if self.mqtt.connect_timeout == 0 {
             return err("mqtt.connect_timeout", "expected at least 1 second");

@@ -34,6 +34,16 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The listener's slot in `Broker::listener_connections`.
+    fn index(&self) -> u8 {
+        match self {
+            Protocol::Mqtt => 0,
+            Protocol::Tls(_) => 1,
+            Protocol::Ws { .. } => 2,
+            Protocol::Wss { .. } => 3,
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Protocol::Mqtt => "tcp",
@@ -62,6 +72,13 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, protocol: P
         };
         match accepted {
             Ok((socket, peer)) => {
+                let (index, max) =
+                    (protocol.index(), broker.config.listeners.max_connections(protocol.name()));
+                if !broker.listener_opened(index, max) {
+                    debug!(%peer, listener = protocol.name(), max, "connection limit reached; closed");
+                    drop(socket);
+                    continue;
+                }
                 let _ = socket.set_nodelay(true);
                 spawn_connection(broker.clone(), socket, peer, &protocol);
             }
@@ -79,31 +96,40 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, protocol: P
 fn spawn_connection(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr, protocol: &Protocol) {
     match protocol {
         Protocol::Mqtt => {
-            tokio::spawn(connection::serve(broker, TcpTransport::new(socket), peer));
+            tokio::spawn(connection::serve(broker, TcpTransport::new(socket), peer, 0));
         }
         Protocol::Tls(acceptor) => {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                if let Some(stream) = tls_handshake(&acceptor, socket, peer).await {
-                    connection::serve(broker, StreamTransport(Box::new(stream)), peer).await;
+                match tls_handshake(&acceptor, socket, peer).await {
+                    Some(stream) => {
+                        connection::serve(broker, StreamTransport(Box::new(stream)), peer, 1).await
+                    }
+                    None => broker.listener_closed(1),
                 }
             });
         }
         Protocol::Ws { path } => {
             let path = path.clone();
             tokio::spawn(async move {
-                if let Some(ws) = ws_handshake(socket, &path, peer).await {
-                    connection::serve(broker, WsTransport(ws), peer).await;
+                let max_frame = broker.config.mqtt.max_packet_size as usize;
+                match ws_handshake(socket, &path, peer, max_frame).await {
+                    Some(ws) => connection::serve(broker, WsTransport(ws), peer, 2).await,
+                    None => broker.listener_closed(2),
                 }
             });
         }
         Protocol::Wss { acceptor, path } => {
             let (acceptor, path) = (acceptor.clone(), path.clone());
             tokio::spawn(async move {
-                if let Some(stream) = tls_handshake(&acceptor, socket, peer).await {
-                    if let Some(ws) = ws_handshake(Box::new(stream), &path, peer).await {
-                        connection::serve(broker, WsTransport(ws), peer).await;
-                    }
+                let max_frame = broker.config.mqtt.max_packet_size as usize;
+                let ws = match tls_handshake(&acceptor, socket, peer).await {
+                    Some(stream) => ws_handshake(Box::new(stream), &path, peer, max_frame).await,
+                    None => None,
+                };
+                match ws {
+                    Some(ws) => connection::serve(broker, WsTransport(ws), peer, 3).await,
+                    None => broker.listener_closed(3),
                 }
             });
         }
@@ -132,6 +158,7 @@ async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     path: &str,
     peer: SocketAddr,
+    max_packet: usize,
 ) -> Option<tokio_tungstenite::WebSocketStream<S>> {
     // The error type is tungstenite's own; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
@@ -158,8 +185,14 @@ async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Ok(response)
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::accept_hdr_async(stream, callback)).await
-    {
+    // No frame or message larger than the largest MQTT packet (plus its
+    // fixed header), even before CONNECT: tungstenite's default is 64 MiB.
+    let limit = Some(max_packet.saturating_add(5));
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(limit)
+        .max_frame_size(limit);
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(ws)) => Some(ws),
         Ok(Err(error)) => {
             debug!(%peer, %error, "WebSocket handshake failed");

@@ -85,8 +85,32 @@ pub fn password_hash(phc: &str) -> Result<(), CommandError> {
     if parsed.salt.is_none() || parsed.hash.is_none() {
         return Err(CommandError::InvalidPasswordHash("salt or hash missing".to_owned()));
     }
+    // Every login runs this hash: a huge cost would let one imported hash
+    // tie up the data plane's password-check threads (and their memory).
+    let params = argon2::Params::try_from(&parsed)
+        .map_err(|error| CommandError::InvalidPasswordHash(format!("bad argon2 parameters: {error}")))?;
+    if params.m_cost() > MAX_HASH_MEMORY_KIB
+        || params.t_cost() > MAX_HASH_PASSES
+        || params.p_cost() > MAX_HASH_LANES
+    {
+        return Err(CommandError::InvalidPasswordHash(format!(
+            "cost out of bounds (m={} KiB, t={}, p={}); at most m={MAX_HASH_MEMORY_KIB}, t={MAX_HASH_PASSES}, \
+             p={MAX_HASH_LANES}",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        )));
+    }
     Ok(())
 }
+
+/// Largest argon2 memory cost of a stored hash, in KiB (64 MiB); the data
+/// plane refuses to run anything above the same bounds.
+pub const MAX_HASH_MEMORY_KIB: u32 = 64 * 1024;
+/// Most argon2 passes of a stored hash.
+pub const MAX_HASH_PASSES: u32 = 8;
+/// Most argon2 lanes of a stored hash.
+pub const MAX_HASH_LANES: u32 = 8;
 
 /// A JSON document (bridge or plugin configuration).
 pub fn json_document(name: &str, json: &str) -> Result<(), CommandError> {
@@ -130,5 +154,9 @@ mod tests {
     fn password_hashes() {
         assert!(password_hash("plaintext").is_err());
         assert!(password_hash("$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$Ww9E4S+9ZK0iDFzU6LnNDw").is_err());
+        let absurd = "$argon2id$v=19$m=4194304,t=100,p=1$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert!(password_hash(absurd).unwrap_err().to_string().contains("out of bounds"));
+        let sane = "$argon2id$v=19$m=19456,t=2,p=1$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert!(password_hash(sane).is_ok());
     }
 }

@@ -2,8 +2,9 @@
 //! control plane's view, and the anonymous-access policy from the config.
 //!
 //! Reads only the current `ClusterView` (a lock-free `ArcSwap` load). The
-//! one slow step, checking an argon2id hash, runs on the blocking pool with
-//! a timeout, never on a connection's task.
+//! one slow step, checking an argon2id hash, runs on the bounded pool of
+//! `verify` with a timeout, never on a connection's task. Topic decisions
+//! are `acl`'s; `recheck` judges a live client again after a change.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use arc_swap::ArcSwap;
 use mqtt_codec::ReasonCode;
 
 use super::acl::{Bearing, Placeholders, Subject};
+use super::verify::{Verifier, VerifyError};
 use super::view::{AclEntry, Action, BanTarget, ClusterView, Who};
 use crate::config::{AclNoMatch, AnonymousPolicy, AuthConfig};
 use crate::topic::ParsedFilter;
@@ -54,6 +56,7 @@ pub struct Grant {
 pub struct AccessControl {
     view: Arc<ArcSwap<ClusterView>>,
     config: AuthConfig,
+    verifier: Verifier,
 }
 
 fn now_ms() -> u64 {
@@ -62,7 +65,12 @@ fn now_ms() -> u64 {
 
 impl AccessControl {
     pub fn new(view: Arc<ArcSwap<ClusterView>>, config: AuthConfig) -> AccessControl {
-        AccessControl { view, config }
+        let verifier = Verifier::new(
+            config.password_check_threads,
+            config.password_check_queue,
+            config.password_checks_per_username,
+        );
+        AccessControl { view, config, verifier }
     }
 
     /// Waits (up to `limit`) for the first view from the control plane;
@@ -100,21 +108,23 @@ impl AccessControl {
             return Err(ReasonCode::BANNED);
         }
         if let Some(name) = username {
-            if let Some(user) = view.users.get(name) {
+            let user = view.users.get(name);
+            // An unknown user where users are defined is refused, not
+            // anonymous, after the same work a known one costs.
+            if user.is_some() || view.has_users() {
                 let Some(password) = password else { return Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD) };
-                let hash = user.password_hash.clone();
-                let password = password.to_vec();
-                let check = tokio::task::spawn_blocking(move || verify(&hash, &password));
-                let credential = Some(Arc::from(user.password_hash.as_str()));
-                return match tokio::time::timeout(VERIFY_TIMEOUT, check).await {
-                    Ok(Ok(true)) => Ok(Grant { superuser: user.superuser, credential }),
-                    Ok(Ok(false)) => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+                let phc = user.map(|user| user.password_hash.as_str());
+                let checked =
+                    tokio::time::timeout(VERIFY_TIMEOUT, self.verifier.verify(name, phc, password)).await;
+                return match (checked, user) {
+                    (Ok(Ok(true)), Some(user)) => Ok(Grant {
+                        superuser: user.superuser,
+                        credential: Some(Arc::from(user.password_hash.as_str())),
+                    }),
+                    (Ok(Ok(_)), _) => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+                    (Ok(Err(VerifyError::Busy)), _) => Err(ReasonCode::SERVER_BUSY),
                     _ => Err(ReasonCode::SERVER_UNAVAILABLE),
                 };
-            }
-            if view.has_users() {
-                // An unknown user where users are defined is refused, not anonymous.
-                return Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
             }
         }
         if self.anonymous_ok(&view, address) {
@@ -227,15 +237,6 @@ fn is_banned(view: &ClusterView, client_id: &str, username: Option<&str>, addres
                 BanTarget::Network(net) => net.contains(&address),
             }
     })
-}
-
-/// Checks a password against a PHC string (argon2id).
-fn verify(phc: &str, password: &[u8]) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    match PasswordHash::new(phc) {
-        Ok(hash) => argon2::Argon2::default().verify_password(password, &hash).is_ok(),
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]

@@ -188,6 +188,11 @@ pub async fn heartbeat(config: LinkConfig, view: Arc<ArcSwap<ClusterView>>, brok
     }
 }
 
+/// Bytes of names in one route batch: well below the 4 MiB a gRPC server
+/// takes by default, so a large backlog goes as several batches instead of
+/// one that is refused and retried forever.
+const ROUTE_BATCH_BYTES: usize = 1024 * 1024;
+
 /// Sends route changes in batches.
 pub async fn register_routes(config: LinkConfig, registrar: Arc<RouteRegistrar>) {
     let mut member = 0usize;
@@ -198,7 +203,7 @@ pub async fn register_routes(config: LinkConfig, registrar: Arc<RouteRegistrar>)
         // Let a burst of subscribes gather into one batch.
         tokio::time::sleep(Duration::from_millis(50)).await;
         loop {
-            let batch = registrar.take();
+            let batch = registrar.take_bounded(ROUTE_BATCH_BYTES);
             if batch.is_empty() {
                 break;
             }

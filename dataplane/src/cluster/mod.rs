@@ -9,4 +9,5 @@ pub mod access;
 pub mod acl;
 pub mod link;
 pub mod routes;
+pub mod verify;
 pub mod view;

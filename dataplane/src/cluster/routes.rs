@@ -32,6 +32,24 @@ impl PendingRoutes {
     }
 }
 
+/// Moves items from `from` to `to` while `budget` lasts (an item costs its
+/// size plus framing); the first item moves whatever its size.
+fn move_some<T: std::hash::Hash + Eq + Clone>(
+    from: &mut HashSet<T>,
+    to: &mut HashSet<T>,
+    budget: &mut usize,
+    size: impl Fn(&T) -> usize,
+) {
+    from.retain(|item| {
+        if *budget == 0 && !to.is_empty() {
+            return true;
+        }
+        *budget = budget.saturating_sub(size(item) + 8);
+        to.insert(item.clone());
+        false
+    });
+}
+
 /// Collects route changes for the link to send.
 #[derive(Debug, Default)]
 pub struct RouteRegistrar {
@@ -83,6 +101,21 @@ impl RouteRegistrar {
         std::mem::take(&mut *self.pending.lock())
     }
 
+    /// Takes pending changes worth about `max_bytes` of names (at least
+    /// one change), leaving the rest pending: a batch stays below the
+    /// control plane's message limit however many filters are pending.
+    pub fn take_bounded(&self, max_bytes: usize) -> PendingRoutes {
+        let mut pending = self.pending.lock();
+        let mut out = PendingRoutes::default();
+        let mut budget = max_bytes;
+        move_some(&mut pending.remove, &mut out.remove, &mut budget, |f| f.len());
+        move_some(&mut pending.add, &mut out.add, &mut budget, |f| f.len());
+        let member = |(g, f, c): &ShareMember| g.len() + f.len() + c.len();
+        move_some(&mut pending.share_remove, &mut out.share_remove, &mut budget, member);
+        move_some(&mut pending.share_add, &mut out.share_add, &mut budget, member);
+        out
+    }
+
     /// Puts back a batch that could not be sent, under newer changes.
     pub fn put_back(&self, batch: PendingRoutes) {
         let mut guard = self.pending.lock();
@@ -124,5 +157,27 @@ mod tests {
         registrar.filter_removed("b");
         registrar.put_back(batch);
         assert!(registrar.take().is_empty(), "b added then removed while the batch was out");
+    }
+
+    #[test]
+    fn bounded_batches_split_a_large_backlog() {
+        let registrar = RouteRegistrar::default();
+        for i in 0..10_000 {
+            registrar.filter_added(&format!("devices/{i:06}/state/{}", "x".repeat(80)));
+        }
+        let mut batches = 0;
+        let mut total = 0;
+        loop {
+            let batch = registrar.take_bounded(64 * 1024);
+            if batch.is_empty() {
+                break;
+            }
+            let bytes: usize = batch.add.iter().map(|f| f.len() + 8).sum();
+            assert!(bytes <= 64 * 1024 + 200, "a batch of {bytes} bytes");
+            total += batch.add.len();
+            batches += 1;
+        }
+        assert_eq!(total, 10_000);
+        assert!(batches > 10);
     }
 }

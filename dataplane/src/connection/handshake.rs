@@ -37,6 +37,7 @@ pub(super) async fn accept<T: Transport>(
     broker: Arc<Broker>,
     mut transport: T,
     peer: SocketAddr,
+    listener: u8,
 ) -> Option<Box<Connection<T>>> {
     let timeout = Duration::from_secs(broker.config.mqtt.connect_timeout);
     // Room for a typical CONNECT and what follows it, not a full read
@@ -218,6 +219,7 @@ pub(super) async fn accept<T: Transport>(
         broker,
         transport,
         id: connection_id,
+        listener,
         version,
         read_buf,
         write_buf: BytesMut::new(),

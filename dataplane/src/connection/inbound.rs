@@ -138,6 +138,8 @@ impl<T: Transport> Connection<T> {
         if publish.retain && !config.retain_available {
             return Err(Close::Violation(ReasonCode::RETAIN_NOT_SUPPORTED));
         }
+        // A new alias is stored only once the ACL allowed its topic.
+        let mut new_alias = None;
         if let Some(alias) = publish.properties.topic_alias.take() {
             if alias == 0 || alias > config.topic_alias_maximum {
                 return Err(Close::Violation(ReasonCode::TOPIC_ALIAS_INVALID));
@@ -148,7 +150,7 @@ impl<T: Transport> Connection<T> {
                     None => return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR)),
                 }
             } else {
-                self.aliases_mut().incoming.insert(alias, publish.topic.clone());
+                new_alias = Some(alias);
             }
         } else if publish.topic.is_empty() {
             return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR));
@@ -156,7 +158,10 @@ impl<T: Transport> Connection<T> {
 
         let packet_id = publish.packet_id.unwrap_or(0);
         if publish.qos == QoS::ExactlyOnce && self.session.awaiting_rel.contains(&packet_id) {
-            // A resend of a message we already routed.
+            // A resend of a message we already routed (its topic was allowed).
+            if let Some(alias) = new_alias {
+                self.store_alias(alias, &publish.topic)?;
+            }
             self.send_ack(Packet::PubRec, packet_id, ReasonCode::SUCCESS);
             return Ok(());
         }
@@ -166,7 +171,14 @@ impl<T: Transport> Connection<T> {
             return Err(Close::Violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
         }
 
+        let topic_for_alias = new_alias.map(|alias| (alias, publish.topic.clone()));
         let reason = self.route_publish(publish.clone());
+        if let Some((alias, topic)) = topic_for_alias {
+            let refused = matches!(reason, ReasonCode::NOT_AUTHORIZED | ReasonCode::TOPIC_NAME_INVALID);
+            if !refused {
+                self.store_alias(alias, &topic)?;
+            }
+        }
         match publish.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.send_ack(Packet::PubAck, packet_id, reason),
@@ -180,11 +192,29 @@ impl<T: Transport> Connection<T> {
         Ok(())
     }
 
+    /// Sets an incoming topic alias, within the connection's byte budget
+    /// for alias topics (0x97, quota exceeded, past it).
+    fn store_alias(&mut self, alias: u16, topic: &str) -> Result<(), Close> {
+        let budget = self.broker.config.mqtt.max_topic_alias_bytes;
+        let aliases = self.aliases_mut();
+        let replaced = aliases.incoming.get(&alias).map_or(0, String::len);
+        let held = aliases.incoming_bytes - replaced + topic.len();
+        if held > budget {
+            return Err(Close::Violation(ReasonCode::QUOTA_EXCEEDED));
+        }
+        aliases.incoming_bytes = held;
+        aliases.incoming.insert(alias, topic.to_string());
+        Ok(())
+    }
+
     /// Routes a client's message; returns the reason code for its acknowledgement.
     fn route_publish(&mut self, publish: Publish) -> ReasonCode {
         if publish.topic.starts_with("$SYS") {
             // Only the broker publishes $SYS topics.
             return ReasonCode::NOT_AUTHORIZED;
+        }
+        if levels(&publish.topic) > self.broker.config.mqtt.max_topic_levels {
+            return ReasonCode::TOPIC_NAME_INVALID;
         }
         if !self.broker.access.may_publish(&self.session.identity, &publish.topic) {
             return ReasonCode::NOT_AUTHORIZED;
@@ -235,6 +265,18 @@ impl<T: Transport> Connection<T> {
                     continue;
                 }
             };
+            if raw.len() > config.max_filter_length || levels(parsed.filter()) > config.max_topic_levels {
+                reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
+            let limit = config.max_subscriptions;
+            if limit > 0
+                && self.session.subscriptions.len() >= limit
+                && !self.session.subscriptions.contains_key(raw.as_str())
+            {
+                reasons.push(ReasonCode::QUOTA_EXCEEDED);
+                continue;
+            }
             let shared = matches!(parsed, ParsedFilter::Shared { .. });
             if shared && options.no_local && self.version.is_v5() {
                 // MQTT-3.8.3-4.
@@ -323,4 +365,9 @@ impl<T: Transport> Connection<T> {
             UnsubAck { packet_id: unsubscribe.packet_id, reasons, properties: AckProperties::default() };
         self.send(&Packet::UnsubAck(ack));
     }
+}
+
+/// Number of levels in a topic name or filter.
+fn levels(topic: &str) -> usize {
+    topic.bytes().filter(|&b| b == b'/').count() + 1
 }

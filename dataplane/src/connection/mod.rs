@@ -79,6 +79,8 @@ pub(crate) struct Connection<T: Transport> {
     broker: Arc<Broker>,
     transport: T,
     id: ConnectionId,
+    /// The listener it came in on (`Broker::listener_closed`).
+    listener: u8,
     version: ProtocolVersion,
     read_buf: BytesMut,
     write_buf: BytesMut,
@@ -105,6 +107,8 @@ pub(crate) struct Connection<T: Transport> {
 struct Aliases {
     /// Set by the client towards us.
     incoming: HashMap<u16, String>,
+    /// Bytes of the topics in `incoming` (bounded by `mqtt.max_topic_alias_bytes`).
+    incoming_bytes: usize,
     /// Set by us towards the client.
     outgoing: HashMap<String, u16>,
 }
@@ -116,6 +120,8 @@ pub(crate) struct Dormant {
     socket: Option<std::net::TcpStream>,
     broker: Arc<Broker>,
     id: ConnectionId,
+    /// The listener it came in on (`Broker::listener_closed`).
+    listener: u8,
     version: ProtocolVersion,
     /// Inline, not boxed: one allocation fewer per hibernating connection.
     session: SessionState,
@@ -139,6 +145,7 @@ impl<T: Transport> Connection<T> {
             socket: Some(socket),
             broker: this.broker,
             id: this.id,
+            listener: this.listener,
             version: this.version,
             session: *this.session,
             keep_alive: this.keep_alive,
@@ -231,6 +238,7 @@ impl Dormant {
             broker: self.broker,
             transport,
             id: self.id,
+            listener: self.listener,
             version: self.version,
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
@@ -251,13 +259,13 @@ impl Dormant {
 }
 
 /// Serves one client until it goes away.
-pub async fn serve<T: Transport>(broker: Arc<Broker>, transport: T, peer: SocketAddr) {
+pub async fn serve<T: Transport>(broker: Arc<Broker>, transport: T, peer: SocketAddr, listener: u8) {
     let span = tracing::debug_span!("conn", %peer, client_id = tracing::field::Empty);
     async move {
         Metrics::add(&broker.metrics.connections, 1);
         // Boxed so that the handshake's state is freed once it is done,
         // rather than sizing every connection's task for it.
-        let connection = Box::pin(handshake::accept(broker.clone(), transport, peer)).await;
+        let connection = Box::pin(handshake::accept(broker.clone(), transport, peer, listener)).await;
         match connection {
             Some(connection) => {
                 Metrics::add(&broker.metrics.connections_total, 1);
@@ -267,6 +275,7 @@ pub async fn serve<T: Transport>(broker: Arc<Broker>, transport: T, peer: Socket
             }
             None => {
                 broker.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                broker.listener_closed(listener);
             }
         }
     }
@@ -482,7 +491,15 @@ impl<T: Transport> Connection<T> {
         if self.write_buf.is_empty() {
             return Ok(());
         }
-        let result = self.transport.write_all(&self.write_buf).await;
+        // A client that stops reading must not hold its buffers forever.
+        let limit = Duration::from_millis(self.broker.config.mqtt.write_timeout_ms);
+        let result = match tokio::time::timeout(limit, self.transport.write_all(&self.write_buf)).await {
+            Ok(result) => result,
+            Err(_) => {
+                debug!("write timed out: the client stopped reading");
+                Err(std::io::ErrorKind::TimedOut.into())
+            }
+        };
         Metrics::add(&self.broker.metrics.bytes_sent, self.write_buf.len() as u64);
         self.write_buf.clear();
         if self.write_buf.capacity() > 64 * 1024 || self.session.mailbox.is_empty() {
@@ -577,6 +594,7 @@ impl<T: Transport> Connection<T> {
             }
         }
         broker.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        broker.listener_closed(self.listener);
     }
 
     fn send_disconnect(&mut self, reason: ReasonCode) {
@@ -598,7 +616,7 @@ mod size_tests {
         let addr = listener.local_addr().unwrap();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let broker = crate::Broker::new(Default::default(), "n".into(), Default::default(), None);
-        let future = super::serve(broker, crate::transport::TcpTransport::new(stream), addr);
+        let future = super::serve(broker, crate::transport::TcpTransport::new(stream), addr, 0);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "connection future grew to {size} bytes");
     }
