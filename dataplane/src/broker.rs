@@ -21,6 +21,7 @@ use crate::cluster::routes::RouteRegistrar;
 use crate::cluster::view::ClusterView;
 use crate::config::DataplaneConfig;
 use crate::hibernate::Hibernator;
+use crate::hooks::{DropReason, Hooks};
 use crate::mailbox::{PushOutcome, QueueLimits};
 use crate::message::{Delivery, Message, Will};
 use crate::metrics::Metrics;
@@ -41,7 +42,10 @@ pub struct Broker {
     pub registry: Registry,
     pub metrics: Metrics,
     /// Bans, users and ACLs from the control plane's view.
-    pub access: AccessControl,
+    pub access: Arc<AccessControl>,
+    /// Authenticator and authorizer chains (the built-in `access` first)
+    /// and observers.
+    pub hooks: Hooks,
     /// Where local route changes go when a control plane is linked.
     pub routes: Option<Arc<RouteRegistrar>>,
     pub started: Instant,
@@ -66,8 +70,16 @@ impl Broker {
         routes: Option<Arc<RouteRegistrar>>,
     ) -> Arc<Broker> {
         let (shutdown, _) = watch::channel(false);
+        let access = Arc::new(AccessControl::new(view, config.auth.clone()));
+        let mut hooks = Hooks::default();
+        hooks.add_authenticator(access.clone());
+        hooks.add_authorizer(access.clone());
+        if config.sys.presence {
+            hooks.add_observer(Arc::new(crate::presence::Presence));
+        }
         Arc::new(Broker {
-            access: AccessControl::new(view, config.auth.clone()),
+            access,
+            hooks,
             routes,
             router: Router::new(config.shared_subscription.strategy),
             retained: RetainStore::new(config.retainer.clone()),
@@ -184,6 +196,7 @@ impl Broker {
             let pushed = subscriber.mailbox.push_with_pressure(delivery, limits);
             if pushed.outcome != PushOutcome::Queued {
                 Metrics::add(&self.metrics.messages_dropped, 1);
+                self.dropped(Some(&subscriber.client_id), &message, DropReason::QueueFull);
             }
             if pushed.pressure && !pressure.iter().any(|m| Arc::ptr_eq(m, &subscriber.mailbox)) {
                 pressure.push(subscriber.mailbox);
@@ -196,9 +209,10 @@ impl Broker {
     /// (never to `$SYS`); its expiry interval starts now.
     pub fn publish_will(&self, will: &Will) -> usize {
         let message = will.message.clone();
-        if message.topic.starts_with("$SYS") || !self.access.may_publish(&will.identity, &message.topic) {
+        if self.authorize_publish(&will.identity, &message.topic).is_err() {
             tracing::debug!(topic = %message.topic, client_id = %will.identity.client_id, "will refused by the ACL");
             Metrics::add(&self.metrics.messages_dropped, 1);
+            self.dropped(Some(&will.identity.client_id), &message, DropReason::NotAuthorized);
             return 0;
         }
         match message.properties.message_expiry_interval {
@@ -352,7 +366,7 @@ impl Broker {
             .subscriptions
             .keys()
             .filter(|raw| match topic::parse_filter(raw) {
-                Ok(parsed) => !self.access.may_subscribe(&state.identity, &parsed),
+                Ok(parsed) => !self.may_subscribe(&state.identity, &parsed),
                 Err(_) => true,
             })
             .cloned()

@@ -353,11 +353,14 @@ impl Default for SharedSubscriptionConfig {
 pub struct SysConfig {
     /// Seconds between two publications; 0 turns `$SYS` off.
     pub interval: u64,
+    /// Publish `$SYS/brokers/{node}/clients/{client id}/connected` and
+    /// `/disconnected` as clients come and go (as EMQX does).
+    pub presence: bool,
 }
 
 impl Default for SysConfig {
     fn default() -> Self {
-        SysConfig { interval: 10 }
+        SysConfig { interval: 10, presence: true }
     }
 }
 

@@ -57,6 +57,11 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// True when `raw` names a shared subscription (`$share/…` or `$queue/…`).
+pub fn is_shared(raw: &str) -> bool {
+    raw.starts_with("$share/") || raw.starts_with("$queue/")
+}
+
 /// A subscription's filter with its prefix taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedFilter<'a> {

@@ -17,6 +17,7 @@ use super::acl::{Bearing, Placeholders, Subject};
 use super::verify::{Verifier, VerifyError};
 use super::view::{AclEntry, Action, BanTarget, ClusterView, Who};
 use crate::config::{AclNoMatch, AnonymousPolicy, AuthConfig};
+use crate::hooks::{Authenticator, Authorizer, ConnectRequest, HookFuture, Verdict};
 use crate::topic::ParsedFilter;
 
 /// How long a password check may take.
@@ -91,11 +92,29 @@ impl AccessControl {
         self.view.load_full()
     }
 
-    /// Decides whether a client may connect. Returns what it is granted,
-    /// or the CONNACK reason that refuses it.
-    pub async fn authenticate(
+    /// Checks what comes before any authenticator: the node holds a view
+    /// (else 0x88, server unavailable) and the client is not banned (0x8A).
+    pub fn admission(
         &self,
         client_id: &str,
+        username: Option<&str>,
+        address: IpAddr,
+    ) -> Result<(), ReasonCode> {
+        let view = self.view.load();
+        if !view.loaded {
+            return Err(ReasonCode::SERVER_UNAVAILABLE);
+        }
+        if is_banned(&view, client_id, username, address) {
+            return Err(ReasonCode::BANNED);
+        }
+        Ok(())
+    }
+
+    /// The built-in authenticator: users from the control plane, and the
+    /// anonymous policy. Returns what it grants, or the CONNACK reason that
+    /// refuses the client.
+    pub async fn authenticate(
+        &self,
         username: Option<&str>,
         password: Option<&[u8]>,
         address: IpAddr,
@@ -103,9 +122,6 @@ impl AccessControl {
         let view = self.view.load_full();
         if !view.loaded {
             return Err(ReasonCode::SERVER_UNAVAILABLE);
-        }
-        if is_banned(&view, client_id, username, address) {
-            return Err(ReasonCode::BANNED);
         }
         if let Some(name) = username {
             let user = view.users.get(name);
@@ -186,22 +202,38 @@ impl AccessControl {
         self.decide(who, Action::Subscribe, Subject { group, filter: filter.filter() })
     }
 
-    /// The first rule that bears on the subject decides: an overlapping deny
-    /// refuses, an allow decides once it covers the whole subject; an
-    /// unreadable rule or a view not yet loaded refuses.
+    /// The built-in decision alone, as the chain would give it with no
+    /// other authorizer.
     fn decide(&self, who: &Identity, action: Action, subject: Subject<'_>) -> bool {
         if who.superuser {
             return true;
         }
+        match self.verdict(who, action, subject) {
+            Verdict::Allow(()) => true,
+            Verdict::Deny(_) => false,
+            Verdict::Ignore => self.no_match_allows(),
+        }
+    }
+
+    /// What `auth.acl_no_match` says when no authorizer decides.
+    pub fn no_match_allows(&self) -> bool {
+        self.config.acl_no_match == AclNoMatch::Allow
+    }
+
+    /// The first rule that bears on the subject decides: an overlapping deny
+    /// refuses, an allow decides once it covers the whole subject; an
+    /// unreadable rule or a view not yet loaded refuses; no rule: `Ignore`.
+    fn verdict(&self, who: &Identity, action: Action, subject: Subject<'_>) -> Verdict<()> {
+        let deny = Verdict::Deny(ReasonCode::NOT_AUTHORIZED);
         let view = self.view.load();
         if !view.loaded {
-            return false;
+            return deny;
         }
         let values = Placeholders { username: who.username.as_deref(), client_id: &who.client_id };
         for entry in view.acl.iter() {
             let rule = match entry {
                 AclEntry::Rule(rule) => rule,
-                AclEntry::Unreadable { .. } => return false,
+                AclEntry::Unreadable { .. } => return deny,
             };
             let applies_to_action = rule.action == Action::All || rule.action == action;
             if !applies_to_action || !applies_to(&rule.who, who) {
@@ -209,12 +241,33 @@ impl AccessControl {
             }
             match rule.pattern.bearing(subject, values, rule.allow) {
                 Bearing::None => {}
-                Bearing::Covers => return rule.allow,
-                Bearing::Overlaps if !rule.allow => return false,
+                Bearing::Covers if rule.allow => return Verdict::Allow(()),
+                Bearing::Covers => return deny,
+                Bearing::Overlaps if !rule.allow => return deny,
                 Bearing::Overlaps => {}
             }
         }
-        self.config.acl_no_match == AclNoMatch::Allow
+        Verdict::Ignore
+    }
+}
+
+/// The built-in authenticator is the first in the chain.
+impl Authenticator for AccessControl {
+    fn authenticate<'a>(&'a self, request: ConnectRequest<'a>) -> HookFuture<'a, Verdict<Grant>> {
+        Box::pin(async move {
+            match AccessControl::authenticate(self, request.username, request.password, request.address).await
+            {
+                Ok(grant) => Verdict::Allow(grant),
+                Err(reason) => Verdict::Deny(reason),
+            }
+        })
+    }
+}
+
+/// The built-in ACL rules are the first authorizer in the chain.
+impl Authorizer for AccessControl {
+    fn authorize(&self, who: &Identity, action: Action, subject: Subject<'_>) -> Verdict<()> {
+        self.verdict(who, action, subject)
     }
 }
 
@@ -308,32 +361,32 @@ mod tests {
         let access = AccessControl::new(Arc::new(ArcSwap::from_pointee(view)), AuthConfig::default());
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         let remote: IpAddr = "192.0.2.1".parse().unwrap();
-        let granted =
-            access.authenticate("c", Some("bob"), Some(b"pw"), remote).await.expect("bob is let in");
+        let granted = access.authenticate(Some("bob"), Some(b"pw"), remote).await.expect("bob is let in");
         assert!(granted.superuser);
         assert_eq!(
-            access.authenticate("c", Some("bob"), Some(b"no"), local).await,
+            access.authenticate(Some("bob"), Some(b"no"), local).await,
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         );
         assert_eq!(
-            access.authenticate("c", Some("mallory"), Some(b"pw"), local).await,
+            access.authenticate(Some("mallory"), Some(b"pw"), local).await,
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         );
         assert_eq!(
-            access.authenticate("c", None, None, local).await,
+            access.authenticate(None, None, local).await,
             Err(ReasonCode::NOT_AUTHORIZED),
             "once users exist, anonymous loopback access ends"
         );
-        assert_eq!(access.authenticate("c", None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
+        assert_eq!(access.authenticate(None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
         let loaded = ClusterView { loaded: true, ..Default::default() };
         let open = AccessControl::new(Arc::new(ArcSwap::from_pointee(loaded)), AuthConfig::default());
         assert_eq!(
-            open.authenticate("c", None, None, local).await,
+            open.authenticate(None, None, local).await,
             Ok(Grant { superuser: false, credential: None }),
             "no users: loopback is open"
         );
-        assert_eq!(open.authenticate("c", None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
-        assert_eq!(access.authenticate("evil", None, None, local).await, Err(ReasonCode::BANNED));
+        assert_eq!(open.authenticate(None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));
+        assert_eq!(access.admission("evil", None, local), Err(ReasonCode::BANNED));
+        assert_eq!(access.admission("good", None, local), Ok(()));
     }
 
     #[test]

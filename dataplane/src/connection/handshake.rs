@@ -19,18 +19,11 @@ use tracing::debug;
 use super::{ClientLimits, Connection};
 use crate::broker::Broker;
 use crate::cluster::access::Identity;
+use crate::door::Opened;
+use crate::hooks::{ClientEvent, ConnectRequest};
 use crate::message::{Message, Will};
 use crate::metrics::Metrics;
-use crate::registry::Claim;
-use crate::session::SessionState;
 use crate::transport::Transport;
-
-/// How long a CONNECT waits for the node's first view of the control plane
-/// before it is refused with 0x88 (server unavailable).
-const FIRST_VIEW_WAIT: Duration = Duration::from_secs(3);
-
-/// How long a takeover may take before the new connection is refused.
-const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads CONNECT and answers it. Returns the connection on success.
 pub(super) async fn accept<T: Transport>(
@@ -81,29 +74,18 @@ pub(super) async fn accept<T: Transport>(
 
     // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; rules
     // and bans name them as IPv4.
-    let address = peer.ip().to_canonical();
-    if !broker.access.wait_loaded(FIRST_VIEW_WAIT).await {
-        // No users, bans or rules yet: serving now would serve without them.
-        refuse_connection(&mut transport, version, ReasonCode::SERVER_UNAVAILABLE).await;
-        return None;
-    }
-    let grant = match broker
-        .access
-        .authenticate(&client_id, connect.username.as_deref(), connect.password.as_deref(), address)
-        .await
-    {
-        Ok(grant) => grant,
+    let request = ConnectRequest {
+        client_id: &client_id,
+        username: connect.username.as_deref(),
+        password: connect.password.as_deref(),
+        address: peer.ip().to_canonical(),
+    };
+    let identity = match broker.authenticate_client(request).await {
+        Ok(identity) => identity,
         Err(reason) => {
             refuse_connection(&mut transport, version, reason).await;
             return None;
         }
-    };
-    let identity = Identity {
-        client_id: client_id.clone(),
-        username: connect.username.as_deref().map(Box::from),
-        address,
-        superuser: grant.superuser,
-        credential: grant.credential,
     };
 
     let will = match build_will(&broker, &connect, &identity) {
@@ -127,67 +109,17 @@ pub(super) async fn accept<T: Transport>(
         connack_props.session_expiry_interval = Some(session_expiry);
     }
 
-    // Claim the session, taking it over from a live connection if need be.
+    // Open the session, taking it over from a live connection if need be.
     let connection_id = broker.next_id();
     let control = Arc::new(crate::registry::ControlSlot::default());
-    let mut previous_state = None;
-    let mut attempts = 0;
-    let mut resumed_will = None;
-    loop {
-        attempts += 1;
-        match broker.registry.claim(&client_id, connection_id, &control) {
-            Claim::Fresh => break,
-            Claim::Resumed(state, will) => {
-                previous_state = Some(state);
-                resumed_will = will;
-                break;
+    let Opened { session, present: session_present } =
+        match broker.open_session(identity, connect.clean_start, connection_id, &control).await {
+            Ok(opened) => opened,
+            Err(reason) => {
+                refuse_connection(&mut transport, version, reason).await;
+                return None;
             }
-            Claim::Busy { connection, control: holder } => {
-                let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-                holder.send(crate::registry::Control::TakeOver { reply: reply_tx });
-                // Hold no reference: if that connection ends without reading
-                // the request, dropping its slot drops our reply sender.
-                drop(holder);
-                let state = tokio::time::timeout(TAKEOVER_TIMEOUT, reply_rx).await.ok().and_then(Result::ok);
-                if broker.registry.claim_from(&client_id, connection, connection_id, &control) {
-                    previous_state = state;
-                    break;
-                }
-                if let Some(state) = state {
-                    broker.end_session(state);
-                }
-                if attempts > 3 {
-                    refuse_connection(&mut transport, version, ReasonCode::SERVER_BUSY).await;
-                    return None;
-                }
-            }
-        }
-    }
-    // A session is resumed only by the user who owns it: anyone else ends
-    // it (as Clean Start would) and gets a fresh one.
-    let owned = previous_state.as_ref().is_none_or(|state| state.identity.username == identity.username);
-    if !owned {
-        debug!("session of another user: ended, not resumed");
-    }
-    let clean_start = connect.clean_start || !owned;
-    if let Some(will) = resumed_will {
-        // A delayed will of the parked session: a new connection cancels it,
-        // unless Clean Start ends that session, which sends it.
-        if clean_start {
-            broker.publish_will(&will);
-        }
-    }
-
-    let (mut session, session_present) = match previous_state {
-        Some(state) if !clean_start => (state, true),
-        Some(state) => {
-            broker.end_session(state);
-            (Box::new(SessionState::new(broker.next_id(), client_id.clone())), false)
-        }
-        None => (Box::new(SessionState::new(broker.next_id(), client_id.clone())), false),
-    };
-    session.identity = identity;
-    session.mailbox.set_online(true);
+        };
 
     let keep_alive = server_keep_alive(connect.keep_alive, config.mqtt.max_keep_alive);
     if version.is_v5() {
@@ -241,6 +173,13 @@ pub(super) async fn accept<T: Transport>(
     }
     let ack = ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: connack_props };
     connection.send(&Packet::ConnAck(ack));
+    connection.broker.client_connected(ClientEvent {
+        identity: &connection.session.identity,
+        protocol: "mqtt",
+        protocol_version: version.level(),
+        keep_alive,
+        clean_start: connect.clean_start,
+    });
     debug!(?version, session_present, "connected");
     Some(connection)
 }
@@ -329,9 +268,7 @@ fn build_will(
     if will.topic.is_empty() || crate::topic::has_wildcard(&will.topic) {
         return Err(ReasonCode::TOPIC_NAME_INVALID);
     }
-    if will.topic.starts_with("$SYS") || !broker.access.may_publish(identity, &will.topic) {
-        return Err(ReasonCode::NOT_AUTHORIZED);
-    }
+    broker.authorize_publish(identity, &will.topic)?;
     if will.qos as u8 > broker.config.mqtt.max_qos {
         return Err(ReasonCode::QOS_NOT_SUPPORTED);
     }

@@ -6,7 +6,6 @@
 //! PUBLISH (DUP) is acknowledged but not routed again; more unacknowledged
 //! QoS 2 messages than our Receive Maximum closes the connection with 0x93.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
 use mqtt_codec::{
@@ -18,8 +17,8 @@ use tracing::debug;
 use super::{Close, Connection};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
-use crate::session::{OutgoingState, SessionSubscription};
-use crate::topic::{self, FilterError, ParsedFilter};
+use crate::session::OutgoingState;
+use crate::topic;
 use crate::transport::Transport;
 
 impl<T: Transport> Connection<T> {
@@ -55,7 +54,9 @@ impl<T: Transport> Connection<T> {
             Packet::PubAck(ack) => {
                 if matches!(self.session.inflight.get(&ack.packet_id), Some(e) if e.delivery.qos == QoS::AtLeastOnce)
                 {
-                    self.session.inflight.remove(&ack.packet_id);
+                    if let Some(entry) = self.session.inflight.remove(&ack.packet_id) {
+                        self.acked(&entry.delivery.message);
+                    }
                 }
                 Ok(())
             }
@@ -89,7 +90,9 @@ impl<T: Transport> Connection<T> {
             Packet::PubComp(comp) => {
                 if matches!(self.session.inflight.get(&comp.packet_id), Some(e) if e.state == OutgoingState::Released)
                 {
-                    self.session.inflight.remove(&comp.packet_id);
+                    if let Some(entry) = self.session.inflight.remove(&comp.packet_id) {
+                        self.acked(&entry.delivery.message);
+                    }
                 }
                 Ok(())
             }
@@ -122,6 +125,14 @@ impl<T: Transport> Connection<T> {
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp => Err(Close::Violation(ReasonCode::PROTOCOL_ERROR)),
+        }
+    }
+
+    /// Tells the delivery observers that the client acknowledged a message.
+    fn acked(&self, message: &crate::message::Message) {
+        if self.broker.hooks.wants().deliveries {
+            let client_id = &*self.session.client_id;
+            self.broker.hooks.each(|i| i.deliveries, |hook| hook.message_acked(client_id, message));
         }
     }
 
@@ -207,18 +218,9 @@ impl<T: Transport> Connection<T> {
         Ok(())
     }
 
-    /// Routes a client's message; returns the reason code for its acknowledgement.
+    /// Routes a client's message through the door; returns the reason
+    /// code for its acknowledgement.
     fn route_publish(&mut self, publish: Publish) -> ReasonCode {
-        if publish.topic.starts_with("$SYS") {
-            // Only the broker publishes $SYS topics.
-            return ReasonCode::NOT_AUTHORIZED;
-        }
-        if levels(&publish.topic) > self.broker.config.mqtt.max_topic_levels {
-            return ReasonCode::TOPIC_NAME_INVALID;
-        }
-        if !self.broker.access.may_publish(&self.session.identity, &publish.topic) {
-            return ReasonCode::NOT_AUTHORIZED;
-        }
         if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
@@ -237,11 +239,10 @@ impl<T: Transport> Connection<T> {
             publisher: Some(self.session.client_id.clone()),
             expires_at,
         };
-        let matched = self.broker.publish_collecting_pressure(Arc::new(message), &mut self.pressure);
-        if matched == 0 && self.version.is_v5() {
-            ReasonCode::NO_MATCHING_SUBSCRIBERS
-        } else {
-            ReasonCode::SUCCESS
+        match self.broker.publish_as(&self.session.identity, message, &mut self.pressure) {
+            Err(reason) => reason,
+            Ok(0) if self.version.is_v5() => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            Ok(_) => ReasonCode::SUCCESS,
         }
     }
 
@@ -253,66 +254,31 @@ impl<T: Transport> Connection<T> {
         }
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained_to_send = Vec::new();
-        for (raw, mut options) in subscribe.filters {
-            let parsed = match topic::parse_filter(&raw) {
-                Ok(parsed) => parsed,
-                Err(FilterError::BadShare) if !config.shared_subscription_available => {
-                    reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-                    continue;
-                }
-                Err(_) => {
-                    reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
-                    continue;
-                }
-            };
-            if raw.len() > config.max_filter_length || levels(parsed.filter()) > config.max_topic_levels {
-                reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
-                continue;
-            }
-            let limit = config.max_subscriptions;
-            if limit > 0
-                && self.session.subscriptions.len() >= limit
-                && !self.session.subscriptions.contains_key(raw.as_str())
-            {
-                reasons.push(ReasonCode::QUOTA_EXCEEDED);
-                continue;
-            }
-            let shared = matches!(parsed, ParsedFilter::Shared { .. });
-            if shared && options.no_local && self.version.is_v5() {
+        for (raw, options) in subscribe.filters {
+            if options.no_local && self.version.is_v5() && topic::is_shared(&raw) {
                 // MQTT-3.8.3-4.
                 return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR));
             }
-            if shared && !config.shared_subscription_available {
-                reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-                continue;
-            }
-            if topic::has_wildcard(parsed.filter()) && !config.wildcard_subscription_available {
-                reasons.push(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
-                continue;
-            }
-            if !self.broker.access.may_subscribe(&self.session.identity, &parsed) {
-                reasons.push(ReasonCode::NOT_AUTHORIZED);
-                continue;
-            }
-            options.qos = options.qos.min(QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce));
-            let existed = self.broker.subscribe(&parsed, self.session.subscriber(), options, identifier);
-            self.session
-                .subscriptions
-                .insert(raw.as_str().into(), SessionSubscription { options, identifier });
-            reasons.push(ReasonCode(options.qos as u8));
-
+            let subscribed = match self.broker.subscribe_as(&mut self.session, &raw, options, identifier) {
+                Ok(subscribed) => subscribed,
+                Err(reason) => {
+                    reasons.push(reason);
+                    continue;
+                }
+            };
+            reasons.push(ReasonCode(subscribed.qos as u8));
             let send_retained = match options.retain_handling {
                 RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNew => !existed,
+                RetainHandling::SendIfNew => !subscribed.existed,
                 RetainHandling::DoNotSend => false,
             };
-            if send_retained && !shared {
-                for message in self.broker.retained.matching(parsed.filter()) {
+            if send_retained && !subscribed.shared {
+                for message in self.broker.retained_for(&raw) {
                     if options.no_local && message.publisher.as_deref() == Some(&*self.session.client_id) {
                         continue;
                     }
                     retained_to_send.push(Delivery {
-                        qos: options.qos.min(message.qos),
+                        qos: subscribed.qos.min(message.qos),
                         retain: true,
                         subscription_ids: identifier.into_iter().collect(),
                         share: None,
@@ -347,17 +313,10 @@ impl<T: Transport> Connection<T> {
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
         for raw in &unsubscribe.filters {
-            let reason = match topic::parse_filter(raw) {
-                Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
-                Ok(parsed) => {
-                    let removed = self.broker.unsubscribe(&parsed, self.session.id, &self.session.client_id);
-                    self.session.subscriptions.remove(raw.as_str());
-                    if removed {
-                        ReasonCode::SUCCESS
-                    } else {
-                        ReasonCode::NO_SUBSCRIPTION_EXISTED
-                    }
-                }
+            let reason = match self.broker.unsubscribe_as(&mut self.session, raw) {
+                Err(reason) => reason,
+                Ok(true) => ReasonCode::SUCCESS,
+                Ok(false) => ReasonCode::NO_SUBSCRIPTION_EXISTED,
             };
             reasons.push(reason);
         }
@@ -365,9 +324,4 @@ impl<T: Transport> Connection<T> {
             UnsubAck { packet_id: unsubscribe.packet_id, reasons, properties: AckProperties::default() };
         self.send(&Packet::UnsubAck(ack));
     }
-}
-
-/// Number of levels in a topic name or filter.
-fn levels(topic: &str) -> usize {
-    topic.bytes().filter(|&b| b == b'/').count() + 1
 }

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
 use crate::broker::Broker;
+use crate::door::Ending;
 use crate::message::Will;
 use crate::metrics::Metrics;
 use crate::registry::{ConnectionId, Control, ControlSlot};
@@ -61,6 +62,22 @@ pub(crate) enum Close {
     Revoked(ReasonCode),
     /// Not a close: the connection is idle and hands itself to the hibernator.
     Hibernate,
+}
+
+impl Close {
+    /// Why, in the words EMQX uses for `disconnected` events.
+    fn describe(&self) -> &'static str {
+        match self {
+            Close::ClientDisconnect { .. } => "normal",
+            Close::Network => "sock_closed",
+            Close::Violation(_) => "protocol_error",
+            Close::KeepAliveTimeout => "keepalive_timeout",
+            Close::TakenOver(_) => "takenover",
+            Close::Shutdown => "server_shutdown",
+            Close::Revoked(_) => "kicked",
+            Close::Hibernate => "hibernate",
+        }
+    }
 }
 
 /// Settings the client chose in CONNECT, after the server's caps.
@@ -566,33 +583,12 @@ impl<T: Transport> Connection<T> {
         kept.extend(queued_own);
         self.session.mailbox.push_front_all(kept);
 
-        match close {
-            Close::TakenOver(reply) => {
-                if let Some(will) = will.filter(|w| w.delay == 0) {
-                    broker.publish_will(&will);
-                }
-                if let Err(state) = reply.send(self.session) {
-                    broker.end_session(state);
-                }
-            }
-            _ if self.session_expiry == 0 => {
-                broker.registry.release(&self.session.client_id, self.id);
-                if let Some(will) = will {
-                    broker.publish_will(&will);
-                }
-                broker.end_session(self.session);
-            }
-            _ => {
-                let will = match will {
-                    Some(will) if will.delay == 0 => {
-                        broker.publish_will(&will);
-                        None
-                    }
-                    other => other,
-                };
-                broker.park_session(self.id, self.session, self.session_expiry, will);
-            }
-        }
+        let reason = close.describe();
+        let ending = match close {
+            Close::TakenOver(reply) => Ending::HandOver(reply),
+            _ => Ending::Leave { expiry: self.session_expiry },
+        };
+        broker.close_session(self.id, self.session, will, ending, reason);
         broker.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         broker.listener_closed(self.listener);
     }

@@ -12,6 +12,7 @@ use std::time::Instant as StdInstant;
 use mqtt_codec::{AckProperties, Packet, PubAck, PublishRef, QoS, ReasonCode};
 
 use super::{Close, Connection};
+use crate::hooks::DropReason;
 use crate::message::Delivery;
 use crate::metrics::Metrics;
 use crate::session::OutgoingState;
@@ -36,9 +37,14 @@ impl<T: Transport> Connection<T> {
         let now = StdInstant::now();
         let mut sent = 0u64;
         let mut dropped = 0u64;
+        let observed = self.broker.hooks.wants().deliveries;
         for delivery in batch {
             if delivery.message.is_expired(now) {
                 dropped += 1;
+                if observed {
+                    let client_id = Some(&*self.session.client_id);
+                    self.broker.dropped(client_id, &delivery.message, DropReason::Expired);
+                }
                 continue;
             }
             let packet_id = match delivery.qos {
@@ -53,6 +59,12 @@ impl<T: Transport> Connection<T> {
             };
             if self.write_publish(&delivery, packet_id, false, now) {
                 sent += 1;
+                if observed {
+                    let (broker, client_id) = (&self.broker, &*self.session.client_id);
+                    broker
+                        .hooks
+                        .each(|i| i.deliveries, |hook| hook.message_delivered(client_id, &delivery.message));
+                }
                 if let Some(id) = packet_id {
                     self.session.track(id, delivery);
                 }
