@@ -494,3 +494,50 @@ async fn websocket_frames_up_to_64_mib_before_authentication() {
         Some(Ok(other)) => panic!("an oversized frame was read: {} bytes came back", other.len()),
     }
 }
+
+#[tokio::test]
+async fn proxied_clients_all_look_like_the_proxy() {
+    // Clients arrive from non-loopback addresses: let them in anonymously.
+    let (broker, grpc) =
+        Broker::start_with_grpc(&["listeners.tcp.proxy_protocol=true", "auth.allow_anonymous=allow"]);
+    let port = broker.port;
+    mqttctl(&grpc, &["banned", "add", "--ipaddr", "203.0.113.0/24"]);
+    let via_proxy = |source: &'static str, version: ProtocolVersion, id: &'static str| async move {
+        let mut client = Client::open(port, version).await;
+        client.send_bytes(format!("PROXY TCP4 {source} 127.0.0.1 50000 {port}\r\n").as_bytes()).await;
+        client.send(&Packet::Connect(Box::new(connect_packet(version, id, true)))).await;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) => ack.reason,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    };
+    for version in VERSIONS {
+        let banned = if version.is_v5() { ReasonCode::BANNED } else { ReasonCode::NOT_AUTHORIZED };
+        until!("the ban on 203.0.113.0/24", via_proxy("203.0.113.7", version, "behind").await == banned);
+        assert_eq!(via_proxy("198.51.100.1", version, "fine").await, ReasonCode::SUCCESS, "{version:?}");
+        // A connection that did not come through the proxy is closed unheard.
+        let mut direct = Client::open(port, version).await;
+        direct.send(&Packet::Connect(Box::new(connect_packet(version, "direct", true)))).await;
+        assert!(direct.expect_close().await.is_empty(), "{version:?}: served without a PROXY header");
+    }
+}
+
+#[tokio::test]
+async fn any_web_page_may_open_a_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let broker = Broker::start(&[r#"listeners.ws.allowed_origins=["https://app.example"]"#]);
+    let open = |origin: Option<&'static str>| {
+        let url = format!("ws://127.0.0.1:{}/mqtt", broker.ws_port);
+        async move {
+            let mut request = url.into_client_request().unwrap();
+            request.headers_mut().insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+            if let Some(origin) = origin {
+                request.headers_mut().insert("Origin", origin.parse().unwrap());
+            }
+            tokio_tungstenite::connect_async(request).await.is_ok()
+        }
+    };
+    assert!(open(Some("https://app.example")).await, "the allowed origin");
+    assert!(!open(Some("https://evil.example")).await, "another page's origin");
+    assert!(!open(None).await, "no origin at all");
+}

@@ -43,6 +43,16 @@ fn addr(text: &str) -> SocketAddr {
 const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
 
 impl ListenersConfig {
+    /// `proxy_protocol` of the listener named `name`.
+    pub fn proxy_protocol(&self, name: &str) -> bool {
+        match name {
+            "tcp" => self.tcp.proxy_protocol,
+            "tls" => self.tls.proxy_protocol,
+            "ws" => self.ws.proxy_protocol,
+            _ => self.wss.proxy_protocol,
+        }
+    }
+
     /// `max_connections` of the listener named `name` (`tcp`, `tls`, `ws`, `wss`).
     pub fn max_connections(&self, name: &str) -> usize {
         match name {
@@ -63,6 +73,9 @@ pub struct TcpListenerConfig {
     /// Most connections this listener holds at once (more are closed
     /// as they are accepted); 0 means no limit.
     pub max_connections: usize,
+    /// Every connection starts with a PROXY protocol header (v1 or v2)
+    /// giving the client's real address; one without is closed.
+    pub proxy_protocol: bool,
 }
 
 impl Default for TcpListenerConfig {
@@ -71,6 +84,7 @@ impl Default for TcpListenerConfig {
             enabled: true,
             bind: addr("0.0.0.0:1883"),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            proxy_protocol: false,
         }
     }
 }
@@ -84,6 +98,9 @@ pub struct TlsListenerConfig {
     /// Most connections this listener holds at once (more are closed
     /// as they are accepted); 0 means no limit.
     pub max_connections: usize,
+    /// Every connection starts with a PROXY protocol header (v1 or v2)
+    /// giving the client's real address; one without is closed.
+    pub proxy_protocol: bool,
     /// PEM certificate chain of the server.
     pub certfile: Option<PathBuf>,
     /// PEM private key of the server.
@@ -100,6 +117,7 @@ impl Default for TlsListenerConfig {
             enabled: false,
             bind: addr("0.0.0.0:8883"),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            proxy_protocol: false,
             certfile: None,
             keyfile: None,
             cacertfile: None,
@@ -117,8 +135,14 @@ pub struct WsListenerConfig {
     /// Most connections this listener holds at once (more are closed
     /// as they are accepted); 0 means no limit.
     pub max_connections: usize,
+    /// Every connection starts with a PROXY protocol header (v1 or v2)
+    /// giving the client's real address; one without is closed.
+    pub proxy_protocol: bool,
     /// The HTTP path of the MQTT endpoint.
     pub path: String,
+    /// Origins a browser page may connect from (the `Origin` header, e.g.
+    /// `https://app.example.com`); empty: any origin, and none.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for WsListenerConfig {
@@ -127,7 +151,9 @@ impl Default for WsListenerConfig {
             enabled: true,
             bind: addr("0.0.0.0:8083"),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            proxy_protocol: false,
             path: "/mqtt".into(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -141,7 +167,12 @@ pub struct WssListenerConfig {
     /// Most connections this listener holds at once (more are closed
     /// as they are accepted); 0 means no limit.
     pub max_connections: usize,
+    /// Every connection starts with a PROXY protocol header (v1 or v2)
+    /// giving the client's real address; one without is closed.
+    pub proxy_protocol: bool,
     pub path: String,
+    /// As `listeners.ws.allowed_origins`.
+    pub allowed_origins: Vec<String>,
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
     pub cacertfile: Option<PathBuf>,
@@ -154,7 +185,9 @@ impl Default for WssListenerConfig {
             enabled: false,
             bind: addr("0.0.0.0:8084"),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            proxy_protocol: false,
             path: "/mqtt".into(),
+            allowed_origins: Vec::new(),
             certfile: None,
             keyfile: None,
             cacertfile: None,

@@ -22,6 +22,7 @@ pub mod mailbox;
 pub mod message;
 pub mod metrics;
 mod presence;
+mod proxy;
 pub mod registry;
 pub mod retained;
 pub mod router;
@@ -84,12 +85,14 @@ impl Node {
             bound.push(("tls", listener::bind("tls", listeners.tls.bind).await?, Protocol::Tls(acceptor)));
         }
         if listeners.ws.enabled {
-            let protocol = Protocol::Ws { path: listeners.ws.path.clone() };
+            let origins = listeners.ws.allowed_origins.clone().into();
+            let protocol = Protocol::Ws { path: listeners.ws.path.clone(), origins };
             bound.push(("ws", listener::bind("ws", listeners.ws.bind).await?, protocol));
         }
         if listeners.wss.enabled {
             let acceptor = tls::acceptor("listeners.wss", &listeners.wss.files())?;
-            let protocol = Protocol::Wss { acceptor, path: listeners.wss.path.clone() };
+            let origins = listeners.wss.allowed_origins.clone().into();
+            let protocol = Protocol::Wss { acceptor, path: listeners.wss.path.clone(), origins };
             bound.push(("wss", listener::bind("wss", listeners.wss.bind).await?, protocol));
         }
         // Without a control plane, the (empty) view is all there will be;

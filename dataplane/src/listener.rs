@@ -29,8 +29,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Protocol {
     Mqtt,
     Tls(TlsAcceptor),
-    Ws { path: String },
-    Wss { acceptor: TlsAcceptor, path: String },
+    Ws { path: String, origins: Arc<[String]> },
+    Wss { acceptor: TlsAcceptor, path: String, origins: Arc<[String]> },
 }
 
 impl Protocol {
@@ -80,6 +80,20 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, protocol: P
                     continue;
                 }
                 let _ = socket.set_nodelay(true);
+                if broker.config.listeners.proxy_protocol(protocol.name()) {
+                    let (broker, protocol) = (broker.clone(), protocol.clone());
+                    tokio::spawn(async move {
+                        let mut socket = socket;
+                        match crate::proxy::read_header(&mut socket).await {
+                            Ok(real) => spawn_connection(broker, socket, real.unwrap_or(peer), &protocol),
+                            Err(error) => {
+                                debug!(%peer, %error, listener = protocol.name(), "PROXY header refused");
+                                broker.listener_closed(protocol.index());
+                            }
+                        }
+                    });
+                    continue;
+                }
                 spawn_connection(broker.clone(), socket, peer, &protocol);
             }
             Err(error) => {
@@ -109,22 +123,22 @@ fn spawn_connection(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr, pr
                 }
             });
         }
-        Protocol::Ws { path } => {
-            let path = path.clone();
+        Protocol::Ws { path, origins } => {
+            let (path, origins) = (path.clone(), origins.clone());
             tokio::spawn(async move {
                 let max_frame = broker.config.mqtt.max_packet_size as usize;
-                match ws_handshake(socket, &path, peer, max_frame).await {
+                match ws_handshake(socket, &path, &origins, peer, max_frame).await {
                     Some(ws) => connection::serve(broker, WsTransport(ws), peer, 2).await,
                     None => broker.listener_closed(2),
                 }
             });
         }
-        Protocol::Wss { acceptor, path } => {
-            let (acceptor, path) = (acceptor.clone(), path.clone());
+        Protocol::Wss { acceptor, path, origins } => {
+            let (acceptor, path, origins) = (acceptor.clone(), path.clone(), origins.clone());
             tokio::spawn(async move {
                 let max_frame = broker.config.mqtt.max_packet_size as usize;
                 let ws = match tls_handshake(&acceptor, socket, peer).await {
-                    Some(stream) => ws_handshake(Box::new(stream), &path, peer, max_frame).await,
+                    Some(stream) => ws_handshake(Box::new(stream), &path, &origins, peer, max_frame).await,
                     None => None,
                 };
                 match ws {
@@ -157,6 +171,7 @@ async fn tls_handshake(
 async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     path: &str,
+    origins: &[String],
     peer: SocketAddr,
     max_packet: usize,
 ) -> Option<tokio_tungstenite::WebSocketStream<S>> {
@@ -168,6 +183,14 @@ async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 ErrorResponse::new(Some(format!("no MQTT endpoint at {}", request.uri().path())));
             *refusal.status_mut() = StatusCode::NOT_FOUND;
             return Err(refusal);
+        }
+        if !origins.is_empty() {
+            let origin = request.headers().get("Origin").and_then(|v| v.to_str().ok());
+            if !origin.is_some_and(|origin| origins.iter().any(|allowed| allowed == origin)) {
+                let mut refusal = ErrorResponse::new(Some("origin not allowed".to_string()));
+                *refusal.status_mut() = StatusCode::FORBIDDEN;
+                return Err(refusal);
+            }
         }
         let offered = request
             .headers()
