@@ -4,7 +4,8 @@
 //!
 //! Standalone mode goes through the same contract as a cluster: the data
 //! plane follows the embedded control plane over loopback gRPC, exactly as
-//! it would follow a remote one.
+//! it would follow a remote one, with a credential the embedded control
+//! plane makes for it in memory.
 
 use std::time::Duration;
 
@@ -41,13 +42,6 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
 
 fn controlplane_config(config: &Config, bootstrap: bool) -> anyhow::Result<ControlPlaneConfig> {
     let section = &config.controlplane;
-    if !section.bind.ip().is_loopback() && section.token.is_none() {
-        bail!(
-            "controlplane.token: required when controlplane.bind ({}) is not a loopback address; \
-             set one with --set controlplane.token=...",
-            section.bind
-        );
-    }
     let mut cp = ControlPlaneConfig::new(config.node.id, &config.node.data_dir, section.bind);
     cp.bootstrap = bootstrap;
     cp.token = section.token.clone();
@@ -78,7 +72,9 @@ fn link_config(config: &Config, endpoints: Vec<String>, token: Option<String>) -
 
 async fn standalone(config: Config) -> anyhow::Result<()> {
     let controlplane = start_controlplane(&config, true).await?;
-    let link = link_config(&config, vec![controlplane.endpoint()], controlplane.token().map(str::to_string));
+    // The embedded node presents the in-process credential made for it.
+    let token = Some(controlplane.dataplane_token().to_owned());
+    let link = link_config(&config, vec![controlplane.endpoint()], token);
     let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await;
     let node = match node {
         Ok(node) => node,
@@ -110,6 +106,14 @@ async fn dataplane_only(config: Config) -> anyhow::Result<()> {
         bail!("dataplane.controlplane: expected the control-plane members, e.g. --set dataplane.controlplane=127.0.0.1:50051");
     }
     let token = config.link.token.clone().or_else(|| config.controlplane.token.clone());
+    if token.is_none() {
+        bail!(
+            "dataplane.token_file: a data-plane node needs a credential; make one with \
+             `mqttctl tokens add --role dataplane --node-id {}` and give it with \
+             --set dataplane.token_file=FILE (or share controlplane.token_file)",
+            config.node.id
+        );
+    }
     let link = link_config(&config, endpoints, token);
     let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await?;
     info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started (data plane)");

@@ -5,9 +5,11 @@
 //! `bootstrap` is set, which makes it the single voter of a new cluster. A
 //! node with data rejoins on its own: its log and vote say who its peers
 //! are. In-process use (standalone mode) goes over loopback gRPC to
-//! [`ControlPlaneHandle::endpoint`] with [`ControlPlaneHandle::token`], the
-//! same path a remote data-plane node takes, so the single-node path is the
-//! cluster path.
+//! [`ControlPlaneHandle::endpoint`] with [`ControlPlaneHandle::dataplane_token`]
+//! (a credential made at start, held in memory only), the same path a
+//! remote data-plane node takes, so the single-node path is the cluster
+//! path. At its first start a node writes its admin token to
+//! `data_dir/admin.token` (see `credentials.rs`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,7 +25,8 @@ use tokio::task::JoinHandle;
 use crate::applied::SharedState;
 use crate::batcher::Batcher;
 use crate::config::{normalize_endpoint, ConfigError, ControlPlaneConfig};
-use crate::grpc::{AdminService, ControlPlaneService, RaftService, ServerAuth};
+use crate::credentials::{self, CredentialError};
+use crate::grpc::{AdminService, ControlPlaneService, Credentials, RaftService};
 use crate::housekeeping::Housekeeping;
 use crate::network::{NetworkFactory, Peers};
 use crate::state::ControlState;
@@ -40,8 +43,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot bind the control-plane gRPC port {addr}: {source}")]
@@ -73,8 +76,9 @@ impl ControlPlane {
     /// store cannot be opened.
     pub async fn start(config: ControlPlaneConfig) -> Result<ControlPlaneHandle, StartError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        credentials::ensure_private_dir(&config.data_dir)?;
+        let admin_token = credentials::load_or_create_admin_token(&config.data_dir)?;
+        let dataplane_token = credentials::generate_token();
         let shared = SharedState::new();
         let (log_store, state_machine, store_watch) = store::open(&config.data_dir, shared.clone())?;
         let listener = TcpListener::bind(config.bind)
@@ -140,7 +144,13 @@ impl ControlPlane {
             RaftService::new(raft.clone(), writer.clone()),
             ControlPlaneService::new(shared.clone(), batcher, shutdown_signal.clone()),
             AdminService::new(advertise_addr.clone(), raft.clone(), shared.clone(), writer, peers),
-            ServerAuth::new(config.token.as_deref()),
+            Arc::new(Credentials::new(
+                config.token.clone(),
+                admin_token.clone(),
+                dataplane_token.clone(),
+                config.node_id,
+                shared.clone(),
+            )),
             shutdown_signal,
         ));
         tracing::info!(node_id = config.node_id, %local_addr, "control plane serving gRPC");
@@ -149,6 +159,8 @@ impl ControlPlane {
             local_addr,
             advertise_addr,
             token: config.token,
+            admin_token,
+            dataplane_token,
             raft,
             shared,
             shutdown,
@@ -176,6 +188,8 @@ pub struct ControlPlaneHandle {
     local_addr: SocketAddr,
     advertise_addr: String,
     token: Option<String>,
+    admin_token: String,
+    dataplane_token: String,
     raft: Raft,
     shared: Arc<SharedState>,
     shutdown: watch::Sender<bool>,
@@ -205,9 +219,20 @@ impl ControlPlaneHandle {
         &self.advertise_addr
     }
 
-    /// The cluster token in-process clients must present, if any.
+    /// The member token (`controlplane.token`), if one is configured.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    /// This node's admin token (the content of `data_dir/admin.token`).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The in-process data-plane credential: valid for this node's own id
+    /// only, until this member stops; never written anywhere.
+    pub fn dataplane_token(&self) -> &str {
+        &self.dataplane_token
     }
 
     /// This member's role, term, leader, progress and membership now.
