@@ -112,7 +112,10 @@ impl ControlState {
         }
         let document: DocumentV1 = serde_json::from_slice(bytes)?;
         let max_acl_id = document.acl.iter().map(|rule| rule.id).max().unwrap_or(0);
-        let max_token_id = document.tokens.iter().map(|token| token.id).max().unwrap_or(0);
+        let next_token_id = match document.tokens.iter().map(|token| token.id).max() {
+            Some(max_token_id) => document.next_token_id.max(max_token_id + 1),
+            None => document.next_token_id,
+        };
         Ok(ControlState {
             users: document.users.into_iter().map(|user| (user.username.clone(), user)).collect(),
             acl: document.acl,
@@ -124,7 +127,7 @@ impl ControlState {
             plugins: document.plugins,
             dataplane: document.dataplane.into_iter().map(|node| (node.id, node)).collect(),
             tokens: document.tokens.into_iter().map(|token| (token.id, token)).collect(),
-            next_token_id: document.next_token_id.max(max_token_id + 1),
+            next_token_id,
         })
     }
 }
