@@ -41,6 +41,34 @@ pub struct ControlPlaneSection {
     pub dataplane_down_after: u64,
     /// Seconds a down data-plane node keeps its routes before they are removed.
     pub dataplane_grace_period: u64,
+    /// `[controlplane.tls]`: TLS on the gRPC port.
+    pub tls: GrpcTlsSection,
+}
+
+/// `[controlplane.tls]`: TLS on the gRPC port, like the MQTT TLS listener.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcTlsSection {
+    pub enabled: bool,
+    /// Server certificate (PEM); members also present it to each other.
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    /// CA (PEM) of the members' and, with `verify_peer`, clients' certificates.
+    pub cacertfile: Option<PathBuf>,
+    /// Require a client certificate signed by `cacertfile` (mutual TLS).
+    pub verify_peer: bool,
+}
+
+/// `[dataplane.tls]`: how a data-plane node verifies the control plane
+/// (`https://`), and the client certificate it presents.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkTlsSection {
+    /// Reach the members over TLS (`HOST:PORT` means `https://HOST:PORT`).
+    pub enabled: bool,
+    pub cacertfile: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
 }
 
 impl Default for ControlPlaneSection {
@@ -53,6 +81,7 @@ impl Default for ControlPlaneSection {
             advertise: None,
             dataplane_down_after: 15,
             dataplane_grace_period: 60,
+            tls: GrpcTlsSection::default(),
         }
     }
 }
@@ -74,6 +103,8 @@ pub struct LinkSection {
     pub peer_bind: String,
     /// Seconds between heartbeats to the control plane.
     pub heartbeat_interval: u64,
+    /// `[dataplane.tls]`: TLS to the control plane.
+    pub tls: LinkTlsSection,
 }
 
 impl Default for LinkSection {
@@ -84,18 +115,20 @@ impl Default for LinkSection {
             token_file: None,
             peer_bind: "127.0.0.1:1884".into(),
             heartbeat_interval: 2,
+            tls: LinkTlsSection::default(),
         }
     }
 }
 
 impl LinkSection {
-    /// The members as gRPC URLs.
+    /// The members as gRPC URLs (`HOST:PORT` is `https://` with TLS on).
     pub fn endpoints(&self) -> Vec<String> {
+        let scheme = if self.tls.enabled { "https" } else { "http" };
         self.controlplane
             .split(',')
             .map(str::trim)
             .filter(|addr| !addr.is_empty())
-            .map(|addr| if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") })
+            .map(|addr| if addr.contains("://") { addr.to_string() } else { format!("{scheme}://{addr}") })
             .collect()
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use controlplane::{ControlPlane, ControlPlaneConfig, ControlPlaneHandle};
 use dataplane::cluster::link::LinkConfig;
+use proto::tls::ClientTls;
 use tracing::info;
 
 use crate::config::Config;
@@ -48,6 +49,18 @@ fn controlplane_config(config: &Config, bootstrap: bool) -> anyhow::Result<Contr
     cp.advertise_addr = section.advertise.clone();
     cp.dataplane_down_after = Duration::from_secs(section.dataplane_down_after);
     cp.dataplane_grace_period = Duration::from_secs(section.dataplane_grace_period);
+    if section.tls.enabled {
+        let tls = &section.tls;
+        let (Some(certfile), Some(keyfile)) = (&tls.certfile, &tls.keyfile) else {
+            bail!("controlplane.tls.certfile and controlplane.tls.keyfile: required when controlplane.tls.enabled");
+        };
+        cp.tls = Some(controlplane::GrpcTls {
+            certfile: certfile.clone(),
+            keyfile: keyfile.clone(),
+            cacertfile: tls.cacertfile.clone(),
+            verify_peer: tls.verify_peer,
+        });
+    }
     cp.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(cp)
 }
@@ -60,21 +73,46 @@ async fn start_controlplane(config: &Config, bootstrap: bool) -> anyhow::Result<
     Ok(handle)
 }
 
-fn link_config(config: &Config, endpoints: Vec<String>, token: Option<String>) -> LinkConfig {
+fn link_config(config: &Config, endpoints: Vec<String>, token: Option<String>, tls: ClientTls) -> LinkConfig {
     LinkConfig {
         node_id: config.node.id,
         endpoints,
         token,
+        tls,
         advertise: config.link.peer_bind.clone(),
         heartbeat_interval: Duration::from_secs(config.link.heartbeat_interval),
     }
+}
+
+/// The embedded node's TLS when the gRPC port serves TLS: it trusts
+/// `controlplane.tls.cacertfile` and presents the server's own certificate
+/// (so `verify_peer` accepts it).
+fn embedded_link_tls(config: &Config) -> anyhow::Result<ClientTls> {
+    let tls = &config.controlplane.tls;
+    if !tls.enabled {
+        return Ok(ClientTls::none());
+    }
+    let Some(cacertfile) = &tls.cacertfile else {
+        bail!(
+            "controlplane.tls.cacertfile: required with TLS in standalone mode (the embedded data plane \
+             verifies the gRPC port with it; the certificate must name 127.0.0.1)"
+        );
+    };
+    ClientTls::from_files(Some(cacertfile), tls.certfile.as_deref(), tls.keyfile.as_deref())
+        .map_err(|e| anyhow::anyhow!("controlplane.tls: {e}"))
 }
 
 async fn standalone(config: Config) -> anyhow::Result<()> {
     let controlplane = start_controlplane(&config, true).await?;
     // The embedded node presents the in-process credential made for it.
     let token = Some(controlplane.dataplane_token().to_owned());
-    let link = link_config(&config, vec![controlplane.endpoint()], token);
+    let link = match embedded_link_tls(&config) {
+        Ok(tls) => link_config(&config, vec![controlplane.endpoint()], token, tls),
+        Err(error) => {
+            let _ = controlplane.shutdown().await;
+            return Err(error);
+        }
+    };
     let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await;
     let node = match node {
         Ok(node) => node,
@@ -114,7 +152,17 @@ async fn dataplane_only(config: Config) -> anyhow::Result<()> {
             config.node.id
         );
     }
-    let link = link_config(&config, endpoints, token);
+    let tls = &config.link.tls;
+    let link_tls = if tls.enabled {
+        let Some(cacertfile) = &tls.cacertfile else {
+            bail!("dataplane.tls.cacertfile: required when dataplane.tls.enabled (the members' CA)");
+        };
+        ClientTls::from_files(Some(cacertfile), tls.certfile.as_deref(), tls.keyfile.as_deref())
+            .map_err(|e| anyhow::anyhow!("dataplane.tls: {e}"))?
+    } else {
+        ClientTls::none()
+    };
+    let link = link_config(&config, endpoints, token, link_tls);
     let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await?;
     info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started (data plane)");
     crate::wait_for_signal().await?;

@@ -11,6 +11,7 @@ const EXAMPLES: &str = "\
 Examples:
   mqttctl cluster status
   mqttctl --server http://10.0.0.1:50051 cluster join http://10.0.0.2:50051
+  mqttctl --server https://10.0.0.1:50051 --cacert ca.pem cluster status
   mqttctl users add alice --password s3cret
   mqttctl acl add --allow --action publish --topic 'sensors/%u/#' --username alice
   mqttctl banned add --clientid bad-client --expires 3600
@@ -52,6 +53,16 @@ pub struct GlobalArgs {
     /// Read the token from FILE (one trailing newline is trimmed).
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// For an https:// server: the CA certificate (PEM) that signed its
+    /// certificate.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM), for a server with verify_peer (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Print one JSON object on stdout instead of text, for scripts.
     #[arg(long, global = true)]
     pub json: bool,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use proto::admin::admin_client::AdminClient;
 use proto::auth::BearerToken;
+use proto::tls::ClientTls;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -24,7 +25,7 @@ pub type Admin = AdminClient<InterceptedService<Channel, BearerToken>>;
 
 /// Where to send requests and how long to wait: the global options,
 /// validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Target {
     /// `http://HOST:PORT`, without a trailing slash.
     pub server: String,
@@ -33,6 +34,8 @@ pub struct Target {
     /// Where the token came from, for error messages ("--token", ...).
     pub token_source: String,
     pub timeout: Duration,
+    /// TLS for an `https://` server (`--cacert`, `--cert`, `--key`).
+    pub tls: ClientTls,
 }
 
 /// The admin token a standalone `mqttd` writes, relative to its directory.
@@ -69,21 +72,29 @@ impl Target {
                 bail!("the token ({token_source}) must be visible ASCII characters without spaces");
             }
         }
-        Ok(Target { server, token, token_source, timeout: Duration::from_secs(global.timeout) })
+        let tls =
+            ClientTls::from_files(global.cacert.as_deref(), global.cert.as_deref(), global.key.as_deref())
+                .map_err(|error| anyhow!("TLS: {error}"))?;
+        if server.starts_with("https://") && !tls.is_enabled() {
+            bail!("--server {server} uses https: give the CA that signed its certificate with --cacert FILE");
+        }
+        Ok(Target { server, token, token_source, timeout: Duration::from_secs(global.timeout), tls })
     }
 }
 
-/// Accepts `http://HOST:PORT` or a bare `HOST:PORT`.
+/// Accepts `http://HOST:PORT`, `https://HOST:PORT` or a bare `HOST:PORT`
+/// (plain http).
 fn normalize_server(server: &str) -> Result<String> {
     let trimmed = server.trim();
     if trimmed.is_empty() {
         bail!("--server is empty; give a URL like http://127.0.0.1:50051");
     }
-    if trimmed.starts_with("https://") {
-        bail!("--server {trimmed}: https is not supported; the control plane serves plain gRPC (http://)");
-    }
-    let authority = trimmed.strip_prefix("http://").unwrap_or(trimmed).trim_end_matches('/');
-    let url = format!("http://{authority}");
+    let (scheme, rest) = match trimmed.strip_prefix("https://") {
+        Some(rest) => ("https", rest),
+        None => ("http", trimmed.strip_prefix("http://").unwrap_or(trimmed)),
+    };
+    let authority = rest.trim_end_matches('/');
+    let url = format!("{scheme}://{authority}");
     let malformed = authority.is_empty() || authority.contains('/') || authority.ends_with(':');
     if malformed || Endpoint::from_shared(url.clone()).is_err() {
         bail!("--server {server:?} is not a URL like http://127.0.0.1:50051");
@@ -100,8 +111,10 @@ pub struct Connection {
 impl Connection {
     /// Connects within the timeout, or says why it could not.
     pub async fn open(target: Target) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(target.server.clone())
-            .map_err(|_| anyhow!("--server {:?} is not a valid URL", target.server))?
+        let endpoint = target
+            .tls
+            .endpoint(&target.server)
+            .map_err(|error| anyhow!("--server {:?}: {error}", target.server))?
             .connect_timeout(target.timeout);
         let channel = match tokio::time::timeout(target.timeout, endpoint.connect()).await {
             Err(_) => {
@@ -265,6 +278,7 @@ mod tests {
             token: token.map(str::to_owned),
             token_source: "--token".to_owned(),
             timeout: Duration::from_secs(1),
+            tls: ClientTls::none(),
         }
     }
 
@@ -273,6 +287,9 @@ mod tests {
             server: server.to_owned(),
             token: token.map(str::to_owned),
             token_file: None,
+            cacert: None,
+            cert: None,
+            key: None,
             json: false,
             timeout: 10,
         }
@@ -283,7 +300,7 @@ mod tests {
         let server = |text: &str| Target::new(&global(text, None)).map(|target| target.server);
         assert_eq!(server("http://h:1/").ok().as_deref(), Some("http://h:1"));
         assert_eq!(server("10.0.0.1:50051").ok().as_deref(), Some("http://10.0.0.1:50051"));
-        assert!(server("https://h:1").unwrap_err().to_string().contains("https is not supported"));
+        assert!(server("https://h:1").unwrap_err().to_string().contains("--cacert"));
         assert!(server("").is_err());
         assert!(server("http://").is_err());
         assert!(server("http://bad host:1").is_err());

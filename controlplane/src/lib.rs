@@ -41,7 +41,7 @@ mod status;
 mod store;
 mod writer;
 
-pub use config::{ConfigError, ControlPlaneConfig};
+pub use config::{ConfigError, ControlPlaneConfig, GrpcTls};
 pub use credentials::ADMIN_TOKEN_FILE;
 pub use node::{ControlPlane, ControlPlaneHandle, ShutdownError, StartError};
 pub use status::{NodeStatus, Role};

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use openraft::{BasicNode, SnapshotPolicy};
 use proto::auth::BearerToken;
+use proto::tls::{read_pem, ClientTls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::applied::SharedState;
 use crate::batcher::Batcher;
@@ -45,6 +47,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Credentials(#[from] CredentialError),
+    #[error("controlplane.tls: {0}")]
+    Tls(#[from] proto::tls::TlsError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot bind the control-plane gRPC port {addr}: {source}")]
@@ -81,6 +85,8 @@ impl ControlPlane {
         let dataplane_token = credentials::generate_token();
         let shared = SharedState::new();
         let (log_store, state_machine, store_watch) = store::open(&config.data_dir, shared.clone())?;
+        let (server_tls, client_tls) = tls_configs(config.tls.as_ref())?;
+        let scheme = if server_tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|source| StartError::Bind { addr: config.bind, source })?;
@@ -88,7 +94,7 @@ impl ControlPlane {
             listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
         let advertise_addr = match &config.advertise_addr {
             Some(addr) => normalize_endpoint(addr),
-            None => loopback_endpoint(local_addr),
+            None => loopback_endpoint(scheme, local_addr),
         };
 
         let raft_config = openraft::Config {
@@ -105,7 +111,7 @@ impl ControlPlane {
         let token = BearerToken::new(config.token.as_deref()).map_err(|error| {
             StartError::Config(ConfigError::Invalid { key: "token", reason: error.to_string() })
         })?;
-        let peers = Peers::new(token);
+        let peers = Peers::new(token, client_tls);
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -151,12 +157,14 @@ impl ControlPlane {
                 config.node_id,
                 shared.clone(),
             )),
+            server_tls,
             shutdown_signal,
         ));
         tracing::info!(node_id = config.node_id, %local_addr, "control plane serving gRPC");
         Ok(ControlPlaneHandle {
             node_id: config.node_id,
             local_addr,
+            scheme,
             advertise_addr,
             token: config.token,
             admin_token,
@@ -171,14 +179,37 @@ impl ControlPlane {
     }
 }
 
-/// `http://` + the address, with an unspecified IP replaced by loopback.
-fn loopback_endpoint(addr: SocketAddr) -> String {
+/// The server's TLS settings, and the client side members use on each
+/// other (the CA, and their own certificate as client certificate).
+fn tls_configs(
+    tls: Option<&crate::config::GrpcTls>,
+) -> Result<(Option<ServerTlsConfig>, ClientTls), proto::tls::TlsError> {
+    let Some(tls) = tls else { return Ok((None, ClientTls::none())) };
+    proto::tls::install_crypto_provider();
+    let cert = read_pem(&tls.certfile)?;
+    let key = read_pem(&tls.keyfile)?;
+    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(&cert, &key));
+    let client = match &tls.cacertfile {
+        Some(path) => {
+            let ca = read_pem(path)?;
+            if tls.verify_peer {
+                server = server.client_ca_root(Certificate::from_pem(&ca));
+            }
+            ClientTls::new(ca, Some((cert, key)))
+        }
+        None => ClientTls::none(),
+    };
+    Ok((Some(server), client))
+}
+
+/// `SCHEME://` + the address, with an unspecified IP replaced by loopback.
+fn loopback_endpoint(scheme: &str, addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// A running control-plane member. Call [`shutdown`](Self::shutdown) to stop
@@ -186,6 +217,8 @@ fn loopback_endpoint(addr: SocketAddr) -> String {
 pub struct ControlPlaneHandle {
     node_id: NodeId,
     local_addr: SocketAddr,
+    /// `https` when the port serves TLS, else `http`.
+    scheme: &'static str,
     advertise_addr: String,
     token: Option<String>,
     admin_token: String,
@@ -209,9 +242,9 @@ impl ControlPlaneHandle {
     }
 
     /// A loopback URL for in-process clients (the data plane in standalone
-    /// mode, the REST server): `http://127.0.0.1:PORT`.
+    /// mode, the REST server): `http://127.0.0.1:PORT` (`https` with TLS).
     pub fn endpoint(&self) -> String {
-        loopback_endpoint(self.local_addr)
+        loopback_endpoint(self.scheme, self.local_addr)
     }
 
     /// The URL other members reach this one at.

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 
 pub(crate) use admin::AdminService;
 pub(crate) use auth::{Credentials, ServerAuth, Service};
@@ -31,13 +31,15 @@ pub(crate) use raft::RaftService;
 
 use crate::network::MAX_MESSAGE_BYTES;
 
-/// Serves the three services on `listener` until `shutdown` turns true.
+/// Serves the three services on `listener` (over TLS when `tls` is given)
+/// until `shutdown` turns true.
 pub(crate) async fn serve(
     listener: TcpListener,
     raft: RaftService,
     controlplane: ControlPlaneService,
     admin: AdminService,
     credentials: Arc<Credentials>,
+    tls: Option<ServerTlsConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let raft = RaftServer::new(raft)
@@ -45,7 +47,11 @@ pub(crate) async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let controlplane = ControlPlaneServer::new(controlplane).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServer::new(admin);
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_service(InterceptedService::new(raft, ServerAuth::new(credentials.clone(), Service::Raft)))
         .add_service(InterceptedService::new(
             controlplane,
