@@ -130,6 +130,12 @@ async fn standalone(config: Config) -> anyhow::Result<()> {
 }
 
 async fn controlplane_only(config: Config) -> anyhow::Result<()> {
+    if config.controlplane.token.is_none() {
+        tracing::warn!(
+            "no controlplane.token_file (member token): this member can neither join a cluster nor be \
+             joined, nor speak Raft to others; it can only run alone"
+        );
+    }
     let controlplane = start_controlplane(&config, config.controlplane.bootstrap).await?;
     info!(node = config.node.id, version = env!("CARGO_PKG_VERSION"), "mqttd started (control plane)");
     crate::wait_for_signal().await?;
