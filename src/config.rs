@@ -29,14 +29,46 @@ pub struct ControlPlaneSection {
     /// Make this node the first voter of a new cluster (`mqttd controlplane`;
     /// standalone mode always does when its data directory is empty).
     pub bootstrap: bool,
-    /// The cluster token; required when `bind` is not a loopback address.
+    /// The member token shared by the control-plane members (Raft); it
+    /// also opens the admin API and the data-plane service. Prefer
+    /// `token_file`, which keeps the secret off the command line.
     pub token: Option<String>,
+    /// A file holding the member token (one trailing newline is trimmed).
+    pub token_file: Option<PathBuf>,
     /// The URL other members reach this one on (default: from `bind`).
     pub advertise: Option<String>,
     /// Seconds without a heartbeat before a data-plane node is marked down.
     pub dataplane_down_after: u64,
     /// Seconds a down data-plane node keeps its routes before they are removed.
     pub dataplane_grace_period: u64,
+    /// `[controlplane.tls]`: TLS on the gRPC port.
+    pub tls: GrpcTlsSection,
+}
+
+/// `[controlplane.tls]`: TLS on the gRPC port, like the MQTT TLS listener.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcTlsSection {
+    pub enabled: bool,
+    /// Server certificate (PEM); members also present it to each other.
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    /// CA (PEM) of the members' and, with `verify_peer`, clients' certificates.
+    pub cacertfile: Option<PathBuf>,
+    /// Require a client certificate signed by `cacertfile` (mutual TLS).
+    pub verify_peer: bool,
+}
+
+/// `[dataplane.tls]`: how a data-plane node verifies the control plane
+/// (`https://`), and the client certificate it presents.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkTlsSection {
+    /// Reach the members over TLS (`HOST:PORT` means `https://HOST:PORT`).
+    pub enabled: bool,
+    pub cacertfile: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
 }
 
 impl Default for ControlPlaneSection {
@@ -45,9 +77,11 @@ impl Default for ControlPlaneSection {
             bind: std::net::SocketAddr::from(([127, 0, 0, 1], 50051)),
             bootstrap: false,
             token: None,
+            token_file: None,
             advertise: None,
             dataplane_down_after: 15,
             dataplane_grace_period: 60,
+            tls: GrpcTlsSection::default(),
         }
     }
 }
@@ -58,14 +92,19 @@ impl Default for ControlPlaneSection {
 pub struct LinkSection {
     /// Control-plane members, comma-separated `HOST:PORT` (or URLs).
     pub controlplane: String,
-    /// The cluster token (default: `controlplane.token`).
+    /// This node's data-plane token (`mqttctl tokens add --role dataplane
+    /// --node-id N`); default: the member token, `controlplane.token`.
     pub token: Option<String>,
+    /// A file holding the data-plane token (one trailing newline is trimmed).
+    pub token_file: Option<PathBuf>,
     /// The address other data-plane nodes will reach this one on (its peer
     /// link); reported to the control plane. Cross-node forwarding over it
     /// comes with the cluster work.
     pub peer_bind: String,
     /// Seconds between heartbeats to the control plane.
     pub heartbeat_interval: u64,
+    /// `[dataplane.tls]`: TLS to the control plane.
+    pub tls: LinkTlsSection,
 }
 
 impl Default for LinkSection {
@@ -73,20 +112,23 @@ impl Default for LinkSection {
         LinkSection {
             controlplane: String::new(),
             token: None,
+            token_file: None,
             peer_bind: "127.0.0.1:1884".into(),
             heartbeat_interval: 2,
+            tls: LinkTlsSection::default(),
         }
     }
 }
 
 impl LinkSection {
-    /// The members as gRPC URLs.
+    /// The members as gRPC URLs (`HOST:PORT` is `https://` with TLS on).
     pub fn endpoints(&self) -> Vec<String> {
+        let scheme = if self.tls.enabled { "https" } else { "http" };
         self.controlplane
             .split(',')
             .map(str::trim)
             .filter(|addr| !addr.is_empty())
-            .map(|addr| if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") })
+            .map(|addr| if addr.contains("://") { addr.to_string() } else { format!("{scheme}://{addr}") })
             .collect()
     }
 }
@@ -198,13 +240,11 @@ fn set_key(root: &mut toml::Table, key: &str, raw: &str) -> anyhow::Result<()> {
 fn from_table(mut root: toml::Table) -> anyhow::Result<Config> {
     let node = take_section::<NodeConfig>(&mut root, "node")?;
     let log = take_section::<LogConfig>(&mut root, "log")?;
-    let controlplane = take_section::<ControlPlaneSection>(&mut root, "controlplane")?;
-    let link = take_section::<LinkSection>(&mut root, "dataplane")?;
-    if let Some(token) = &controlplane.token {
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            bail!("controlplane.token: expected visible ASCII characters without spaces");
-        }
-    }
+    let mut controlplane = take_section::<ControlPlaneSection>(&mut root, "controlplane")?;
+    let mut link = take_section::<LinkSection>(&mut root, "dataplane")?;
+    controlplane.token =
+        secret("controlplane", controlplane.token.take(), controlplane.token_file.as_deref())?;
+    link.token = secret("dataplane", link.token.take(), link.token_file.as_deref())?;
     if controlplane.dataplane_down_after == 0 {
         bail!("controlplane.dataplane_down_after: expected at least 1 second");
     }
@@ -217,6 +257,25 @@ fn from_table(mut root: toml::Table) -> anyhow::Result<Config> {
         bail!("node.name: expected a non-empty name without '/', '+' or '#'");
     }
     Ok(Config { node, log, controlplane, link, dataplane })
+}
+
+/// A `token` key, or the content of its `token_file` (not both), checked:
+/// visible ASCII without spaces.
+fn secret(section: &str, token: Option<String>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let token = match (token, file) {
+        (Some(_), Some(_)) => bail!("{section}.token and {section}.token_file: set one, not both"),
+        (None, Some(path)) => Some(
+            proto::auth::read_token_file(path)
+                .map_err(|error| anyhow::anyhow!("{section}.token_file: {}: {error}", path.display()))?,
+        ),
+        (token, None) => token,
+    };
+    if let Some(token) = &token {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("{section}.token: expected visible ASCII characters without spaces");
+        }
+    }
+    Ok(token)
 }
 
 fn take_section<T: serde::de::DeserializeOwned + Default>(
@@ -296,6 +355,24 @@ mod tests {
         assert!(error.contains("log.format"), "{error}");
         let error = load_sets(&["listeners.tls.enabled=true"]).unwrap_err().to_string();
         assert!(error.contains("listeners.tls"), "{error}");
+    }
+
+    #[test]
+    fn token_files_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let set = format!("controlplane.token_file={}", file.display());
+        let config = load_sets(&[&set, &format!("dataplane.token_file={}", file.display())]).unwrap();
+        assert_eq!(config.controlplane.token.as_deref(), Some("s3cret"));
+        assert_eq!(config.link.token.as_deref(), Some("s3cret"));
+        let error = load_sets(&[&set, "controlplane.token=x"]).unwrap_err().to_string();
+        assert!(error.contains("not both"), "{error}");
+        let missing = format!("dataplane.token_file={}", dir.path().join("missing").display());
+        let error = load_sets(&[&missing]).unwrap_err().to_string();
+        assert!(error.contains("dataplane.token_file"), "{error}");
+        std::fs::write(&file, "two words\n").unwrap();
+        assert!(load_sets(&[&set]).unwrap_err().to_string().contains("controlplane.token_file"));
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //!
 //! Standalone mode goes through the same contract as a cluster: the data
 //! plane follows the embedded control plane over loopback gRPC, exactly as
-//! it would follow a remote one.
+//! it would follow a remote one, with a credential the embedded control
+//! plane makes for it in memory.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use controlplane::{ControlPlane, ControlPlaneConfig, ControlPlaneHandle};
 use dataplane::cluster::link::LinkConfig;
+use proto::tls::ClientTls;
 use tracing::info;
 
 use crate::config::Config;
@@ -41,19 +43,24 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
 
 fn controlplane_config(config: &Config, bootstrap: bool) -> anyhow::Result<ControlPlaneConfig> {
     let section = &config.controlplane;
-    if !section.bind.ip().is_loopback() && section.token.is_none() {
-        bail!(
-            "controlplane.token: required when controlplane.bind ({}) is not a loopback address; \
-             set one with --set controlplane.token=...",
-            section.bind
-        );
-    }
     let mut cp = ControlPlaneConfig::new(config.node.id, &config.node.data_dir, section.bind);
     cp.bootstrap = bootstrap;
     cp.token = section.token.clone();
     cp.advertise_addr = section.advertise.clone();
     cp.dataplane_down_after = Duration::from_secs(section.dataplane_down_after);
     cp.dataplane_grace_period = Duration::from_secs(section.dataplane_grace_period);
+    if section.tls.enabled {
+        let tls = &section.tls;
+        let (Some(certfile), Some(keyfile)) = (&tls.certfile, &tls.keyfile) else {
+            bail!("controlplane.tls.certfile and controlplane.tls.keyfile: required when controlplane.tls.enabled");
+        };
+        cp.tls = Some(controlplane::GrpcTls {
+            certfile: certfile.clone(),
+            keyfile: keyfile.clone(),
+            cacertfile: tls.cacertfile.clone(),
+            verify_peer: tls.verify_peer,
+        });
+    }
     cp.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(cp)
 }
@@ -66,19 +73,46 @@ async fn start_controlplane(config: &Config, bootstrap: bool) -> anyhow::Result<
     Ok(handle)
 }
 
-fn link_config(config: &Config, endpoints: Vec<String>, token: Option<String>) -> LinkConfig {
+fn link_config(config: &Config, endpoints: Vec<String>, token: Option<String>, tls: ClientTls) -> LinkConfig {
     LinkConfig {
         node_id: config.node.id,
         endpoints,
         token,
+        tls,
         advertise: config.link.peer_bind.clone(),
         heartbeat_interval: Duration::from_secs(config.link.heartbeat_interval),
     }
 }
 
+/// The embedded node's TLS when the gRPC port serves TLS: it trusts
+/// `controlplane.tls.cacertfile` and presents the server's own certificate
+/// (so `verify_peer` accepts it).
+fn embedded_link_tls(config: &Config) -> anyhow::Result<ClientTls> {
+    let tls = &config.controlplane.tls;
+    if !tls.enabled {
+        return Ok(ClientTls::none());
+    }
+    let Some(cacertfile) = &tls.cacertfile else {
+        bail!(
+            "controlplane.tls.cacertfile: required with TLS in standalone mode (the embedded data plane \
+             verifies the gRPC port with it; the certificate must name 127.0.0.1)"
+        );
+    };
+    ClientTls::from_files(Some(cacertfile), tls.certfile.as_deref(), tls.keyfile.as_deref())
+        .map_err(|e| anyhow::anyhow!("controlplane.tls: {e}"))
+}
+
 async fn standalone(config: Config) -> anyhow::Result<()> {
     let controlplane = start_controlplane(&config, true).await?;
-    let link = link_config(&config, vec![controlplane.endpoint()], controlplane.token().map(str::to_string));
+    // The embedded node presents the in-process credential made for it.
+    let token = Some(controlplane.dataplane_token().to_owned());
+    let link = match embedded_link_tls(&config) {
+        Ok(tls) => link_config(&config, vec![controlplane.endpoint()], token, tls),
+        Err(error) => {
+            let _ = controlplane.shutdown().await;
+            return Err(error);
+        }
+    };
     let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await;
     let node = match node {
         Ok(node) => node,
@@ -96,6 +130,12 @@ async fn standalone(config: Config) -> anyhow::Result<()> {
 }
 
 async fn controlplane_only(config: Config) -> anyhow::Result<()> {
+    if config.controlplane.token.is_none() {
+        tracing::warn!(
+            "no controlplane.token_file (member token): this member can neither join a cluster nor be \
+             joined, nor speak Raft to others; it can only run alone"
+        );
+    }
     let controlplane = start_controlplane(&config, config.controlplane.bootstrap).await?;
     info!(node = config.node.id, version = env!("CARGO_PKG_VERSION"), "mqttd started (control plane)");
     crate::wait_for_signal().await?;
@@ -110,7 +150,25 @@ async fn dataplane_only(config: Config) -> anyhow::Result<()> {
         bail!("dataplane.controlplane: expected the control-plane members, e.g. --set dataplane.controlplane=127.0.0.1:50051");
     }
     let token = config.link.token.clone().or_else(|| config.controlplane.token.clone());
-    let link = link_config(&config, endpoints, token);
+    if token.is_none() {
+        bail!(
+            "dataplane.token_file: a data-plane node needs a credential; make one with \
+             `mqttctl tokens add --role dataplane --node-id {}` and give it with \
+             --set dataplane.token_file=FILE (or share controlplane.token_file)",
+            config.node.id
+        );
+    }
+    let tls = &config.link.tls;
+    let link_tls = if tls.enabled {
+        let Some(cacertfile) = &tls.cacertfile else {
+            bail!("dataplane.tls.cacertfile: required when dataplane.tls.enabled (the members' CA)");
+        };
+        ClientTls::from_files(Some(cacertfile), tls.certfile.as_deref(), tls.keyfile.as_deref())
+            .map_err(|e| anyhow::anyhow!("dataplane.tls: {e}"))?
+    } else {
+        ClientTls::none()
+    };
+    let link = link_config(&config, endpoints, token, link_tls);
     let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await?;
     info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started (data plane)");
     crate::wait_for_signal().await?;

@@ -10,10 +10,20 @@ use std::time::{Duration, Instant};
 use common::{connect_packet, Broker, Client, VERSIONS};
 use mqtt_codec::{Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions};
 
-fn mqttctl(server: &str, args: &[&str]) {
+/// Runs mqttctl against the broker's embedded control plane with the admin
+/// token the broker wrote in its data directory.
+fn mqttctl(broker: &Broker, server: &str, args: &[&str]) {
     let path = Path::new(env!("CARGO_BIN_EXE_mqttd")).with_file_name("mqttctl");
     assert!(path.exists(), "{} is missing: run `cargo build -p mqttctl` first", path.display());
-    let output = Command::new(path).args(["--server", server]).args(args).output().expect("run mqttctl");
+    let token_file = broker.admin_token_file();
+    let output = Command::new(path)
+        .args(["--server", server])
+        .arg("--token-file")
+        .arg(token_file)
+        .args(args)
+        .env_remove("MQTTD_TOKEN")
+        .output()
+        .expect("run mqttctl");
     assert!(output.status.success(), "mqttctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
@@ -48,7 +58,7 @@ where
 #[tokio::test]
 async fn users_passwords_and_bans() {
     let (broker, grpc) = Broker::start_with_grpc(&[]);
-    mqttctl(&grpc, &["users", "add", "alice", "--password", "secret"]);
+    mqttctl(&broker, &grpc, &["users", "add", "alice", "--password", "secret"]);
     let port = broker.port;
     eventually("alice's account", || async move {
         login(port, ProtocolVersion::V5, "a", "alice", "secret").await.1.is_success()
@@ -67,17 +77,17 @@ async fn users_passwords_and_bans() {
         let (_c, ack) = Client::connect_with(port, connect_packet(version, "anon", true)).await;
         assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED);
     }
-    mqttctl(&grpc, &["users", "passwd", "alice", "--password", "new"]);
+    mqttctl(&broker, &grpc, &["users", "passwd", "alice", "--password", "new"]);
     eventually("the new password", || async move {
         login(port, ProtocolVersion::V311, "a", "alice", "new").await.1.is_success()
     })
     .await;
-    mqttctl(&grpc, &["banned", "add", "--clientid", "evil"]);
+    mqttctl(&broker, &grpc, &["banned", "add", "--clientid", "evil"]);
     eventually("the ban", || async move {
         login(port, ProtocolVersion::V5, "evil", "alice", "new").await.1 == ReasonCode::BANNED
     })
     .await;
-    mqttctl(&grpc, &["users", "del", "alice"]);
+    mqttctl(&broker, &grpc, &["users", "del", "alice"]);
     // With no users left a username proves nothing: the anonymous policy
     // decides, and on loopback with no users it is open again, so any
     // password is let in. Before the deletion this password was refused.
@@ -91,15 +101,24 @@ async fn users_passwords_and_bans() {
 async fn acl_rules_deny_publish_and_subscribe_and_spare_superusers() {
     let (broker, grpc) = Broker::start_with_grpc(&[]);
     let port = broker.port;
-    mqttctl(&grpc, &["users", "add", "root", "--password", "pw", "--superuser"]);
-    mqttctl(&grpc, &["users", "add", "bob", "--password", "pw"]);
-    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "subscribe", "--topic", "secret/#", "--all"]);
-    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "publish", "--topic", "readonly/#", "--all"]);
+    mqttctl(&broker, &grpc, &["users", "add", "root", "--password", "pw", "--superuser"]);
+    mqttctl(&broker, &grpc, &["users", "add", "bob", "--password", "pw"]);
     mqttctl(
+        &broker,
+        &grpc,
+        &["acl", "add", "--deny", "--action", "subscribe", "--topic", "secret/#", "--all"],
+    );
+    mqttctl(
+        &broker,
+        &grpc,
+        &["acl", "add", "--deny", "--action", "publish", "--topic", "readonly/#", "--all"],
+    );
+    mqttctl(
+        &broker,
         &grpc,
         &["acl", "add", "--allow", "--action", "all", "--topic", "home/%u/#", "--username", "bob"],
     );
-    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "all", "--topic", "home/#", "--all"]);
+    mqttctl(&broker, &grpc, &["acl", "add", "--deny", "--action", "all", "--topic", "home/#", "--all"]);
 
     let (mut root, reason) = login(port, ProtocolVersion::V5, "root", "root", "pw").await;
     assert_eq!(reason, ReasonCode::SUCCESS);

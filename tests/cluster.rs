@@ -19,11 +19,30 @@ fn mqttctl_path() -> PathBuf {
     path
 }
 
-/// Runs mqttctl; returns (success, stdout, stderr).
+/// The members' shared token, given to `mqttd` in a file and to `mqttctl`
+/// in `MQTTD_TOKEN` (never on a command line).
+const MEMBER_TOKEN: &str = "cluster-member-secret";
+
+/// Writes `dir/NAME` holding `token` (mode 0600); returns its path.
+fn token_file(dir: &Path, name: &str, token: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{token}\n")).expect("write token file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod token file");
+    path
+}
+
+/// Runs mqttctl with the member token; returns (success, stdout, stderr).
 fn mqttctl(server: &str, args: &[&str]) -> (bool, String, String) {
+    mqttctl_with_token(server, MEMBER_TOKEN, args)
+}
+
+/// Runs mqttctl with `token` in MQTTD_TOKEN; returns (success, stdout, stderr).
+fn mqttctl_with_token(server: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(mqttctl_path())
         .args(["--server", server, "--timeout", "5"])
         .args(args)
+        .env("MQTTD_TOKEN", token)
         .output()
         .expect("run mqttctl");
     (
@@ -85,10 +104,13 @@ impl Drop for Process {
     }
 }
 
-/// A control-plane member on its own loopback address.
+/// A control-plane member on its own loopback address, with the member token.
 fn controlplane(id: u64, ip: &str, port: u16, dir: &Path, bootstrap: bool) -> Process {
+    let token = token_file(dir, "member.token", MEMBER_TOKEN);
     Process::spawn(vec![
         "controlplane".into(),
+        "--set".into(),
+        format!("controlplane.token_file={}", token.display()),
         "--set".into(),
         format!("node.id={id}"),
         "--set".into(),
@@ -104,9 +126,18 @@ fn controlplane(id: u64, ip: &str, port: u16, dir: &Path, bootstrap: bool) -> Pr
     ])
 }
 
+/// A data-plane node with the member token (a single-token cluster).
 fn dataplane(id: u64, port: u16, members: &str, dir: &Path) -> Process {
+    let token = token_file(dir, "member.token", MEMBER_TOKEN);
+    dataplane_with(id, port, members, dir, &token)
+}
+
+/// A data-plane node presenting the token in `token_file`.
+fn dataplane_with(id: u64, port: u16, members: &str, dir: &Path, token_file: &Path) -> Process {
     Process::spawn(vec![
         "dataplane".into(),
+        "--set".into(),
+        format!("dataplane.token_file={}", token_file.display()),
         "--set".into(),
         format!("node.id={id}"),
         "--set".into(),
@@ -294,51 +325,46 @@ async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving
 }
 
 #[test]
-fn a_control_plane_on_a_non_loopback_address_needs_a_token() {
+fn a_data_plane_without_a_credential_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    for role in ["controlplane", "standalone"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_mqttd"))
-            .args([role, "--set", "controlplane.bind=0.0.0.0:0", "--set", "listeners.ws.enabled=false"])
-            .args(["--set", "listeners.tcp.bind=127.0.0.1:0"])
-            .args(["--set", &format!("node.data_dir={}", dir.path().display())])
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "{role} started without a token");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("controlplane.token"), "{role}: {stderr}");
-    }
+    let output = Command::new(env!("CARGO_BIN_EXE_mqttd"))
+        .args([
+            "dataplane",
+            "--set",
+            "dataplane.controlplane=127.0.0.1:1",
+            "--set",
+            "listeners.ws.enabled=false",
+        ])
+        .args(["--set", "listeners.tcp.bind=127.0.0.1:0"])
+        .args(["--set", &format!("node.data_dir={}", dir.path().display())])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a data plane started without a token");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("dataplane.token_file"), "{stderr}");
+}
+
+/// A bootstrapped control plane on a free port, with the member token.
+async fn single_controlplane(dir: &Path) -> (Process, String) {
+    let [grpc] = common::free_ports();
+    let cp = controlplane(1, "127.0.0.1", grpc, dir, true);
+    let url = format!("http://127.0.0.1:{grpc}");
+    wait_for("the control plane", Duration::from_secs(15), || (leader_of(&url) == Some(1)).then_some(()))
+        .await;
+    (cp, url)
 }
 
 #[tokio::test]
 async fn a_data_plane_with_the_wrong_token_gets_nothing_from_the_control_plane() {
     let dir = tempfile::tempdir().unwrap();
-    let [grpc, mqtt] = common::free_ports();
-    let _cp = Process::spawn(vec![
-        "controlplane".into(),
-        "--set".into(),
-        format!("node.data_dir={}", dir.path().join("cp").display()),
-        "--set".into(),
-        format!("controlplane.bind=127.0.0.1:{grpc}"),
-        "--set".into(),
-        "controlplane.bootstrap=true".into(),
-        "--set".into(),
-        "controlplane.token=right".into(),
-    ]);
-    let url = format!("http://127.0.0.1:{grpc}");
-    let ctl = |token: &str, args: &[&str]| {
-        Command::new(mqttctl_path()).args(["--server", &url, "--token", token]).args(args).output().unwrap()
-    };
-    wait_for("the control plane", Duration::from_secs(15), || {
-        ctl("right", &["cluster", "status"]).status.success().then_some(())
-    })
-    .await;
-    let refused = ctl("wrong", &["users", "list"]);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("token"));
-    assert!(ctl("right", &["users", "add", "alice", "--password", "pw"]).status.success());
-    let mut dp = dataplane(31, mqtt, &format!("127.0.0.1:{grpc}"), dir.path());
-    dp.args.extend(["--set".into(), "dataplane.token=wrong".into()]);
-    dp.restart();
+    let (_cp, url) = single_controlplane(dir.path()).await;
+    let (ok, _, err) = mqttctl_with_token(&url, "wrong", &["users", "list"]);
+    assert!(!ok && err.contains("token"), "{err}");
+    let (ok, _, err) = mqttctl(&url, &["users", "add", "alice", "--password", "pw"]);
+    assert!(ok, "{err}");
+    let [mqtt] = common::free_ports();
+    let wrong = token_file(dir.path(), "wrong.token", "wrong");
+    let _dp = dataplane_with(31, mqtt, &url, dir.path(), &wrong);
     wait_for("the data plane to listen", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", mqtt)).ok().map(|_| ())
     })
@@ -350,6 +376,39 @@ async fn a_data_plane_with_the_wrong_token_gets_nothing_from_the_control_plane()
         ReasonCode::SERVER_UNAVAILABLE,
         "without the token the node never gets a view, so it serves no one (not even anonymously)"
     );
+}
+
+#[tokio::test]
+async fn a_data_plane_token_serves_only_the_node_it_is_bound_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cp, url) = single_controlplane(dir.path()).await;
+    let (ok, out, err) = mqttctl(&url, &["tokens", "add", "--role", "dataplane", "--node-id", "41"]);
+    assert!(ok, "{err}");
+    let node41 = token_file(dir.path(), "node41.token", out.trim());
+    // The data-plane token is no admin credential.
+    let (ok, _, err) = mqttctl_with_token(&url, out.trim(), &["users", "add", "mallory", "--password", "pw"]);
+    assert!(!ok && err.contains("not allowed"), "{err}");
+    let (ok, _, err) = mqttctl(&url, &["users", "add", "alice", "--password", "pw"]);
+    assert!(ok, "{err}");
+
+    // Node 41 follows with it; node 42 presenting node 41's token does not.
+    let [mqtt41, mqtt42] = common::free_ports();
+    let _dp41 = dataplane_with(41, mqtt41, &url, dir.path(), &node41);
+    let _dp42 = dataplane_with(42, mqtt42, &url, dir.path(), &node41);
+    drop(wait_login(mqtt41, "alice", "pw").await);
+    wait_for("node 42 to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", mqtt42)).ok().map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ok, out, _) = mqttctl(&url, &["--json", "cluster", "status"]);
+    assert!(ok && out.contains("\"id\":41"), "{out}");
+    let (_, reason) = connect_as(mqtt42, "c", "alice", "pw").await;
+    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "node 42 never got the state");
+    let (ok, out, _) = mqttctl(&url, &["--json", "cluster", "status"]);
+    assert!(ok && !out.contains("\"id\":42"), "node 42's heartbeats were refused: {out}");
+    let (ok, out, _) = mqttctl(&url, &["tokens", "list"]);
+    assert!(ok && !out.contains(&std::fs::read_to_string(&node41).unwrap().trim().to_owned()), "{out}");
 }
 
 #[tokio::test]

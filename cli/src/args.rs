@@ -3,16 +3,24 @@
 //! sent; the values of the requests themselves (topic filters, networks,
 //! names) are checked by the control plane, which answers in plain words.
 
+use std::path::PathBuf;
+
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 const EXAMPLES: &str = "\
 Examples:
   mqttctl cluster status
   mqttctl --server http://10.0.0.1:50051 cluster join http://10.0.0.2:50051
+  mqttctl --server https://10.0.0.1:50051 --cacert ca.pem cluster status
   mqttctl users add alice --password s3cret
   mqttctl acl add --allow --action publish --topic 'sensors/%u/#' --username alice
   mqttctl banned add --clientid bad-client --expires 3600
-  mqttctl --json cluster status | jq .leader";
+  mqttctl --json cluster status | jq .leader
+  mqttctl tokens add --role dataplane --node-id 21 > node21.token
+
+Credentials: --token, else --token-file FILE, else $MQTTD_TOKEN, else
+./data/admin.token when it exists (the admin token a standalone mqttd
+writes there), so mqttctl works without flags next to a standalone mqttd.";
 
 /// Admin client of an mqttd cluster: control-plane membership, users, ACL
 /// rules and banned clients, over the gRPC admin API of any control-plane
@@ -36,10 +44,25 @@ pub struct GlobalArgs {
     /// gRPC admin endpoint of any control-plane member.
     #[arg(long, global = true, value_name = "URL", default_value = "http://127.0.0.1:50051")]
     pub server: String,
-    /// Cluster token, sent as `authorization: Bearer TOKEN` (needed when the
-    /// cluster is configured with one).
-    #[arg(long, global = true, value_name = "TOKEN", env = "MQTTD_TOKEN", hide_env_values = true)]
+    /// Admin or member token, sent as `authorization: Bearer TOKEN`. A
+    /// command line is visible to other users (ps): prefer --token-file or
+    /// MQTTD_TOKEN. Default: --token-file, then MQTTD_TOKEN, then
+    /// ./data/admin.token.
+    #[arg(long, global = true, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// Read the token from FILE (one trailing newline is trimmed).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// For an https:// server: the CA certificate (PEM) that signed its
+    /// certificate.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM), for a server with verify_peer (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Print one JSON object on stdout instead of text, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
@@ -69,6 +92,41 @@ pub enum Command {
     /// Banned client ids, usernames and IP addresses.
     #[command(subcommand)]
     Banned(BannedCommand),
+    /// API tokens for admins and data-plane nodes.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a new token and print it (only this once: the cluster keeps a
+    /// SHA-256 hash of it). A data-plane token is bound to one node id: it
+    /// may watch, register routes and heartbeat for that node only.
+    Add {
+        #[arg(long, value_enum, value_name = "ROLE")]
+        role: TokenRole,
+        /// The data-plane node id the token is bound to (required with
+        /// --role dataplane).
+        #[arg(long, value_name = "N", required_if_eq("role", "dataplane"))]
+        node_id: Option<u64>,
+    },
+    /// List the tokens: ids, roles, node ids, creation times (never the
+    /// secrets).
+    List,
+    /// Delete a token; whoever holds it is refused from then on.
+    Del {
+        /// Token id, as `tokens list` shows it.
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    /// The admin API (what mqttctl needs).
+    Admin,
+    /// One data-plane node's link to the control plane.
+    Dataplane,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +311,16 @@ mod tests {
         assert!(with(&["--allow", "--deny", "--all"]).is_err(), "two permissions");
         assert!(with(&["--allow"]).is_err(), "no subject");
         assert!(with(&["--allow", "--all", "--clientid", "c"]).is_err(), "two subjects");
+    }
+
+    #[test]
+    fn token_options() {
+        let both = ["mqttctl", "--token", "t", "--token-file", "f", "users", "list"];
+        assert!(Cli::try_parse_from(both).is_err(), "--token and --token-file conflict");
+        assert!(Cli::try_parse_from(["mqttctl", "tokens", "add", "--role", "dataplane"]).is_err());
+        assert!(Cli::try_parse_from(["mqttctl", "tokens", "add", "--role", "dataplane", "--node-id", "3"])
+            .is_ok());
+        assert!(Cli::try_parse_from(["mqttctl", "tokens", "add", "--role", "admin", "--json"]).is_ok());
     }
 
     #[test]

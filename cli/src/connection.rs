@@ -1,5 +1,5 @@
-//! One admin connection: the validated [`Target`] (server URL, token,
-//! timeout), the gRPC channel, and every call bounded by the timeout, with
+//! One admin connection: the validated [`Target`] (server URL, token and
+//! where it came from, timeout), the gRPC channel, and every call bounded by the timeout, with
 //! its failure turned into one sentence an operator can act on.
 //!
 //! Invariant: every error that leaves this module reads as a plain
@@ -7,11 +7,13 @@
 
 use std::future::Future;
 use std::io;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use proto::admin::admin_client::AdminClient;
 use proto::auth::BearerToken;
+use proto::tls::ClientTls;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -23,39 +25,76 @@ pub type Admin = AdminClient<InterceptedService<Channel, BearerToken>>;
 
 /// Where to send requests and how long to wait: the global options,
 /// validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Target {
     /// `http://HOST:PORT`, without a trailing slash.
     pub server: String,
-    /// `None` when no token was given (an empty one counts as none).
+    /// `None` when no token was found (an empty one counts as none).
     pub token: Option<String>,
+    /// Where the token came from, for error messages ("--token", ...).
+    pub token_source: String,
     pub timeout: Duration,
+    /// TLS for an `https://` server (`--cacert`, `--cert`, `--key`).
+    pub tls: ClientTls,
 }
 
+/// The admin token a standalone `mqttd` writes, relative to its directory.
+pub const DEFAULT_TOKEN_FILE: &str = "data/admin.token";
+
 impl Target {
+    /// Validates the options; the token comes from `--token`, else
+    /// `--token-file`, else `MQTTD_TOKEN`, else `./data/admin.token`.
     pub fn new(global: &GlobalArgs) -> Result<Self> {
+        let env_token = std::env::var("MQTTD_TOKEN").ok();
+        Self::resolve(global, env_token, Path::new(DEFAULT_TOKEN_FILE))
+    }
+
+    fn resolve(global: &GlobalArgs, env_token: Option<String>, default_file: &Path) -> Result<Self> {
         let server = normalize_server(&global.server)?;
-        let token = global.token.as_deref().map(str::trim).filter(|token| !token.is_empty());
-        if let Some(token) = token {
+        let nonempty = |token: Option<String>| token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        let from_file = |path: &Path| {
+            proto::auth::read_token_file(path)
+                .map_err(|error| anyhow!("cannot use the token file {}: {error}", path.display()))
+        };
+        let (token, token_source) = if let Some(token) = nonempty(global.token.clone()) {
+            (Some(token), "--token".to_owned())
+        } else if let Some(path) = &global.token_file {
+            (Some(from_file(path)?), format!("--token-file {}", path.display()))
+        } else if let Some(token) = nonempty(env_token) {
+            (Some(token), "MQTTD_TOKEN".to_owned())
+        } else if default_file.is_file() {
+            (Some(from_file(default_file)?), format!("./{}", default_file.display()))
+        } else {
+            (None, String::new())
+        };
+        if let Some(token) = &token {
             if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
-                bail!("the cluster token must be visible ASCII characters without spaces");
+                bail!("the token ({token_source}) must be visible ASCII characters without spaces");
             }
         }
-        Ok(Target { server, token: token.map(str::to_owned), timeout: Duration::from_secs(global.timeout) })
+        let tls =
+            ClientTls::from_files(global.cacert.as_deref(), global.cert.as_deref(), global.key.as_deref())
+                .map_err(|error| anyhow!("TLS: {error}"))?;
+        if server.starts_with("https://") && !tls.is_enabled() {
+            bail!("--server {server} uses https: give the CA that signed its certificate with --cacert FILE");
+        }
+        Ok(Target { server, token, token_source, timeout: Duration::from_secs(global.timeout), tls })
     }
 }
 
-/// Accepts `http://HOST:PORT` or a bare `HOST:PORT`.
+/// Accepts `http://HOST:PORT`, `https://HOST:PORT` or a bare `HOST:PORT`
+/// (plain http).
 fn normalize_server(server: &str) -> Result<String> {
     let trimmed = server.trim();
     if trimmed.is_empty() {
         bail!("--server is empty; give a URL like http://127.0.0.1:50051");
     }
-    if trimmed.starts_with("https://") {
-        bail!("--server {trimmed}: https is not supported; the control plane serves plain gRPC (http://)");
-    }
-    let authority = trimmed.strip_prefix("http://").unwrap_or(trimmed).trim_end_matches('/');
-    let url = format!("http://{authority}");
+    let (scheme, rest) = match trimmed.strip_prefix("https://") {
+        Some(rest) => ("https", rest),
+        None => ("http", trimmed.strip_prefix("http://").unwrap_or(trimmed)),
+    };
+    let authority = rest.trim_end_matches('/');
+    let url = format!("{scheme}://{authority}");
     let malformed = authority.is_empty() || authority.contains('/') || authority.ends_with(':');
     if malformed || Endpoint::from_shared(url.clone()).is_err() {
         bail!("--server {server:?} is not a URL like http://127.0.0.1:50051");
@@ -72,8 +111,10 @@ pub struct Connection {
 impl Connection {
     /// Connects within the timeout, or says why it could not.
     pub async fn open(target: Target) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(target.server.clone())
-            .map_err(|_| anyhow!("--server {:?} is not a valid URL", target.server))?
+        let endpoint = target
+            .tls
+            .endpoint(&target.server)
+            .map_err(|error| anyhow!("--server {:?}: {error}", target.server))?
             .connect_timeout(target.timeout);
         let channel = match tokio::time::timeout(target.timeout, endpoint.connect()).await {
             Err(_) => {
@@ -135,10 +176,19 @@ pub fn explain(status: &Status, target: &Target) -> String {
     let message = one_line(status.message());
     let server_said = |fallback: &str| if message.is_empty() { fallback.to_owned() } else { message.clone() };
     match status.code() {
-        Code::Unauthenticated if target.token.is_some() => {
-            "the server refused the cluster token (check --token or MQTTD_TOKEN)".to_owned()
+        Code::Unauthenticated if target.token.is_some() => format!(
+            "the server refused the token from {} (check --token, --token-file or MQTTD_TOKEN)",
+            target.token_source
+        ),
+        Code::Unauthenticated => {
+            "the server wants a token (--token-file FILE, MQTTD_TOKEN, or run next to ./data/admin.token)"
+                .to_owned()
         }
-        Code::Unauthenticated => "the server wants a cluster token (--token)".to_owned(),
+        Code::PermissionDenied => format!(
+            "the token from {} is not allowed to do this: {}",
+            target.token_source,
+            server_said("permission denied")
+        ),
         // A status with a source was made on this side: the transport failed.
         Code::Unavailable if std::error::Error::source(status).is_some() => {
             format!("cannot reach {}: {}", target.server, transport_reason(status))
@@ -226,12 +276,23 @@ mod tests {
         Target {
             server: "http://127.0.0.1:1".to_owned(),
             token: token.map(str::to_owned),
+            token_source: "--token".to_owned(),
             timeout: Duration::from_secs(1),
+            tls: ClientTls::none(),
         }
     }
 
     fn global(server: &str, token: Option<&str>) -> GlobalArgs {
-        GlobalArgs { server: server.to_owned(), token: token.map(str::to_owned), json: false, timeout: 10 }
+        GlobalArgs {
+            server: server.to_owned(),
+            token: token.map(str::to_owned),
+            token_file: None,
+            cacert: None,
+            cert: None,
+            key: None,
+            json: false,
+            timeout: 10,
+        }
     }
 
     #[test]
@@ -239,7 +300,7 @@ mod tests {
         let server = |text: &str| Target::new(&global(text, None)).map(|target| target.server);
         assert_eq!(server("http://h:1/").ok().as_deref(), Some("http://h:1"));
         assert_eq!(server("10.0.0.1:50051").ok().as_deref(), Some("http://10.0.0.1:50051"));
-        assert!(server("https://h:1").unwrap_err().to_string().contains("https is not supported"));
+        assert!(server("https://h:1").unwrap_err().to_string().contains("--cacert"));
         assert!(server("").is_err());
         assert!(server("http://").is_err());
         assert!(server("http://bad host:1").is_err());
@@ -255,10 +316,33 @@ mod tests {
     }
 
     #[test]
+    fn tokens_come_from_flag_then_file_then_environment_then_data_dir() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let default_file = dir.path().join("admin.token");
+        let flag_file = dir.path().join("flag.token");
+        std::fs::write(&flag_file, "from-file\n").expect("write");
+        let resolve = |token: Option<&str>, file: bool, env: Option<&str>| {
+            let mut args = global("h:1", token);
+            args.token_file = file.then(|| flag_file.clone());
+            Target::resolve(&args, env.map(str::to_owned), &default_file).expect("valid").token
+        };
+        assert_eq!(resolve(None, false, None), None);
+        std::fs::write(&default_file, "from-data-dir\n").expect("write");
+        assert_eq!(resolve(None, false, None).as_deref(), Some("from-data-dir"));
+        assert_eq!(resolve(None, false, Some("from-env")).as_deref(), Some("from-env"));
+        assert_eq!(resolve(None, true, Some("from-env")).as_deref(), Some("from-file"));
+        assert_eq!(resolve(Some("from-flag"), false, Some("from-env")).as_deref(), Some("from-flag"));
+        let mut missing = global("h:1", None);
+        missing.token_file = Some(dir.path().join("missing"));
+        let error = Target::resolve(&missing, None, &default_file).expect_err("missing file").to_string();
+        assert!(error.contains("cannot use the token file"), "{error}");
+    }
+
+    #[test]
     fn unauthenticated_says_what_to_do() {
         let status = Status::unauthenticated("missing `authorization: Bearer TOKEN` metadata");
-        assert_eq!(explain(&status, &target(None)), "the server wants a cluster token (--token)");
-        assert!(explain(&status, &target(Some("x"))).contains("refused the cluster token"));
+        assert!(explain(&status, &target(None)).starts_with("the server wants a token (--token-file"));
+        assert!(explain(&status, &target(Some("x"))).contains("refused the token from --token"));
     }
 
     #[test]

@@ -43,6 +43,23 @@ pub struct ControlPlaneConfig {
     pub dataplane_grace_period: Duration,
     /// Build a snapshot (and compact the log) every this many entries.
     pub snapshot_every: u64,
+    /// TLS on the gRPC port (and to other members at `https://` URLs).
+    pub tls: Option<GrpcTls>,
+}
+
+/// TLS of the gRPC port, as files (PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcTls {
+    /// The server certificate (chain); members present it as their client
+    /// certificate to each other too.
+    pub certfile: PathBuf,
+    pub keyfile: PathBuf,
+    /// The CA that signed the members' (and, with `verify_peer`, every
+    /// client's) certificates.
+    pub cacertfile: Option<PathBuf>,
+    /// Require a client certificate signed by `cacertfile` on every
+    /// connection (mutual TLS): members, data-plane nodes and `mqttctl`.
+    pub verify_peer: bool,
 }
 
 /// A configuration that cannot work.
@@ -74,6 +91,7 @@ impl ControlPlaneConfig {
             dataplane_down_after: Duration::from_secs(15),
             dataplane_grace_period: Duration::from_secs(60),
             snapshot_every: 1000,
+            tls: None,
         }
     }
 
@@ -97,6 +115,11 @@ impl ControlPlaneConfig {
         if let Some(token) = &self.token {
             if token.is_empty() || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
                 return Err(invalid("token", "must be non-empty visible ASCII (no spaces)"));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.verify_peer && tls.cacertfile.is_none() {
+                return Err(invalid("tls.cacertfile", "is required with tls.verify_peer"));
             }
         }
         if let Some(addr) = &self.advertise_addr {

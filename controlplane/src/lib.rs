@@ -14,7 +14,9 @@
 //! `network/` carries Raft's RPCs between members, `store/` makes the log
 //! and snapshots durable in redb, `applied.rs` applies committed commands to
 //! the `state/` machine and publishes the changes to `feed.rs`, from which
-//! every Watch stream reads. `housekeeping.rs` expires silent data-plane
+//! every Watch stream reads. `credentials.rs` keeps the node's admin token
+//! file and hashes API tokens; `grpc/auth.rs` decides who may call what.
+//! `housekeeping.rs` expires silent data-plane
 //! nodes and old bans on the leader; `node.rs` wires it all up.
 //!
 //! Architecture invariants: this crate never imports the data plane (both
@@ -27,6 +29,7 @@
 mod applied;
 mod batcher;
 pub mod config;
+pub mod credentials;
 mod feed;
 mod grpc;
 mod housekeeping;
@@ -38,7 +41,8 @@ mod status;
 mod store;
 mod writer;
 
-pub use config::{ConfigError, ControlPlaneConfig};
+pub use config::{ConfigError, ControlPlaneConfig, GrpcTls};
+pub use credentials::ADMIN_TOKEN_FILE;
 pub use node::{ControlPlane, ControlPlaneHandle, ShutdownError, StartError};
 pub use status::{NodeStatus, Role};
 pub use store::{StoreError, STORE_FILE};

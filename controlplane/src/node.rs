@@ -5,9 +5,11 @@
 //! `bootstrap` is set, which makes it the single voter of a new cluster. A
 //! node with data rejoins on its own: its log and vote say who its peers
 //! are. In-process use (standalone mode) goes over loopback gRPC to
-//! [`ControlPlaneHandle::endpoint`] with [`ControlPlaneHandle::token`], the
-//! same path a remote data-plane node takes, so the single-node path is the
-//! cluster path.
+//! [`ControlPlaneHandle::endpoint`] with [`ControlPlaneHandle::dataplane_token`]
+//! (a credential made at start, held in memory only), the same path a
+//! remote data-plane node takes, so the single-node path is the cluster
+//! path. At its first start a node writes its admin token to
+//! `data_dir/admin.token` (see `credentials.rs`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -16,14 +18,17 @@ use std::time::Duration;
 
 use openraft::{BasicNode, SnapshotPolicy};
 use proto::auth::BearerToken;
+use proto::tls::{read_pem, ClientTls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::applied::SharedState;
 use crate::batcher::Batcher;
 use crate::config::{normalize_endpoint, ConfigError, ControlPlaneConfig};
-use crate::grpc::{AdminService, ControlPlaneService, RaftService, ServerAuth};
+use crate::credentials::{self, CredentialError};
+use crate::grpc::{AdminService, ControlPlaneService, Credentials, RaftService};
 use crate::housekeeping::Housekeeping;
 use crate::network::{NetworkFactory, Peers};
 use crate::state::ControlState;
@@ -40,8 +45,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error("controlplane.tls: {0}")]
+    Tls(#[from] proto::tls::TlsError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot bind the control-plane gRPC port {addr}: {source}")]
@@ -73,10 +80,13 @@ impl ControlPlane {
     /// store cannot be opened.
     pub async fn start(config: ControlPlaneConfig) -> Result<ControlPlaneHandle, StartError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        credentials::ensure_private_dir(&config.data_dir)?;
+        let admin_token = credentials::load_or_create_admin_token(&config.data_dir)?;
+        let dataplane_token = credentials::generate_token();
         let shared = SharedState::new();
         let (log_store, state_machine, store_watch) = store::open(&config.data_dir, shared.clone())?;
+        let (server_tls, client_tls) = tls_configs(config.tls.as_ref())?;
+        let scheme = if server_tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|source| StartError::Bind { addr: config.bind, source })?;
@@ -84,7 +94,7 @@ impl ControlPlane {
             listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
         let advertise_addr = match &config.advertise_addr {
             Some(addr) => normalize_endpoint(addr),
-            None => loopback_endpoint(local_addr),
+            None => loopback_endpoint(scheme, local_addr),
         };
 
         let raft_config = openraft::Config {
@@ -101,7 +111,7 @@ impl ControlPlane {
         let token = BearerToken::new(config.token.as_deref()).map_err(|error| {
             StartError::Config(ConfigError::Invalid { key: "token", reason: error.to_string() })
         })?;
-        let peers = Peers::new(token);
+        let peers = Peers::new(token, client_tls);
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -140,15 +150,25 @@ impl ControlPlane {
             RaftService::new(raft.clone(), writer.clone()),
             ControlPlaneService::new(shared.clone(), batcher, shutdown_signal.clone()),
             AdminService::new(advertise_addr.clone(), raft.clone(), shared.clone(), writer, peers),
-            ServerAuth::new(config.token.as_deref()),
+            Arc::new(Credentials::new(
+                config.token.clone(),
+                admin_token.clone(),
+                dataplane_token.clone(),
+                config.node_id,
+                shared.clone(),
+            )),
+            server_tls,
             shutdown_signal,
         ));
         tracing::info!(node_id = config.node_id, %local_addr, "control plane serving gRPC");
         Ok(ControlPlaneHandle {
             node_id: config.node_id,
             local_addr,
+            scheme,
             advertise_addr,
             token: config.token,
+            admin_token,
+            dataplane_token,
             raft,
             shared,
             shutdown,
@@ -159,14 +179,37 @@ impl ControlPlane {
     }
 }
 
-/// `http://` + the address, with an unspecified IP replaced by loopback.
-fn loopback_endpoint(addr: SocketAddr) -> String {
+/// The server's TLS settings, and the client side members use on each
+/// other (the CA, and their own certificate as client certificate).
+fn tls_configs(
+    tls: Option<&crate::config::GrpcTls>,
+) -> Result<(Option<ServerTlsConfig>, ClientTls), proto::tls::TlsError> {
+    let Some(tls) = tls else { return Ok((None, ClientTls::none())) };
+    proto::tls::install_crypto_provider();
+    let cert = read_pem(&tls.certfile)?;
+    let key = read_pem(&tls.keyfile)?;
+    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(&cert, &key));
+    let client = match &tls.cacertfile {
+        Some(path) => {
+            let ca = read_pem(path)?;
+            if tls.verify_peer {
+                server = server.client_ca_root(Certificate::from_pem(&ca));
+            }
+            ClientTls::new(ca, Some((cert, key)))
+        }
+        None => ClientTls::none(),
+    };
+    Ok((Some(server), client))
+}
+
+/// `SCHEME://` + the address, with an unspecified IP replaced by loopback.
+fn loopback_endpoint(scheme: &str, addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// A running control-plane member. Call [`shutdown`](Self::shutdown) to stop
@@ -174,8 +217,12 @@ fn loopback_endpoint(addr: SocketAddr) -> String {
 pub struct ControlPlaneHandle {
     node_id: NodeId,
     local_addr: SocketAddr,
+    /// `https` when the port serves TLS, else `http`.
+    scheme: &'static str,
     advertise_addr: String,
     token: Option<String>,
+    admin_token: String,
+    dataplane_token: String,
     raft: Raft,
     shared: Arc<SharedState>,
     shutdown: watch::Sender<bool>,
@@ -195,9 +242,9 @@ impl ControlPlaneHandle {
     }
 
     /// A loopback URL for in-process clients (the data plane in standalone
-    /// mode, the REST server): `http://127.0.0.1:PORT`.
+    /// mode, the REST server): `http://127.0.0.1:PORT` (`https` with TLS).
     pub fn endpoint(&self) -> String {
-        loopback_endpoint(self.local_addr)
+        loopback_endpoint(self.scheme, self.local_addr)
     }
 
     /// The URL other members reach this one at.
@@ -205,9 +252,20 @@ impl ControlPlaneHandle {
         &self.advertise_addr
     }
 
-    /// The cluster token in-process clients must present, if any.
+    /// The member token (`controlplane.token`), if one is configured.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    /// This node's admin token (the content of `data_dir/admin.token`).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The in-process data-plane credential: valid for this node's own id
+    /// only, until this member stops; never written anywhere.
+    pub fn dataplane_token(&self) -> &str {
+        &self.dataplane_token
     }
 
     /// This member's role, term, leader, progress and membership now.

@@ -11,7 +11,7 @@ use controlplane::{ControlPlane, ControlPlaneConfig, ControlPlaneHandle, Role};
 use proto::admin::admin_client::AdminClient;
 use proto::admin::{
     BannedAddRequest, BannedDeleteRequest, BannedListRequest, ClusterLeaveRequest, ConfigKind,
-    ConfigListRequest, ConfigPutRequest, UserAddRequest,
+    ConfigListRequest, ConfigPutRequest, TokenAddRequest, TokenRole, UserAddRequest,
 };
 use proto::auth::BearerToken;
 use proto::controlplane::control_plane_client::ControlPlaneClient;
@@ -54,8 +54,12 @@ async fn standalone_member_expires_silent_dataplane_nodes_and_restarts() -> Resu
     let node = ControlPlane::start(config(dir.path(), "127.0.0.1:0".parse()?)).await?;
     assert_eq!(node.wait_for_leader(PATIENCE).await, Some(1));
     assert_eq!(node.token(), None);
-    let mut admin = AdminClient::with_interceptor(channel(&node).await?, BearerToken::new(None)?);
-    let mut dataplane = ControlPlaneClient::new(channel(&node).await?);
+    let mut admin =
+        AdminClient::with_interceptor(channel(&node).await?, BearerToken::new(Some(node.admin_token()))?);
+    let node7 = TokenAddRequest { role: TokenRole::Dataplane.into(), node_id: Some(7) };
+    let node7_token = admin.token_add(node7).await?.into_inner().token;
+    let mut dataplane =
+        ControlPlaneClient::with_interceptor(channel(&node).await?, BearerToken::new(Some(&node7_token))?);
 
     // A data-plane node registers routes and a share member, then goes silent.
     dataplane

@@ -6,7 +6,8 @@
 //!   spoken by data-plane nodes to the control plane.
 //! - [`admin`]: the admin API (cluster, users, ACL, banned clients, config),
 //!   spoken by `mqttctl` and the REST server.
-//! - [`auth`]: the cluster token carried as `authorization: Bearer TOKEN`.
+//! - [`auth`]: the tokens carried as `authorization: Bearer TOKEN`.
+//! - [`tls`]: TLS settings of gRPC clients (`https://` endpoints).
 //!
 //! Architecture invariant: this crate depends on nothing of ours and holds no
 //! logic beyond the generated code and the token helpers; both planes and the
@@ -15,6 +16,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod auth;
+pub mod tls;
 
 /// Raft RPCs between control-plane nodes (package `mqttd.raft`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

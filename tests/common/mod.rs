@@ -35,6 +35,8 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 /// A running `mqttd`, killed on drop.
 pub struct Broker {
     child: Child,
+    /// The `--set` pairs it was started with, for [`Broker::restart`].
+    settings: Vec<String>,
     pub port: u16,
     pub ws_port: u16,
     pub dir: tempfile::TempDir,
@@ -61,30 +63,34 @@ impl Broker {
     /// Starts `mqttd` with TCP and WS on the given ports.
     pub fn start_on(port: u16, ws_port: u16, extra: &[&str]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mqttd"));
-        command
-            .arg("--set")
-            .arg(format!("listeners.tcp.bind=127.0.0.1:{port}"))
-            .arg("--set")
-            .arg(format!("listeners.ws.bind=127.0.0.1:{ws_port}"))
-            .arg("--set")
-            .arg(format!("node.data_dir={}", dir.path().display()))
-            .arg("--set")
-            .arg("sys.interval=0")
-            .arg("--set")
-            .arg("controlplane.bind=127.0.0.1:0");
-        for setting in extra {
-            command.arg("--set").arg(setting);
-        }
-        let child = command
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mqttd");
-        let broker = Broker { child, port, ws_port, dir };
+        let mut settings = vec![
+            format!("listeners.tcp.bind=127.0.0.1:{port}"),
+            format!("listeners.ws.bind=127.0.0.1:{ws_port}"),
+            format!("node.data_dir={}", dir.path().display()),
+            "sys.interval=0".to_owned(),
+            "controlplane.bind=127.0.0.1:0".to_owned(),
+        ];
+        settings.extend(extra.iter().map(|setting| (*setting).to_owned()));
+        let child = Broker::spawn(dir.path(), &settings);
+        let broker = Broker { child, settings, port, ws_port, dir };
         broker.wait_ready();
         broker
+    }
+
+    fn spawn(dir: &std::path::Path, settings: &[String]) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mqttd"));
+        for setting in settings {
+            command.arg("--set").arg(setting);
+        }
+        command.current_dir(dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn mqttd")
+    }
+
+    /// Stops it (SIGTERM) and starts it again with the same settings, in the
+    /// same directory.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.child = Broker::spawn(self.dir.path(), &self.settings);
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -114,6 +120,22 @@ impl Broker {
             assert!(std::time::Instant::now() < deadline, "mqttd did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The admin token file `mqttd` writes in its data directory.
+    pub fn admin_token_file(&self) -> std::path::PathBuf {
+        self.admin_token_file_in(self.dir.path())
+    }
+
+    /// The admin token file `mqttd` writes in `data_dir`, once it exists.
+    pub fn admin_token_file_in(&self, data_dir: &std::path::Path) -> std::path::PathBuf {
+        let path = data_dir.join("admin.token");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "mqttd wrote no {}", path.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        path
     }
 
     pub fn pid(&self) -> u32 {

@@ -5,6 +5,7 @@
 mod acl;
 mod banned;
 mod cluster;
+mod tokens;
 mod users;
 
 use anyhow::Result;
@@ -19,5 +20,6 @@ pub async fn run(command: Command, connection: &Connection) -> Result<Output> {
         Command::Users(command) => users::run(command, connection).await,
         Command::Acl(command) => acl::run(command, connection).await,
         Command::Banned(command) => banned::run(command, connection).await,
+        Command::Tokens(command) => tokens::run(command, connection).await,
     }
 }

@@ -9,6 +9,10 @@ use serde_json::{json, Value};
 
 use crate::common::{eventually, mqttctl, start};
 
+/// The members' shared token: joins need it (each answers `mqttctl` with
+/// its own admin token from `./data/admin.token`).
+const MEMBER_TOKEN: &str = "member-secret";
+
 fn member_ids(status: &Value) -> Vec<u64> {
     status["controlplane"]
         .as_array()
@@ -17,8 +21,8 @@ fn member_ids(status: &Value) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_join_and_leave() -> Result<()> {
-    let node1 = start(1, true, None).await?;
-    let node2 = start(2, false, None).await?;
+    let node1 = start(1, true, Some(MEMBER_TOKEN)).await?;
+    let node2 = start(2, false, Some(MEMBER_TOKEN)).await?;
     let (server1, server2) = (node1.endpoint(), node2.endpoint());
 
     // A node waiting to be joined knows no cluster.
@@ -70,7 +74,8 @@ async fn status_join_and_leave() -> Result<()> {
         connections: 3,
         snapshot_index: 1,
     };
-    ControlPlaneClient::new(channel).heartbeat(heartbeat).await?;
+    let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN))?;
+    ControlPlaneClient::with_interceptor(channel, token).heartbeat(heartbeat).await?;
     eventually("the data-plane node", || node1.handle.read(|state| state.dataplane_node(100).is_some()))
         .await?;
     let status = mqttctl(&server1, &["--json", "cluster", "status"]).await?.json();
@@ -95,7 +100,7 @@ async fn status_join_and_leave() -> Result<()> {
     assert!(lines[7].starts_with("100") && lines[7].contains("127.0.0.1:7100  up"), "{lines:?}");
 
     // A third member joins; once it stops, the status says it is unreachable.
-    let node3 = start(3, false, None).await?;
+    let node3 = start(3, false, Some(MEMBER_TOKEN)).await?;
     let server3 = node3.endpoint();
     let joined = mqttctl(&server2, &["--json", "cluster", "join", &server3]).await?.json();
     assert_eq!(joined, json!({"node_id": 3, "addr": server3, "role": "voter"}));

@@ -1,21 +1,35 @@
 //! Test helpers: start control-plane members, run `mqttctl`, read its
 //! answer.
+//!
+//! Each member keeps its data in `ROOT/data`, and `mqttctl` runs with
+//! `ROOT` as its working directory, so it finds that member's
+//! `./data/admin.token` by itself, as next to a standalone `mqttd`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use controlplane::{ControlPlane, ControlPlaneConfig, ControlPlaneHandle, NodeId};
+use parking_lot::Mutex;
 use serde_json::Value;
 use tempfile::TempDir;
 
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// A running member and the data directory it owns.
+/// Endpoint → the directory holding that member's `data/`.
+static MEMBER_DIRS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+
+fn member_dir(server: &str) -> Option<PathBuf> {
+    let dirs = MEMBER_DIRS.lock();
+    dirs.iter().find(|(endpoint, _)| endpoint == server).map(|(_, dir)| dir.clone())
+}
+
+/// A running member and the directory it owns (its data is in `data/`).
 pub struct Member {
     pub handle: ControlPlaneHandle,
-    _data_dir: TempDir,
+    _root: TempDir,
 }
 
 impl Member {
@@ -31,9 +45,9 @@ impl Member {
 /// Starts a member on a free port with quick Raft timings; `bootstrap`
 /// makes it the first voter of a new cluster, else it waits to be joined.
 pub async fn start(node_id: NodeId, bootstrap: bool, token: Option<&str>) -> Result<Member> {
-    let data_dir = tempfile::tempdir()?;
+    let root = tempfile::tempdir()?;
     let any_port: SocketAddr = "127.0.0.1:0".parse()?;
-    let mut config = ControlPlaneConfig::new(node_id, data_dir.path(), any_port);
+    let mut config = ControlPlaneConfig::new(node_id, root.path().join("data"), any_port);
     config.bootstrap = bootstrap;
     config.token = token.map(str::to_owned);
     config.heartbeat_interval = Duration::from_millis(100);
@@ -46,7 +60,8 @@ pub async fn start(node_id: NodeId, bootstrap: bool, token: Option<&str>) -> Res
             bail!("node {node_id} did not become leader (leader: {leader:?})");
         }
     }
-    Ok(Member { handle, _data_dir: data_dir })
+    MEMBER_DIRS.lock().push((handle.endpoint(), root.path().to_owned()));
+    Ok(Member { handle, _root: root })
 }
 
 /// A bootstrapped single-member cluster (the standalone shape).
@@ -94,16 +109,33 @@ impl Run {
     }
 }
 
-/// Runs `mqttctl --server SERVER ARGS...` with `MQTTD_TOKEN` unset.
+/// Runs `mqttctl --server SERVER ARGS...` with `MQTTD_TOKEN` unset, in the
+/// directory of the member at SERVER (so with its admin token).
 pub async fn mqttctl(server: &str, args: &[&str]) -> Result<Run> {
     mqttctl_with_env(server, args, &[]).await
 }
 
 /// Runs `mqttctl --server SERVER ARGS...` with extra environment variables
-/// (and no `MQTTD_TOKEN` from the test's own environment).
+/// (and no `MQTTD_TOKEN` from the test's own environment), in the
+/// directory of the member at SERVER.
 pub async fn mqttctl_with_env(server: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
+    let dir = member_dir(server);
+    mqttctl_in(dir, server, args, env).await
+}
+
+/// Runs `mqttctl --server SERVER ARGS...` in a directory with no
+/// `data/admin.token`: only flags and `env` give it a token.
+pub async fn mqttctl_elsewhere(server: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
+    let empty = tempfile::tempdir()?;
+    mqttctl_in(Some(empty.path().to_owned()), server, args, env).await
+}
+
+async fn mqttctl_in(dir: Option<PathBuf>, server: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mqttctl"));
     command.arg("--server").arg(server).args(args).env_remove("MQTTD_TOKEN");
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
     for (key, value) in env {
         command.env(key, value);
     }

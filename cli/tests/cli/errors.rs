@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::common::{closed_port, mqttctl, mqttctl_bare, mqttctl_with_env, single};
+use crate::common::{closed_port, mqttctl, mqttctl_bare, mqttctl_elsewhere, single};
 
 #[tokio::test]
 async fn unreachable_server_fails_fast() -> Result<()> {
@@ -34,31 +34,45 @@ async fn silent_server_times_out() -> Result<()> {
 #[tokio::test]
 async fn bad_server_url_is_refused_before_connecting() -> Result<()> {
     let https = mqttctl("https://127.0.0.1:1", &["users", "list"]).await?;
-    assert!(https.failure().contains("https is not supported"), "{https:?}");
+    assert!(https.failure().contains("--cacert"), "{https:?}");
     let garbage = mqttctl("http://no spaces:1", &["users", "list"]).await?;
     assert!(garbage.failure().contains("is not a URL"), "{garbage:?}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_is_required_when_configured() -> Result<()> {
+async fn a_token_is_always_required() -> Result<()> {
     let member = single(Some("cluster-secret")).await?;
     let server = member.endpoint();
 
-    let missing = mqttctl(&server, &["users", "list"]).await?;
-    assert_eq!(missing.failure(), "mqttctl: the server wants a cluster token (--token)");
-    let wrong = mqttctl(&server, &["--token", "guess", "users", "list"]).await?;
+    // Away from the member's ./data/admin.token and with no token: refused.
+    let missing = mqttctl_elsewhere(&server, &["users", "list"], &[]).await?;
+    assert!(missing.failure().starts_with("mqttctl: the server wants a token (--token-file"), "{missing:?}");
+    let wrong = mqttctl_elsewhere(&server, &["--token", "guess", "users", "list"], &[]).await?;
     assert_eq!(
         wrong.failure(),
-        "mqttctl: the server refused the cluster token (check --token or MQTTD_TOKEN)"
+        "mqttctl: the server refused the token from --token (check --token, --token-file or MQTTD_TOKEN)"
     );
 
-    let flag =
-        mqttctl(&server, &["--token", "cluster-secret", "users", "add", "u", "--password", "p"]).await?;
+    // The member token by flag, environment or file; the admin token file.
+    let flag = mqttctl_elsewhere(
+        &server,
+        &["--token", "cluster-secret", "users", "add", "u", "--password", "p"],
+        &[],
+    )
+    .await?;
     assert_eq!(flag.ok(), "added user \"u\"\n");
     let from_env =
-        mqttctl_with_env(&server, &["users", "list"], &[("MQTTD_TOKEN", "cluster-secret")]).await?;
+        mqttctl_elsewhere(&server, &["users", "list"], &[("MQTTD_TOKEN", "cluster-secret")]).await?;
     assert_eq!(from_env.ok(), "USERNAME  SUPERUSER\nu         no\n");
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{}\n", member.handle.admin_token()))?;
+    let file = file.display().to_string();
+    let from_file = mqttctl_elsewhere(&server, &["--token-file", &file, "users", "list"], &[]).await?;
+    assert_eq!(from_file.ok(), "USERNAME  SUPERUSER\nu         no\n");
+    let from_data_dir = mqttctl(&server, &["users", "list"]).await?;
+    assert_eq!(from_data_dir.ok(), "USERNAME  SUPERUSER\nu         no\n");
     member.shutdown().await
 }
 

@@ -8,4 +8,5 @@ mod banned;
 mod cluster;
 mod common;
 mod errors;
+mod tokens;
 mod users;

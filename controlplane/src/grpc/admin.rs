@@ -6,6 +6,8 @@
 //! on the blocking pool, before anything is proposed: only the hash enters
 //! the log. `UserAdd` also takes an already-computed argon2id hash (an
 //! import from another broker), checked here before it is proposed.
+//! Likewise `TokenAdd` makes the token here and proposes only its SHA-256
+//! hash; the secret is in the reply and nowhere else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +21,10 @@ use tonic::{Request, Response, Status};
 use super::status::{self, write_error};
 use crate::applied::SharedState;
 use crate::config::normalize_endpoint;
+use crate::credentials::{generate_token, hash_token};
 use crate::housekeeping::now_ms;
 use crate::network::Peers;
-use crate::pb_impl::{config_kind, InvalidInput};
+use crate::pb_impl::{config_kind, token_role, InvalidInput};
 use crate::state::{hash_password, AclRuleSpec, Ban, BanKey, Command, Response as Applied};
 use crate::status::NodeStatus;
 use crate::writer::{LeaderReply, LeaderRequest, Writer};
@@ -336,6 +339,47 @@ impl Admin for AdminService {
                 .collect()
         });
         Ok(Response::new(ConfigListReply { documents }))
+    }
+
+    async fn token_add(&self, request: Request<TokenAddRequest>) -> Result<Response<TokenAddReply>, Status> {
+        let request = request.into_inner();
+        let role = token_role(request.role)?;
+        let token = generate_token();
+        let created_ms = now_ms();
+        let command =
+            Command::AddToken { role, node_id: request.node_id, hash: hash_token(&token), created_ms };
+        match self.write(command).await? {
+            (index, Applied::TokenAdded { id }) => {
+                let record = crate::state::ApiToken {
+                    id,
+                    role,
+                    node_id: request.node_id,
+                    hash: String::new(),
+                    created_ms,
+                };
+                tracing::info!(id, ?role, node_id = ?request.node_id, "API token added");
+                Ok(Response::new(TokenAddReply { info: Some(TokenInfo::from(&record)), token, index }))
+            }
+            (_, other) => Err(Status::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn token_list(
+        &self,
+        _request: Request<TokenListRequest>,
+    ) -> Result<Response<TokenListReply>, Status> {
+        let tokens = self.shared.read(|applied| applied.state.tokens().map(TokenInfo::from).collect());
+        Ok(Response::new(TokenListReply { tokens }))
+    }
+
+    async fn token_delete(
+        &self,
+        request: Request<TokenDeleteRequest>,
+    ) -> Result<Response<WriteReply>, Status> {
+        let id = request.into_inner().id;
+        let reply = self.write_reply(Command::DeleteToken { id }).await?;
+        tracing::info!(id, "API token deleted");
+        Ok(reply)
     }
 }
 

@@ -8,7 +8,9 @@
 //! past it meanwhile, it gets a fresh snapshot instead of the lost deltas,
 //! so memory stays bounded. The stream ends when the client goes away or
 //! the member shuts down. Route batches and heartbeats go through the
-//! [`Batcher`], which coalesces them into few Raft writes.
+//! [`Batcher`], which coalesces them into few Raft writes. A data-plane
+//! credential speaks only for the node id it is bound to: a request naming
+//! another id is `PermissionDenied`.
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::auth::grant_of;
 use super::status;
 use crate::applied::SharedState;
 use crate::batcher::Batcher;
@@ -61,7 +64,9 @@ impl ControlPlane for ControlPlaneService {
     type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let grant = grant_of(&request)?;
         let request = request.into_inner();
+        grant.check_node(request.node_id)?;
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         let watcher = Watcher {
             shared: self.shared.clone(),
@@ -75,7 +80,9 @@ impl ControlPlane for ControlPlaneService {
     }
 
     async fn register_routes(&self, request: Request<RouteBatch>) -> Result<Response<WriteReply>, Status> {
+        let grant = grant_of(&request)?;
         let batch = request.into_inner();
+        grant.check_node(batch.node_id)?;
         let command = Command::RouteBatch {
             node_id: batch.node_id,
             add: batch.add,
@@ -89,7 +96,9 @@ impl ControlPlane for ControlPlaneService {
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<WriteReply>, Status> {
+        let grant = grant_of(&request)?;
         let heartbeat = request.into_inner();
+        grant.check_node(heartbeat.node_id)?;
         let command = Command::Heartbeat {
             node_id: heartbeat.node_id,
             address: heartbeat.address,

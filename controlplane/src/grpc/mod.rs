@@ -1,6 +1,7 @@
 //! The gRPC server: one port serves Raft's own RPCs (`raft.rs`), the Watch
 //! stream, route registration and heartbeats (`controlplane.rs`) and the
-//! admin API (`admin.rs`), every service behind the token check (`auth.rs`).
+//! admin API (`admin.rs`), every service behind the credential check of its
+//! role (`auth.rs`).
 //! `status.rs` maps our errors to gRPC status codes.
 //!
 //! Invariant: handlers never panic on input; bad input is `InvalidArgument`,
@@ -12,6 +13,8 @@ mod controlplane;
 mod raft;
 mod status;
 
+use std::sync::Arc;
+
 use proto::admin::admin_server::AdminServer;
 use proto::controlplane::control_plane_server::ControlPlaneServer;
 use proto::raft::raft_server::RaftServer;
@@ -19,22 +22,24 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 
 pub(crate) use admin::AdminService;
-pub(crate) use auth::ServerAuth;
+pub(crate) use auth::{Credentials, ServerAuth, Service};
 pub(crate) use controlplane::ControlPlaneService;
 pub(crate) use raft::RaftService;
 
 use crate::network::MAX_MESSAGE_BYTES;
 
-/// Serves the three services on `listener` until `shutdown` turns true.
+/// Serves the three services on `listener` (over TLS when `tls` is given)
+/// until `shutdown` turns true.
 pub(crate) async fn serve(
     listener: TcpListener,
     raft: RaftService,
     controlplane: ControlPlaneService,
     admin: AdminService,
-    auth: ServerAuth,
+    credentials: Arc<Credentials>,
+    tls: Option<ServerTlsConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let raft = RaftServer::new(raft)
@@ -42,10 +47,17 @@ pub(crate) async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let controlplane = ControlPlaneServer::new(controlplane).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServer::new(admin);
-    Server::builder()
-        .add_service(InterceptedService::new(raft, auth.clone()))
-        .add_service(InterceptedService::new(controlplane, auth.clone()))
-        .add_service(InterceptedService::new(admin, auth))
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
+        .add_service(InterceptedService::new(raft, ServerAuth::new(credentials.clone(), Service::Raft)))
+        .add_service(InterceptedService::new(
+            controlplane,
+            ServerAuth::new(credentials.clone(), Service::ControlPlane),
+        ))
+        .add_service(InterceptedService::new(admin, ServerAuth::new(credentials, Service::Admin)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             // An error means the sender is gone, which is a shutdown too.
             let _ = shutdown.wait_for(|stopped| *stopped).await;

@@ -13,11 +13,13 @@ mod config;
 mod dataplane;
 mod membership;
 mod snapshot;
+mod token;
 mod user;
 
 pub(crate) use config::config_kind;
 pub(crate) use membership::members_of;
 pub(crate) use snapshot::state_snapshot;
+pub(crate) use token::token_role;
 
 /// Operator input that does not make a valid command.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{AclRuleSpec, Ban, BanKey, BanKind, ConfigKind, ShareSubscription};
+use super::types::{AclRuleSpec, Ban, BanKey, BanKind, ConfigKind, ShareSubscription, TokenRole};
 use crate::NodeId;
 
 /// One entry's worth of change to the replicated state.
@@ -93,6 +93,18 @@ pub enum Command {
         node_id: NodeId,
         down_since_ms: u64,
     },
+    /// Adds an API token by its hash (the proposer made the secret); answers
+    /// [`Response::TokenAdded`] with the new id. A data-plane token needs a
+    /// node id, an admin token has none.
+    AddToken {
+        role: TokenRole,
+        node_id: Option<NodeId>,
+        hash: String,
+        created_ms: u64,
+    },
+    DeleteToken {
+        id: u64,
+    },
     /// Several commands in one log entry (coalesced writes). Each is applied
     /// on its own: one failing does not undo the others. No nesting.
     Batch(Vec<Command>),
@@ -106,6 +118,8 @@ pub enum Response {
     Done,
     /// An ACL rule was added with this id.
     AclRuleAdded { id: u64 },
+    /// An API token was added with this id.
+    TokenAdded { id: u64 },
     /// One response per command of a [`Command::Batch`], in order.
     Batch(Vec<Response>),
     /// Refused; the state is unchanged.
@@ -158,6 +172,8 @@ pub enum CommandError {
     InvalidJson { name: String, reason: String },
     #[error("no {kind:?} configuration named {name:?}")]
     ConfigNotFound { kind: ConfigKind, name: String },
+    #[error("API token {0} not found")]
+    TokenNotFound(u64),
     #[error("a batch cannot contain another batch")]
     NestedBatch,
 }
@@ -168,7 +184,8 @@ impl CommandError {
             CommandError::UserNotFound(_)
             | CommandError::AclRuleNotFound(_)
             | CommandError::BanNotFound { .. }
-            | CommandError::ConfigNotFound { .. } => ErrorKind::NotFound,
+            | CommandError::ConfigNotFound { .. }
+            | CommandError::TokenNotFound(_) => ErrorKind::NotFound,
             CommandError::UserExists(_) => ErrorKind::AlreadyExists,
             CommandError::InvalidUsername(_)
             | CommandError::InvalidPasswordHash(_)

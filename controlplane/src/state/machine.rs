@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::change::Change;
 use super::command::{Command, CommandError, Response};
 use super::types::{
-    AclRule, AclRuleSpec, AclWho, Ban, BanKey, BanKind, ConfigKind, DataPlaneNode, DataPlaneState,
-    ShareGroupKey, ShareMember, ShareSubscription, User,
+    AclRule, AclRuleSpec, AclWho, ApiToken, Ban, BanKey, BanKind, ConfigKind, DataPlaneNode, DataPlaneState,
+    ShareGroupKey, ShareMember, ShareSubscription, TokenRole, User,
 };
 use super::validate;
 use crate::NodeId;
@@ -32,6 +32,10 @@ pub struct ControlState {
     pub(super) bridges: BTreeMap<String, String>,
     pub(super) plugins: BTreeMap<String, String>,
     pub(super) dataplane: BTreeMap<NodeId, DataPlaneNode>,
+    /// API tokens by id (hashes only; never sent on the Watch stream).
+    pub(super) tokens: BTreeMap<u64, ApiToken>,
+    /// The id the next API token gets; ids are never reused.
+    pub(super) next_token_id: u64,
 }
 
 impl ControlState {
@@ -75,6 +79,16 @@ impl ControlState {
 
     pub fn dataplane_node(&self, id: NodeId) -> Option<&DataPlaneNode> {
         self.dataplane.get(&id)
+    }
+
+    /// The API tokens, by id.
+    pub fn tokens(&self) -> impl Iterator<Item = &ApiToken> {
+        self.tokens.values()
+    }
+
+    /// The API token whose SHA-256 hash (lowercase hex) is `hash`.
+    pub fn token_by_hash(&self, hash: &str) -> Option<&ApiToken> {
+        self.tokens.values().find(|token| token.hash == hash)
     }
 
     /// Applies one command; returns the response and what changed (empty if
@@ -185,6 +199,12 @@ impl ControlState {
                     self.remove_dataplane_node(node_id, changes);
                 }
             }
+            Command::AddToken { role, node_id, hash, created_ms } => {
+                return self.add_token(role, node_id, hash, created_ms)
+            }
+            Command::DeleteToken { id } => {
+                self.tokens.remove(&id).ok_or(CommandError::TokenNotFound(id))?;
+            }
             Command::Batch(_) => return Err(CommandError::NestedBatch),
         }
         Ok(Response::Done)
@@ -229,6 +249,43 @@ impl ControlState {
         self.acl.insert(index, AclRule { id, spec: rule });
         changes.push(Change::AclReplaced(self.acl.clone()));
         Ok(Response::AclRuleAdded { id })
+    }
+
+    /// Tokens change nothing a watcher sees: no change is reported.
+    fn add_token(
+        &mut self,
+        role: TokenRole,
+        node_id: Option<NodeId>,
+        hash: String,
+        created_ms: u64,
+    ) -> Result<Response, CommandError> {
+        validate::token_hash(&hash)?;
+        match (role, node_id) {
+            (TokenRole::Dataplane, None) => {
+                return Err(CommandError::InvalidValue {
+                    what: "token".to_owned(),
+                    reason: "a data-plane token needs the node id it is bound to".to_owned(),
+                })
+            }
+            (TokenRole::Admin, Some(_)) => {
+                return Err(CommandError::InvalidValue {
+                    what: "token".to_owned(),
+                    reason: "an admin token is not bound to a node id".to_owned(),
+                })
+            }
+            _ => {}
+        }
+        if self.token_by_hash(&hash).is_some() {
+            return Err(CommandError::InvalidValue {
+                what: "token".to_owned(),
+                reason: "a token with this hash exists".to_owned(),
+            });
+        }
+        self.next_token_id = self.next_token_id.max(1);
+        let id = self.next_token_id;
+        self.next_token_id += 1;
+        self.tokens.insert(id, ApiToken { id, role, node_id, hash, created_ms });
+        Ok(Response::TokenAdded { id })
     }
 
     /// Records a heartbeat; reports the node only if it is new or its

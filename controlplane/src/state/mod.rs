@@ -20,8 +20,9 @@ pub use machine::ControlState;
 pub use password::{hash_password, verify_password, PasswordError};
 pub use snapshot::{SnapshotFormatError, SNAPSHOT_FORMAT_VERSION};
 pub use types::{
-    AclAction, AclPermission, AclRule, AclRuleSpec, AclWho, Ban, BanKey, BanKind, ConfigKind,
-    ControlPlaneMember, DataPlaneNode, DataPlaneState, ShareGroupKey, ShareMember, ShareSubscription, User,
+    AclAction, AclPermission, AclRule, AclRuleSpec, AclWho, ApiToken, Ban, BanKey, BanKind, ConfigKind,
+    ControlPlaneMember, DataPlaneNode, DataPlaneState, ShareGroupKey, ShareMember, ShareSubscription,
+    TokenRole, User,
 };
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::machine::ControlState;
-use super::types::{AclRule, Ban, DataPlaneNode, ShareGroupKey, ShareMember, User};
+use super::types::{AclRule, ApiToken, Ban, DataPlaneNode, ShareGroupKey, ShareMember, User};
 use crate::NodeId;
 
 /// The version this build writes.
@@ -68,6 +68,11 @@ struct DocumentV1 {
     plugins: BTreeMap<String, String>,
     #[serde(default)]
     dataplane: Vec<DataPlaneNode>,
+    /// API tokens (hashes only); added within version 1, absent is none.
+    #[serde(default)]
+    tokens: Vec<ApiToken>,
+    #[serde(default)]
+    next_token_id: u64,
 }
 
 impl ControlState {
@@ -92,6 +97,8 @@ impl ControlState {
             bridges: self.bridges.clone(),
             plugins: self.plugins.clone(),
             dataplane: self.dataplane.values().cloned().collect(),
+            tokens: self.tokens.values().cloned().collect(),
+            next_token_id: self.next_token_id,
         };
         Ok(serde_json::to_vec(&document)?)
     }
@@ -105,6 +112,10 @@ impl ControlState {
         }
         let document: DocumentV1 = serde_json::from_slice(bytes)?;
         let max_acl_id = document.acl.iter().map(|rule| rule.id).max().unwrap_or(0);
+        let next_token_id = match document.tokens.iter().map(|token| token.id).max() {
+            Some(max_token_id) => document.next_token_id.max(max_token_id + 1),
+            None => document.next_token_id,
+        };
         Ok(ControlState {
             users: document.users.into_iter().map(|user| (user.username.clone(), user)).collect(),
             acl: document.acl,
@@ -115,6 +126,8 @@ impl ControlState {
             bridges: document.bridges,
             plugins: document.plugins,
             dataplane: document.dataplane.into_iter().map(|node| (node.id, node)).collect(),
+            tokens: document.tokens.into_iter().map(|token| (token.id, token)).collect(),
+            next_token_id,
         })
     }
 }

@@ -347,9 +347,38 @@ fn snapshot_round_trip() {
     apply(&mut state, Command::PutConfig { kind: ConfigKind::Plugin, name: "p".into(), json: "[1]".into() });
     apply(&mut state, heartbeat(4, 10));
     apply(&mut state, routes(4, &["t/+"], &[]));
+    apply(&mut state, add_token(TokenRole::Dataplane, Some(4), 'a'));
     let bytes = state.to_snapshot_bytes().expect("serializes");
     let restored = ControlState::from_snapshot_bytes(&bytes).expect("reads back");
     assert_eq!(restored, state);
+}
+
+fn add_token(role: TokenRole, node_id: Option<crate::NodeId>, digit: char) -> Command {
+    Command::AddToken { role, node_id, hash: digit.to_string().repeat(64), created_ms: 5 }
+}
+
+#[test]
+fn tokens_are_checked_numbered_and_deleted_without_changes_to_watchers() {
+    let mut state = ControlState::default();
+    let (response, changes) = state.apply(add_token(TokenRole::Admin, None, 'a'));
+    assert_eq!(response, Response::TokenAdded { id: 1 });
+    assert!(changes.is_empty(), "tokens never reach the Watch stream");
+    assert_eq!(state.apply(add_token(TokenRole::Dataplane, Some(3), 'b')).0, Response::TokenAdded { id: 2 });
+    for refused in [
+        add_token(TokenRole::Dataplane, None, 'c'),
+        add_token(TokenRole::Admin, Some(3), 'c'),
+        add_token(TokenRole::Admin, None, 'a'),
+        add_token(TokenRole::Admin, None, 'X'),
+    ] {
+        assert!(matches!(state.apply(refused.clone()).0, Response::Failed(_)), "{refused:?}");
+    }
+    assert_eq!(state.token_by_hash(&"b".repeat(64)).map(|token| token.node_id), Some(Some(3)));
+    assert_eq!(state.apply(Command::DeleteToken { id: 1 }).0, Response::Done);
+    assert_eq!(
+        state.apply(Command::DeleteToken { id: 1 }).0,
+        Response::Failed(CommandError::TokenNotFound(1))
+    );
+    assert_eq!(state.apply(add_token(TokenRole::Admin, None, 'a')).0, Response::TokenAdded { id: 3 });
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The records the control plane owns: users, ACL rules, bans, config
-//! documents, data-plane nodes and shared-subscription members.
+//! documents, data-plane nodes, shared-subscription members and API tokens.
 //!
 //! These are plain data with serde (for Raft log entries and snapshots); the
 //! rules they must follow are checked in `validate.rs` and enforced by
@@ -175,4 +175,28 @@ pub struct ControlPlaneMember {
     pub addr: String,
     /// A voter, or else a learner.
     pub voter: bool,
+}
+
+/// What an API token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    /// The admin API.
+    Admin,
+    /// Watch, route batches and heartbeats of the node id it is bound to.
+    Dataplane,
+}
+
+/// An API token as the state keeps it: its SHA-256 hash, never the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Assigned by the state machine, never reused.
+    pub id: u64,
+    pub role: TokenRole,
+    /// The data-plane node id a [`TokenRole::Dataplane`] token is bound to;
+    /// `None` for an admin token.
+    pub node_id: Option<NodeId>,
+    /// Lowercase hex SHA-256 of the token.
+    pub hash: String,
+    pub created_ms: u64,
 }

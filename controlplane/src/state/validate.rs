@@ -37,6 +37,18 @@ fn mqtt_string(value: &str) -> Result<(), &'static str> {
     }
 }
 
+/// An API token's hash: 64 lowercase hex digits (SHA-256).
+pub fn token_hash(hash: &str) -> Result<(), CommandError> {
+    if hash.len() == 64 && hash.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(CommandError::InvalidValue {
+            what: "token hash".to_owned(),
+            reason: "expected 64 lowercase hex digits (SHA-256)".to_owned(),
+        })
+    }
+}
+
 /// A topic filter per MQTT: non-empty, `#` only as the whole last level,
 /// `+` only as a whole level. `%u` and `%c` placeholders are plain text here.
 pub fn topic_filter(filter: &str) -> Result<(), CommandError> {

@@ -14,7 +14,7 @@ use proto::auth::BearerToken;
 use proto::controlplane as pb;
 use proto::controlplane::control_plane_client::ControlPlaneClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use super::routes::{PendingRoutes, RouteRegistrar};
@@ -29,6 +29,9 @@ pub struct LinkConfig {
     /// Control-plane members, as `http://HOST:PORT`.
     pub endpoints: Vec<String>,
     pub token: Option<String>,
+    /// TLS for `https://` members (the CA, and a client certificate for
+    /// mutual TLS).
+    pub tls: proto::tls::ClientTls,
     /// The address this node reports for its peer link.
     pub advertise: String,
     pub heartbeat_interval: Duration,
@@ -39,6 +42,8 @@ pub struct LinkConfig {
 pub enum LinkError {
     #[error("bad control-plane address {0}")]
     Address(String),
+    #[error(transparent)]
+    Tls(#[from] proto::tls::TlsError),
     #[error("cannot reach {endpoint}: {source}")]
     Connect { endpoint: String, source: tonic::transport::Error },
     #[error("{0}")]
@@ -56,8 +61,9 @@ pub const MAX_WATCH_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 type Client = ControlPlaneClient<InterceptedService<Channel, BearerToken>>;
 
 async fn connect(config: &LinkConfig, endpoint: &str) -> Result<Client, LinkError> {
-    let channel = Endpoint::from_shared(endpoint.to_string())
-        .map_err(|_| LinkError::Address(endpoint.to_string()))?
+    let channel = config
+        .tls
+        .endpoint(endpoint)?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
         .connect()
@@ -313,6 +319,7 @@ mod tests {
             node_id: 1,
             endpoints: vec![endpoint.clone()],
             token: None,
+            tls: proto::tls::ClientTls::none(),
             advertise: "127.0.0.1:1".into(),
             heartbeat_interval: Duration::from_secs(2),
         };
