@@ -160,6 +160,25 @@ async def probe(port, seconds, mqttctl_cmd):
             "max_ms": round(latencies[-1], 2) if latencies else None, **admin}
 
 
+async def refusal_times(port, rounds=20):
+    """Mean CONNACK time (ms) for a known user with a wrong password and for
+    an unknown user, alternating, before the flood."""
+    async def one(client_id, user):
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(connect(client_id, user, "wrong"))
+        await asyncio.wait_for(read_packet(reader), 10)
+        writer.close()
+        return (time.monotonic() - started) * 1000
+
+    known, unknown = [], []
+    for n in range(rounds):
+        known.append(await one(f"k{n}", "victim"))
+        unknown.append(await one(f"u{n}", f"nobody-{n}"))
+    mean = lambda xs: round(sum(xs) / len(xs), 2)
+    return {"refusal_known_user_ms": mean(known), "refusal_unknown_user_ms": mean(unknown)}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mqttd")
@@ -187,6 +206,7 @@ def main():
             for user, password in [("victim", "right"), ("pub", "pw")]:
                 subprocess.run(ctl + ["users", "add", user, "--password", password], check=True, capture_output=True)
             time.sleep(1)
+            timing = asyncio.run(refusal_times(port))
             queue = multiprocessing.Queue()
             flood = multiprocessing.Process(target=flood_process, args=(port, args.flood, args.seconds, queue))
             flood.start()
@@ -194,6 +214,7 @@ def main():
             flood.join(60)
             result["flood"] = queue.get(timeout=10) if not queue.empty() else None
             result["flood_clients"] = args.flood
+            result.update(timing)
             result["binary"] = args.mqttd
             print(json.dumps(result))
         finally:

@@ -32,7 +32,12 @@ pub enum Role {
 }
 
 pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.node.data_dir)
+    // Created private (0700): it holds the admin token and the Raft log.
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.node.data_dir)
         .with_context(|| format!("node.data_dir: cannot create {}", config.node.data_dir.display()))?;
     match role {
         Role::Standalone => standalone(config).await,

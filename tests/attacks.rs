@@ -13,10 +13,17 @@ use mqtt_codec::{
     Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, Will,
 };
 
-fn mqttctl(server: &str, args: &[&str]) {
+fn mqttctl(broker: &Broker, server: &str, args: &[&str]) {
     let path = Path::new(env!("CARGO_BIN_EXE_mqttd")).with_file_name("mqttctl");
     assert!(path.exists(), "{} is missing: run `cargo build -p mqttctl` first", path.display());
-    let output = Command::new(path).args(["--server", server]).args(args).output().expect("run mqttctl");
+    let output = Command::new(path)
+        .args(["--server", server])
+        .arg("--token-file")
+        .arg(broker.admin_token_file())
+        .args(args)
+        .env_remove("MQTTD_TOKEN")
+        .output()
+        .expect("run mqttctl");
     assert!(output.status.success(), "mqttctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
@@ -106,7 +113,11 @@ async fn puback(client: &mut Client, topic: &str) -> ReasonCode {
 async fn wildcard_subscription_passes_a_deny_rule() {
     let (broker, grpc) = Broker::start_with_grpc(&[]);
     let port = broker.port;
-    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "subscribe", "--topic", "secret/#", "--all"]);
+    mqttctl(
+        &broker,
+        &grpc,
+        &["acl", "add", "--deny", "--action", "subscribe", "--topic", "secret/#", "--all"],
+    );
     let mut probe = Client::connect(port, ProtocolVersion::V5, "probe", true).await;
     until!("the deny rule", refused(suback(&mut probe, "secret/x").await));
     let mut publisher = Client::connect(port, ProtocolVersion::V5, "pub", true).await;
@@ -125,7 +136,11 @@ async fn wildcard_subscription_passes_a_deny_rule() {
 async fn allow_rule_widened_by_a_multi_level_wildcard() {
     let (broker, grpc) = Broker::start_with_grpc(&["auth.acl_no_match=deny"]);
     let port = broker.port;
-    mqttctl(&grpc, &["acl", "add", "--allow", "--action", "subscribe", "--topic", "sensors/+", "--all"]);
+    mqttctl(
+        &broker,
+        &grpc,
+        &["acl", "add", "--allow", "--action", "subscribe", "--topic", "sensors/+", "--all"],
+    );
     for version in VERSIONS {
         let mut eve = Client::connect(port, version, "eve", true).await;
         until!("the allow rule", !refused(suback(&mut eve, "sensors/+").await));
@@ -139,8 +154,12 @@ async fn allow_rule_widened_by_a_multi_level_wildcard() {
 async fn placeholder_filled_with_wildcards() {
     let (broker, grpc) = Broker::start_with_grpc(&["auth.acl_no_match=deny"]);
     let port = broker.port;
-    mqttctl(&grpc, &["acl", "add", "--allow", "--action", "all", "--topic", "clients/%c/#", "--all"]);
-    mqttctl(&grpc, &["acl", "add", "--allow", "--action", "all", "--topic", "home/%u/#", "--all"]);
+    mqttctl(
+        &broker,
+        &grpc,
+        &["acl", "add", "--allow", "--action", "all", "--topic", "clients/%c/#", "--all"],
+    );
+    mqttctl(&broker, &grpc, &["acl", "add", "--allow", "--action", "all", "--topic", "home/%u/#", "--all"]);
     for version in VERSIONS {
         let mut fair = Client::connect(port, version, "c1", true).await;
         until!("the placeholder rules", !refused(suback(&mut fair, "clients/c1/#").await));
@@ -179,7 +198,11 @@ fn with_will(version: ProtocolVersion, id: &str, topic: &str, retain: bool) -> C
 async fn will_skips_the_publish_acl_and_the_sys_guard() {
     let (broker, grpc) = Broker::start_with_grpc(&[]);
     let port = broker.port;
-    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "publish", "--topic", "readonly/#", "--all"]);
+    mqttctl(
+        &broker,
+        &grpc,
+        &["acl", "add", "--deny", "--action", "publish", "--topic", "readonly/#", "--all"],
+    );
     let mut probe = Client::connect(port, ProtocolVersion::V5, "probe", true).await;
     until!("the deny rule", puback(&mut probe, "readonly/x").await == ReasonCode::NOT_AUTHORIZED);
     let mut watcher = Client::connect(port, ProtocolVersion::V5, "watcher", true).await;
@@ -213,7 +236,7 @@ async fn will_authorized_again_when_it_is_sent() {
         wills.push(client);
     }
     // The rule changes while they are connected.
-    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "publish", "--topic", "later/#", "--all"]);
+    mqttctl(&broker, &grpc, &["acl", "add", "--deny", "--action", "publish", "--topic", "later/#", "--all"]);
     let mut probe = Client::connect(port, ProtocolVersion::V5, "probe", true).await;
     until!("the deny rule", puback(&mut probe, "later/p").await == ReasonCode::NOT_AUTHORIZED);
     drop(wills); // sockets drop without DISCONNECT: the wills are due
@@ -224,9 +247,9 @@ async fn will_authorized_again_when_it_is_sent() {
 async fn another_user_resumes_a_session_by_client_id() {
     let (broker, grpc) = Broker::start_with_grpc(&[]);
     let port = broker.port;
-    mqttctl(&grpc, &["users", "add", "alice", "--password", "a"]);
-    mqttctl(&grpc, &["users", "add", "bob", "--password", "b"]);
-    mqttctl(&grpc, &["users", "add", "root", "--password", "r", "--superuser"]);
+    mqttctl(&broker, &grpc, &["users", "add", "alice", "--password", "a"]);
+    mqttctl(&broker, &grpc, &["users", "add", "bob", "--password", "b"]);
+    mqttctl(&broker, &grpc, &["users", "add", "root", "--password", "r", "--superuser"]);
     let login = |version: ProtocolVersion, id: &str, user: &str, password: &str, clean: bool| {
         let mut connect = connect_packet(version, id, clean);
         connect.username = Some(user.into());
@@ -270,6 +293,7 @@ async fn data_plane_serves_before_its_first_view() {
     let child = Command::new(env!("CARGO_BIN_EXE_mqttd"))
         .arg("dataplane")
         .args(["--set", "node.id=7"])
+        .args(["--set", "dataplane.token=not-known-anywhere"])
         .args(["--set", &format!("dataplane.controlplane=http://127.0.0.1:{dead_controlplane}")])
         .args(["--set", &format!("dataplane.peer_bind=127.0.0.1:{peer}")])
         .args(["--set", &format!("listeners.tcp.bind=127.0.0.1:{port}")])
@@ -312,9 +336,9 @@ async fn ipv4_mapped_address_misses_an_ipv4_ban() {
         format!("controlplane.bind=127.0.0.1:{grpc}"),
     ];
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-    let _broker = Broker::start_on(port, ws, &settings);
+    let broker = Broker::start_on(port, ws, &settings);
     let grpc = format!("http://127.0.0.1:{grpc}");
-    mqttctl(&grpc, &["banned", "add", "--ipaddr", "127.0.0.1"]);
+    mqttctl(&broker, &grpc, &["banned", "add", "--ipaddr", "127.0.0.1"]);
     for version in VERSIONS {
         // 3.1.1 has no "banned": return code 5, not authorized.
         let banned = if version.is_v5() { ReasonCode::BANNED } else { ReasonCode::NOT_AUTHORIZED };
@@ -330,9 +354,9 @@ async fn access_fixed_at_connect() {
     let (broker, grpc) = Broker::start_with_grpc(&[]);
     let port = broker.port;
     for (user, password) in [("alice", "a"), ("carol", "c"), ("dave", "d"), ("erin", "e")] {
-        mqttctl(&grpc, &["users", "add", user, "--password", password]);
+        mqttctl(&broker, &grpc, &["users", "add", user, "--password", password]);
     }
-    mqttctl(&grpc, &["users", "add", "root", "--password", "r", "--superuser"]);
+    mqttctl(&broker, &grpc, &["users", "add", "root", "--password", "r", "--superuser"]);
     let login = |version: ProtocolVersion, user: &str, password: &str| {
         let mut connect = connect_packet(version, &format!("{user}-{version:?}"), true);
         connect.username = Some(user.into());
@@ -356,16 +380,20 @@ async fn access_fixed_at_connect() {
         clients.push(by_user);
     }
     // A new rule denies part of what news/# can match: the subscription stops.
-    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "subscribe", "--topic", "news/secret/#", "--all"]);
+    mqttctl(
+        &broker,
+        &grpc,
+        &["acl", "add", "--deny", "--action", "subscribe", "--topic", "news/secret/#", "--all"],
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     root.publish("news/secret/plans", b"not for you", QoS::AtLeastOnce, 1).await;
     for by_user in &mut clients {
         quiet(&mut by_user[3]).await;
     }
     // A changed password, a ban and a deleted user end live connections.
-    mqttctl(&grpc, &["users", "passwd", "alice", "--password", "new"]);
-    mqttctl(&grpc, &["banned", "add", "--username", "carol"]);
-    mqttctl(&grpc, &["users", "del", "dave"]);
+    mqttctl(&broker, &grpc, &["users", "passwd", "alice", "--password", "new"]);
+    mqttctl(&broker, &grpc, &["banned", "add", "--username", "carol"]);
+    mqttctl(&broker, &grpc, &["users", "del", "dave"]);
     for (version, by_user) in VERSIONS.into_iter().zip(&mut clients) {
         by_user[0].expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
         by_user[1].expect_disconnect(ReasonCode::ADMINISTRATIVE_ACTION).await;
@@ -396,7 +424,7 @@ async fn subscriber_that_stops_reading_holds_its_buffers_forever() {
 async fn topic_alias_stored_before_the_acl() {
     let (broker, grpc) = Broker::start_with_grpc(&[]);
     let port = broker.port;
-    mqttctl(&grpc, &["acl", "add", "--deny", "--action", "publish", "--topic", "secret/#", "--all"]);
+    mqttctl(&broker, &grpc, &["acl", "add", "--deny", "--action", "publish", "--topic", "secret/#", "--all"]);
     let mut probe = Client::connect(port, ProtocolVersion::V5, "probe", true).await;
     until!("the deny rule", puback(&mut probe, "secret/x").await == ReasonCode::NOT_AUTHORIZED);
     let aliased = |topic: &str, packet_id: u16| {
@@ -501,7 +529,7 @@ async fn proxied_clients_all_look_like_the_proxy() {
     let (broker, grpc) =
         Broker::start_with_grpc(&["listeners.tcp.proxy_protocol=true", "auth.allow_anonymous=allow"]);
     let port = broker.port;
-    mqttctl(&grpc, &["banned", "add", "--ipaddr", "203.0.113.0/24"]);
+    mqttctl(&broker, &grpc, &["banned", "add", "--ipaddr", "203.0.113.0/24"]);
     let via_proxy = |source: &'static str, version: ProtocolVersion, id: &'static str| async move {
         let mut client = Client::open(port, version).await;
         client.send_bytes(format!("PROXY TCP4 {source} 127.0.0.1 50000 {port}\r\n").as_bytes()).await;

@@ -23,12 +23,16 @@ fn mqttctl_path() -> PathBuf {
 /// in `MQTTD_TOKEN` (never on a command line).
 const MEMBER_TOKEN: &str = "cluster-member-secret";
 
-/// Writes `dir/NAME` holding `token` (mode 0600); returns its path.
+/// Writes `dir/NAME` holding `token` (mode 0600); returns its path. The
+/// file is replaced by a rename, never truncated in place: members started
+/// a moment earlier may be reading it.
 fn token_file(dir: &Path, name: &str, token: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
-    std::fs::write(&path, format!("{token}\n")).expect("write token file");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod token file");
+    let staging = dir.join(format!("{name}.{}", common::free_port()));
+    std::fs::write(&staging, format!("{token}\n")).expect("write token file");
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600)).expect("chmod token file");
+    std::fs::rename(&staging, &path).expect("rename token file");
     path
 }
 
@@ -404,7 +408,7 @@ async fn a_data_plane_token_serves_only_the_node_it_is_bound_to() {
     let (ok, out, _) = mqttctl(&url, &["--json", "cluster", "status"]);
     assert!(ok && out.contains("\"id\":41"), "{out}");
     let (_, reason) = connect_as(mqtt42, "c", "alice", "pw").await;
-    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "node 42 never got the state");
+    assert_eq!(reason, ReasonCode::SERVER_UNAVAILABLE, "node 42 never got the state, so serves no one");
     let (ok, out, _) = mqttctl(&url, &["--json", "cluster", "status"]);
     assert!(ok && !out.contains("\"id\":42"), "node 42's heartbeats were refused: {out}");
     let (ok, out, _) = mqttctl(&url, &["tokens", "list"]);
