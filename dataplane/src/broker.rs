@@ -34,21 +34,21 @@ use crate::topic::{self, ParsedFilter};
 /// State shared by every connection of this node.
 #[derive(Debug)]
 pub struct Broker {
-    pub config: DataplaneConfig,
+    pub(crate) config: DataplaneConfig,
     /// The node's name, as in `$SYS/brokers/{node}/`.
-    pub node_name: String,
-    pub router: Router,
-    pub retained: RetainStore,
-    pub registry: Registry,
-    pub metrics: Metrics,
+    pub(crate) node_name: String,
+    pub(crate) router: Router,
+    pub(crate) retained: RetainStore,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: Metrics,
     /// Bans, users and ACLs from the control plane's view.
-    pub access: Arc<AccessControl>,
+    pub(crate) access: Arc<AccessControl>,
     /// Authenticator and authorizer chains (the built-in `access` first)
     /// and observers.
-    pub hooks: Hooks,
+    pub(crate) hooks: Hooks,
     /// Where local route changes go when a control plane is linked.
-    pub routes: Option<Arc<RouteRegistrar>>,
-    pub started: Instant,
+    pub(crate) routes: Option<Arc<RouteRegistrar>>,
+    pub(crate) started: Instant,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
     /// Started on first use, from a connection's task.

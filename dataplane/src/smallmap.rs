@@ -19,6 +19,9 @@ pub const SMALL: usize = 8;
 #[derive(Debug, Clone)]
 pub enum SmallMap<K, V> {
     Small(Vec<(K, V)>),
+    // Boxed on purpose: a small map (the common case) stays one pointer
+    // and a length wide instead of a `HashMap`'s six words.
+    #[allow(clippy::box_collection)]
     Large(Box<HashMap<K, V>>),
 }
 
