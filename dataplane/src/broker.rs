@@ -21,7 +21,7 @@ use crate::cluster::routes::RouteRegistrar;
 use crate::cluster::view::ClusterView;
 use crate::config::DataplaneConfig;
 use crate::hibernate::Hibernator;
-use crate::hooks::{DropReason, Hooks};
+use crate::hooks::{DropReason, Extensions, Hooks};
 use crate::mailbox::{PushOutcome, QueueLimits};
 use crate::message::{Delivery, Message, Will};
 use crate::metrics::Metrics;
@@ -62,12 +62,14 @@ pub struct Broker {
 
 impl Broker {
     /// A broker reading access rules from `view`, registering its routes
-    /// with `routes` when a control plane is linked.
+    /// with `routes` when a control plane is linked, with `extensions`
+    /// behind its built-in hooks.
     pub fn new(
         config: DataplaneConfig,
         node_name: String,
         view: Arc<ArcSwap<ClusterView>>,
         routes: Option<Arc<RouteRegistrar>>,
+        extensions: Extensions,
     ) -> Arc<Broker> {
         let (shutdown, _) = watch::channel(false);
         let access = Arc::new(AccessControl::new(view, config.auth.clone()));
@@ -77,6 +79,9 @@ impl Broker {
         if config.sys.presence {
             hooks.add_observer(Arc::new(crate::presence::Presence));
         }
+        extensions.authenticators.into_iter().for_each(|hook| hooks.add_authenticator(hook));
+        extensions.authorizers.into_iter().for_each(|hook| hooks.add_authorizer(hook));
+        extensions.observers.into_iter().for_each(|hook| hooks.add_observer(hook));
         Arc::new(Broker {
             access,
             hooks,

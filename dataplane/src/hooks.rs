@@ -116,6 +116,15 @@ pub trait Observer: Send + Sync + Debug {
     fn message_dropped(&self, _client_id: Option<&str>, _message: &Message, _reason: DropReason) {}
 }
 
+/// Hooks a caller adds after the built-in ones (plugins, tests): they run
+/// in this order, behind the built-in users, rules and presence events.
+#[derive(Debug, Default, Clone)]
+pub struct Extensions {
+    pub authenticators: Vec<Arc<dyn Authenticator>>,
+    pub authorizers: Vec<Arc<dyn Authorizer>>,
+    pub observers: Vec<Arc<dyn Observer>>,
+}
+
 /// The chains and observers of one broker.
 #[derive(Debug, Default)]
 pub struct Hooks {

@@ -74,6 +74,16 @@ impl Node {
         node_name: String,
         link: Option<cluster::link::LinkConfig>,
     ) -> Result<Node, StartError> {
+        Node::start_with(config, node_name, link, hooks::Extensions::default()).await
+    }
+
+    /// [`Node::start`], with `extensions` behind the built-in hooks.
+    pub async fn start_with(
+        config: DataplaneConfig,
+        node_name: String,
+        link: Option<cluster::link::LinkConfig>,
+        extensions: hooks::Extensions,
+    ) -> Result<Node, StartError> {
         config.validate()?;
         let listeners = config.listeners.clone();
         let mut bound = Vec::new();
@@ -100,7 +110,7 @@ impl Node {
         let first_view = cluster::view::ClusterView { loaded: link.is_none(), ..Default::default() };
         let view = Arc::new(arc_swap::ArcSwap::from_pointee(first_view));
         let registrar = link.as_ref().map(|_| Arc::new(cluster::routes::RouteRegistrar::default()));
-        let broker = Broker::new(config, node_name, view.clone(), registrar.clone());
+        let broker = Broker::new(config, node_name, view.clone(), registrar.clone(), extensions);
         let mut addresses = Vec::new();
         let mut tasks = Vec::new();
         if let (Some(link), Some(registrar)) = (link, registrar) {
