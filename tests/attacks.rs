@@ -569,3 +569,32 @@ async fn any_web_page_may_open_a_websocket() {
     assert!(!open(Some("https://evil.example")).await, "another page's origin");
     assert!(!open(None).await, "no origin at all");
 }
+
+#[tokio::test]
+async fn ban_misses_a_hibernating_client() {
+    // Idle connections give up their task; a ban must still reach them.
+    let (broker, grpc) = Broker::start_with_grpc(&["mqtt.hibernate_after_ms=100"]);
+    let port = broker.port;
+    mqttctl(&broker, &grpc, &["users", "add", "carol", "--password", "c"]);
+    let login = |version: ProtocolVersion| {
+        let mut connect = connect_packet(version, &format!("carol-{version:?}"), true);
+        connect.username = Some("carol".into());
+        connect.password = Some("c".as_bytes().to_vec().into());
+        connect
+    };
+    eventually("carol's account", || async move {
+        Client::connect_with(port, login(ProtocolVersion::V5)).await.1.reason.is_success()
+    })
+    .await;
+    let mut sleepers = Vec::new();
+    for version in VERSIONS {
+        let (client, ack) = Client::connect_with(port, login(version)).await;
+        assert!(ack.reason.is_success());
+        sleepers.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // both hibernate
+    mqttctl(&broker, &grpc, &["banned", "add", "--username", "carol"]);
+    for client in &mut sleepers {
+        client.expect_disconnect(ReasonCode::ADMINISTRATIVE_ACTION).await;
+    }
+}

@@ -158,6 +158,19 @@ async fn standalone_member_expires_silent_dataplane_nodes_and_restarts() -> Resu
         ..Default::default()
     };
     assert_eq!(admin.user_add(not_argon2id).await.expect_err("bcrypt").code(), Code::InvalidArgument);
+    // An argon2id hash whose cost (4 GiB, 100 passes) would tie up every
+    // login's check is refused on import.
+    let absurd = UserAddRequest {
+        username: "heidi".into(),
+        password_hash: Some(
+            "$argon2id$v=19$m=4194304,t=100,p=1$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                .into(),
+        ),
+        ..Default::default()
+    };
+    let refused = admin.user_add(absurd).await.expect_err("absurd cost");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("out of bounds"), "{}", refused.message());
     let both = UserAddRequest {
         username: "heidi".into(),
         password: "pw".into(),

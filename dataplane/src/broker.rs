@@ -315,6 +315,14 @@ impl Broker {
         pending.extend(state.mailbox.take_all());
         let lost = self.redispatch_shared(state.id, pending);
         Metrics::add(&self.metrics.messages_dropped, lost.iter().filter(|d| d.qos as u8 > 0).count() as u64);
+        if self.hooks.wants().deliveries {
+            for delivery in &lost {
+                self.dropped(Some(&state.client_id), &delivery.message, DropReason::SessionEnded);
+            }
+        }
+        if self.hooks.wants().sessions {
+            self.hooks.each(|i| i.sessions, |hook| hook.session_terminated(&state.client_id));
+        }
     }
 
     /// Parks a session whose connection ended, and arms its timers: the

@@ -318,9 +318,6 @@ impl Broker {
                 if let Some(will) = will {
                     self.publish_will(&will);
                 }
-                if self.hooks.wants().sessions {
-                    self.hooks.each(|i| i.sessions, |hook| hook.session_terminated(&session.client_id));
-                }
                 self.end_session(session);
             }
             Ending::Leave { expiry } => {

@@ -86,6 +86,8 @@ pub enum DropReason {
     NotAuthorized,
     /// An observer dropped it.
     ByHook,
+    /// Its session ended before it could be sent.
+    SessionEnded,
 }
 
 /// What an observer wants to be told; the broker skips the rest.
