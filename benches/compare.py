@@ -50,6 +50,11 @@ class Broker:
         self.log = open(os.path.join(workdir, f"{name}.log"), "w")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
         wait_port(port)
+        # Let start-up finish before anything is measured: a listening port
+        # is not a settled process (mqttd's embedded control plane is still
+        # opening its store, and its data plane waits for the first view),
+        # and `conn` reads the RSS before its clients connect.
+        time.sleep(1)
 
     def rss_kb(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
