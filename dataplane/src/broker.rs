@@ -56,6 +56,8 @@ pub struct Broker {
     /// Connections held by each listener (tcp, tls, ws, wss), handshakes
     /// included, for `listeners.*.max_connections`.
     listener_connections: [AtomicU64; 4],
+    /// Incremented on every such change (see `access_generation`).
+    access_generation: AtomicU64,
     /// Signalled when users, bans or ACL rules change (see `revalidate`).
     access_changes: tokio::sync::Notify,
 }
@@ -95,6 +97,7 @@ impl Broker {
             shutdown,
             hibernator: OnceLock::new(),
             access_changes: tokio::sync::Notify::new(),
+            access_generation: AtomicU64::new(0),
             listener_connections: Default::default(),
             node_name,
             config,
@@ -214,7 +217,10 @@ impl Broker {
     /// (never to `$SYS`); its expiry interval starts now.
     pub fn publish_will(&self, will: &Will) -> usize {
         let message = will.message.clone();
-        if self.authorize_publish(&will.identity, &message.topic).is_err() {
+        // Judged as its client stands now (a superuser may have been demoted).
+        let mut who = will.identity.clone();
+        let current = self.access.recheck(&mut who).is_ok();
+        if !current || self.authorize_publish(&who, &message.topic).is_err() {
             tracing::debug!(topic = %message.topic, client_id = %will.identity.client_id, "will refused by the ACL");
             Metrics::add(&self.metrics.messages_dropped, 1);
             self.dropped(Some(&will.identity.client_id), &message, DropReason::NotAuthorized);
@@ -369,7 +375,43 @@ impl Broker {
     /// Users, bans or ACL rules changed: live clients and parked sessions
     /// are checked again shortly (see [`revalidate`]).
     pub fn access_changed(&self) {
+        self.access_generation.fetch_add(1, Ordering::SeqCst);
         self.access_changes.notify_one();
+    }
+
+    /// Counts access changes; a connection reads it before it authenticates
+    /// and, if it moved by the time its session is open, checks itself
+    /// again (the revalidation pass may have missed it meanwhile).
+    pub fn access_generation(&self) -> u64 {
+        self.access_generation.load(Ordering::SeqCst)
+    }
+
+    /// Applies the current rules to a session: drops the subscriptions they
+    /// deny and, if any went, the queued and in-flight messages on topics
+    /// the session may no longer receive. Returns the subscriptions dropped.
+    pub fn enforce_subscriptions(&self, state: &mut SessionState) -> usize {
+        let dropped = self.drop_denied_subscriptions(state);
+        if dropped == 0 {
+            return 0;
+        }
+        let allowed = |delivery: &Delivery| {
+            let group = delivery.share.as_ref().map(|key| &*key.group);
+            let subject = crate::cluster::acl::Subject { group, filter: &delivery.message.topic };
+            let no_match = self.access.no_match_allows();
+            self.hooks.authorize(&state.identity, crate::cluster::view::Action::Subscribe, subject, no_match)
+        };
+        let (kept, gone): (Vec<Delivery>, Vec<Delivery>) =
+            state.mailbox.take_all().into_iter().partition(allowed);
+        state.mailbox.push_front_all(kept);
+        let denied: Vec<u16> =
+            state.inflight.iter().filter(|(_, entry)| !allowed(&entry.delivery)).map(|(id, _)| *id).collect();
+        for id in denied {
+            state.inflight.remove(&id);
+        }
+        for delivery in gone {
+            self.dropped(Some(&state.client_id), &delivery.message, DropReason::NotAuthorized);
+        }
+        dropped
     }
 
     /// Drops the subscriptions of `state` that the rules deny now; returns
@@ -415,15 +457,17 @@ pub async fn revalidate(broker: Arc<Broker>) {
         for control in broker.registry.online_controls() {
             control.revalidate();
         }
-        let ended = broker.registry.retain_parked(|state| {
-            if broker.access.recheck(&mut state.identity).is_err() {
-                return false;
+        for (client_id, generation) in broker.registry.parked() {
+            let ended = broker.registry.judge_parked(&client_id, generation, |state| {
+                if broker.access.recheck(&mut state.identity).is_err() {
+                    return false;
+                }
+                broker.enforce_subscriptions(state);
+                true
+            });
+            if let Some(state) = ended {
+                broker.end_session(state);
             }
-            broker.drop_denied_subscriptions(state);
-            true
-        });
-        for state in ended {
-            broker.end_session(state);
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::cluster::access::Identity;
-use crate::cluster::acl::Subject;
+use crate::cluster::acl::{Bearing, Pattern, Placeholders, Subject};
 use crate::cluster::view::Action;
 use crate::hooks::{ClientEvent, ConnectRequest, DropReason};
 use crate::message::{Message, Will};
@@ -67,6 +67,17 @@ pub enum Ending {
     Leave { expiry: u32 },
 }
 
+/// True when `subject` can match a presence event's topic.
+fn reads_presence(subject: Subject<'_>) -> bool {
+    static PRESENCE: std::sync::OnceLock<Option<Pattern>> = std::sync::OnceLock::new();
+    let pattern = PRESENCE.get_or_init(|| Pattern::compile("$SYS/brokers/+/clients/#").ok());
+    let values = Placeholders { username: None, client_id: "" };
+    // Read as a deny rule: any overlap counts.
+    pattern
+        .as_ref()
+        .is_none_or(|p| p.bearing(Subject { group: None, ..subject }, values, false) != Bearing::None)
+}
+
 /// Number of levels in a topic name or filter.
 fn levels(topic: &str) -> usize {
     topic.bytes().filter(|&b| b == b'/').count() + 1
@@ -88,6 +99,7 @@ impl Broker {
             address: request.address,
             superuser: grant.superuser,
             credential: grant.credential,
+            external: grant.external,
         })
     }
 
@@ -97,13 +109,18 @@ impl Broker {
         self.hooks.authorize(who, Action::Publish, subject, self.access.no_match_allows())
     }
 
-    /// May `who` subscribe to `filter`: every topic it can match?
+    /// May `who` subscribe to `filter`: every topic it can match? Presence
+    /// events (client ids, usernames and addresses of everyone) are for
+    /// superusers only once users exist, whatever the rules say.
     pub fn may_subscribe(&self, who: &Identity, filter: &ParsedFilter<'_>) -> bool {
         let group = match filter {
             ParsedFilter::Shared { group, .. } => Some(*group),
             _ => None,
         };
         let subject = Subject { group, filter: filter.filter() };
+        if !who.superuser && self.access.has_users() && reads_presence(subject) {
+            return false;
+        }
         self.hooks.authorize(who, Action::Subscribe, subject, self.access.no_match_allows())
     }
 
@@ -127,10 +144,19 @@ impl Broker {
     /// session, takes one over from a live connection (which hands it on),
     /// or starts a fresh one; another user's session is ended, never
     /// resumed. Refused with 0x89 if a takeover keeps failing.
+    ///
+    /// `generation` is [`Broker::access_generation`] as read before the
+    /// client was authenticated: if users, bans or rules changed since, the
+    /// client is judged again here (the revalidation pass may have run
+    /// before this connection held the session), and a refused client's
+    /// session is parked for `expiry` seconds (ended for 0). A resumed
+    /// session's subscriptions are judged as this client's in any case.
     pub async fn open_session(
-        &self,
-        identity: Identity,
+        self: &Arc<Self>,
+        mut identity: Identity,
         clean_start: bool,
+        expiry: u32,
+        generation: u64,
         connection: ConnectionId,
         control: &Arc<ControlSlot>,
     ) -> Result<Opened, ReasonCode> {
@@ -194,7 +220,22 @@ impl Broker {
         } else if wants {
             self.hooks.each(|i| i.sessions, |hook| hook.session_created(&identity));
         }
+        let changed = self.access_generation() != generation;
+        let refused = if changed { self.access.recheck(&mut identity).err() } else { None };
         session.identity = identity;
+        if let Some(reason) = refused {
+            debug!(?reason, "access changed while connecting: refused");
+            if expiry == 0 {
+                self.registry.release(&session.client_id, connection);
+                self.end_session(session);
+            } else {
+                self.park_session(connection, session, expiry, None);
+            }
+            return Err(reason);
+        }
+        if present || changed {
+            self.enforce_subscriptions(&mut session);
+        }
         session.mailbox.set_online(true);
         Ok(Opened { session, present })
     }

@@ -163,16 +163,17 @@ impl Hooks {
     }
 
     /// Runs the authenticator chain; a chain where every hook ignores the
-    /// client refuses it (0x87).
+    /// client refuses it (0x86 with a username, else 0x87). What a hook
+    /// after the first (built-in) one allows is marked `external`.
     pub async fn authenticate(&self, request: ConnectRequest<'_>) -> Result<Grant, ReasonCode> {
-        for hook in &self.authenticators {
+        for (n, hook) in self.authenticators.iter().enumerate() {
             match hook.authenticate(request).await {
-                Verdict::Allow(grant) => return Ok(grant),
+                Verdict::Allow(grant) => return Ok(Grant { external: n > 0 || grant.external, ..grant }),
                 Verdict::Deny(reason) => return Err(reason),
                 Verdict::Ignore => {}
             }
         }
-        Err(ReasonCode::NOT_AUTHORIZED)
+        Err(crate::cluster::access::default_refusal(request.username))
     }
 
     /// Runs the authorizer chain; `no_match` decides when every hook ignores.

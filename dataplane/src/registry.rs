@@ -287,22 +287,41 @@ impl Registry {
             .collect()
     }
 
-    /// Calls `keep` on every parked session; removes and returns those it
-    /// refuses (their pending wills are dropped, their timers find nothing).
-    #[allow(clippy::vec_box)] // sessions travel boxed; unboxing here would copy each one.
-    pub fn retain_parked(&self, mut keep: impl FnMut(&mut SessionState) -> bool) -> Vec<Box<SessionState>> {
-        let mut removed = Vec::new();
-        self.entries.lock().retain(|_, entry| match entry {
-            Entry::Offline { state, .. } => {
+    /// The parked sessions now, as (client id, generation).
+    pub fn parked(&self) -> Vec<(Arc<str>, u64)> {
+        self.entries
+            .lock()
+            .iter()
+            .filter_map(|(id, entry)| match entry {
+                Entry::Offline { generation, .. } => Some((id.clone(), *generation)),
+                Entry::Online { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Calls `keep` on the parked session of `client_id` if it is still of
+    /// `generation`; removes and returns it if `keep` refuses it (its
+    /// pending will is dropped, its timer finds nothing). The lock is held
+    /// for this one session only.
+    pub fn judge_parked(
+        &self,
+        client_id: &Arc<str>,
+        generation: u64,
+        keep: impl FnOnce(&mut SessionState) -> bool,
+    ) -> Option<Box<SessionState>> {
+        let mut entries = self.entries.lock();
+        match entries.get_mut(client_id) {
+            Some(Entry::Offline { state, generation: g, .. }) if *g == generation => {
                 if keep(state) {
-                    return true;
+                    return None;
                 }
-                removed.push(std::mem::replace(state, Box::new(SessionState::new(0, Arc::from("")))));
-                false
             }
-            Entry::Online { .. } => true,
-        });
-        removed
+            _ => return None,
+        }
+        match entries.remove(client_id) {
+            Some(Entry::Offline { state, .. }) => Some(state),
+            _ => None,
+        }
     }
 
     /// Number of sessions, online and parked.

@@ -212,3 +212,65 @@ async fn extensions_decide_behind_the_built_ins_and_observers_see_every_step() {
     assert!(!recorder.has("publish ext/denied/x"), "a denied message is not offered to publish observers");
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Lets in user `device` with password `token`; no opinion on anyone else.
+#[derive(Debug)]
+struct TokenAuth;
+
+impl dataplane::hooks::Authenticator for TokenAuth {
+    fn authenticate<'a>(
+        &'a self,
+        request: dataplane::hooks::ConnectRequest<'a>,
+    ) -> dataplane::hooks::HookFuture<'a, Verdict<dataplane::cluster::access::Grant>> {
+        Box::pin(async move {
+            if request.username == Some("device") && request.password == Some(&b"token"[..]) {
+                Verdict::Allow(dataplane::cluster::access::Grant {
+                    superuser: false,
+                    credential: None,
+                    external: false,
+                })
+            } else {
+                Verdict::Ignore
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_extension_authenticator_decides_what_the_built_in_leaves() {
+    let mut config = dataplane::DataplaneConfig::default();
+    config.listeners.tcp.bind = "127.0.0.1:0".parse().unwrap();
+    config.listeners.ws.enabled = false;
+    config.sys.interval = 0;
+    // The built-in lets no anonymous client in: it leaves them to the chain.
+    config.auth.allow_anonymous = dataplane::config::AnonymousPolicy::Deny;
+    let extensions = Extensions { authenticators: vec![Arc::new(TokenAuth)], ..Default::default() };
+    let node = dataplane::Node::start_with(config, "auth".into(), None, extensions).await.expect("start");
+    let addr = node.addresses.iter().find(|(name, _)| *name == "tcp").expect("tcp").1;
+    let attempt = |username: Option<&'static str>, password: &'static [u8]| async move {
+        let mut raw = Raw { stream: TcpStream::connect(addr).await.expect("connect"), buf: BytesMut::new() };
+        let connect = Connect {
+            protocol: V5,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: "dev-1".into(),
+            will: None,
+            username: username.map(str::to_string),
+            password: Some(password.to_vec().into()),
+            properties: Default::default(),
+        };
+        raw.send(Packet::Connect(Box::new(connect))).await;
+        match raw.recv().await {
+            Packet::ConnAck(ack) => ack.reason,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    };
+    assert_eq!(attempt(Some("device"), b"token").await, ReasonCode::SUCCESS);
+    assert_eq!(
+        attempt(Some("device"), b"wrong").await,
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        "no one decided"
+    );
+    assert_eq!(attempt(None, b"token").await, ReasonCode::NOT_AUTHORIZED, "no one decided");
+    node.shutdown(Duration::from_secs(1)).await;
+}

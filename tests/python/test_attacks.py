@@ -120,3 +120,53 @@ def test_mosquitto_sub_on_hash_is_refused_under_a_deny_rule(secured):
 
     for protocol in ["mqttv5", "mqttv311"]:
         eventually(lambda: refused(protocol), f"mosquitto_sub's refusal ({protocol})")
+
+
+def test_resumed_session_is_judged_as_the_new_connection(broker_factory, connect, version):
+    """A persistent session resumed from another address keeps only what
+    the rules allow there: its subscriptions and queued messages included."""
+    b = broker_factory("auth.acl_no_match=deny")
+    mqttctl(b, "users", "add", "root", "--password", "r", "--superuser")
+    mqttctl(b, "users", "add", "alice", "--password", "a")
+    mqttctl(b, "acl", "add", "--allow", "--action", "subscribe", "--topic", "secret/#", "--ipaddr", "127.0.0.1/32")
+    mqttctl(b, "acl", "add", "--allow", "--action", "subscribe", "--topic", "news/#", "--all")
+    client_id = uid()
+
+    def alice(bind):
+        c = login(connect, b, version, "alice", "a", client_id=client_id, clean=False, session_expiry=300)
+        c.paho.connect(c.host, c.port, keepalive=c.keepalive, bind_address=bind,
+                       **({"clean_start": False, "properties": c._connect_props} if version == V5 else {}))
+        c.paho.loop_start()
+        assert c.connected.wait(5) and c.connack_rc == 0, f"alice from {bind}: rc={c.connack_rc}"
+        return c
+
+    eventually(lambda: login(connect, b, V5, "root", "r").connect(expect_success=False).connack_rc == 0, "the users")
+    first = alice("127.0.0.1")
+    eventually(lambda: first.subscribe("secret/#", 1)[0] < 0x80, "the rule for 127.0.0.1")
+    first.subscribe("news/#", 1)
+    first.paho.disconnect()
+    time.sleep(0.3)
+    root = login(connect, b, V5, "root", "r")
+    root.connect()
+    root.publish("secret/plans", b"for 127.0.0.1 only", qos=1)
+    root.publish("news/today", b"for everyone", qos=1)
+    second = alice("127.0.0.2")
+    assert second.session_present is True
+    got = [m.topic for m in second.collect(1, timeout=2)]
+    assert got == ["news/today"], f"received from 127.0.0.2: {got}"
+    root.publish("secret/more", b"still not", qos=1)
+    second.expect_none(timeout=0.8)
+    assert second.paho.is_connected()
+
+
+def test_presence_events_are_for_superusers_once_users_exist(secured, connect, version):
+    eventually(lambda: login(connect, secured, V5, "root", "r").connect(expect_success=False).connack_rc == 0,
+               "the users")
+    alice = login(connect, secured, version, "alice", "a")
+    alice.connect()
+    for filter_ in ["$SYS/#", "$SYS/brokers/+/clients/+/connected", "$SYS/+/+/clients/#"]:
+        assert alice.subscribe(filter_, 0)[0] >= 0x80, filter_
+    assert alice.subscribe("$SYS/brokers/+/uptime", 0)[0] < 0x80, "other $SYS topics stay readable"
+    root = login(connect, secured, version, "root", "r")
+    root.connect()
+    assert root.subscribe("$SYS/brokers/+/clients/#", 0)[0] < 0x80

@@ -35,12 +35,15 @@ pub struct Identity {
     /// in anonymously. A live client whose user is gone, or whose hash
     /// changed, is disconnected.
     pub credential: Option<Arc<str>>,
+    /// Let in by an authenticator other than the built-in one: a change to
+    /// the built-in users does not judge it again (bans still do).
+    pub external: bool,
 }
 
 impl Identity {
     /// An anonymous client at `address`.
     pub fn anonymous(client_id: Arc<str>, address: IpAddr) -> Identity {
-        Identity { client_id, username: None, address, superuser: false, credential: None }
+        Identity { client_id, username: None, address, superuser: false, credential: None, external: false }
     }
 }
 
@@ -50,6 +53,19 @@ pub struct Grant {
     pub superuser: bool,
     /// See [`Identity::credential`].
     pub credential: Option<Arc<str>>,
+    /// Granted by an authenticator other than the built-in one; see
+    /// [`Identity::external`].
+    pub external: bool,
+}
+
+/// How a client is refused when no authenticator decides: 0x86 (bad user
+/// name or password) if it gave a username, else 0x87 (not authorized).
+pub fn default_refusal(username: Option<&str>) -> ReasonCode {
+    if username.is_some() {
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    } else {
+        ReasonCode::NOT_AUTHORIZED
+    }
 }
 
 /// Access decisions for one data-plane node.
@@ -110,45 +126,65 @@ impl AccessControl {
         Ok(())
     }
 
-    /// The built-in authenticator: users from the control plane, and the
-    /// anonymous policy. Returns what it grants, or the CONNACK reason that
-    /// refuses the client.
+    /// The built-in authenticator alone: what the chain would answer with
+    /// no other authenticator. Returns what it grants, or the CONNACK reason
+    /// that refuses the client.
     pub async fn authenticate(
         &self,
         username: Option<&str>,
         password: Option<&[u8]>,
         address: IpAddr,
     ) -> Result<Grant, ReasonCode> {
+        match self.verdict_authenticate(username, password, address).await {
+            Verdict::Allow(grant) => Ok(grant),
+            Verdict::Deny(reason) => Err(reason),
+            Verdict::Ignore => Err(default_refusal(username)),
+        }
+    }
+
+    /// The built-in authenticator: a known user's password decides (Allow
+    /// or Deny); the anonymous policy may allow; anything else (an unknown
+    /// username, after the same work a known one costs, or an anonymous
+    /// client the policy does not let in) is left to the next authenticator.
+    async fn verdict_authenticate(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        address: IpAddr,
+    ) -> Verdict<Grant> {
         let view = self.view.load_full();
         if !view.loaded {
-            return Err(ReasonCode::SERVER_UNAVAILABLE);
+            return Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE);
         }
         if let Some(name) = username {
             let user = view.users.get(name);
-            // An unknown user where users are defined is refused, not
-            // anonymous, after the same work a known one costs.
             if user.is_some() || view.has_users() {
-                let Some(password) = password else { return Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD) };
+                let Some(password) = password else {
+                    return match user {
+                        Some(_) => Verdict::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+                        None => Verdict::Ignore,
+                    };
+                };
                 let phc = user.map(|user| user.password_hash.as_str());
                 let checked =
                     tokio::time::timeout(VERIFY_TIMEOUT, self.verifier.verify(name, phc, password)).await;
                 return match (checked, user) {
-                    (Ok(Ok(true)), Some(user)) => Ok(Grant {
+                    (Ok(Ok(true)), Some(user)) => Verdict::Allow(Grant {
                         superuser: user.superuser,
                         credential: Some(Arc::from(user.password_hash.as_str())),
+                        external: false,
                     }),
-                    (Ok(Ok(_)), _) => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
-                    (Ok(Err(VerifyError::Busy)), _) => Err(ReasonCode::SERVER_BUSY),
-                    _ => Err(ReasonCode::SERVER_UNAVAILABLE),
+                    (Ok(Ok(_)), Some(_)) => Verdict::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+                    (Ok(Ok(_)), None) => Verdict::Ignore,
+                    (Ok(Err(VerifyError::Busy)), _) => Verdict::Deny(ReasonCode::SERVER_BUSY),
+                    _ => Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE),
                 };
             }
         }
         if self.anonymous_ok(&view, address) {
-            Ok(Grant { superuser: false, credential: None })
-        } else if username.is_some() {
-            Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+            Verdict::Allow(Grant { superuser: false, credential: None, external: false })
         } else {
-            Err(ReasonCode::NOT_AUTHORIZED)
+            Verdict::Ignore
         }
     }
 
@@ -172,6 +208,9 @@ impl AccessControl {
         }
         if is_banned(&view, &who.client_id, who.username.as_deref(), who.address) {
             return Err(ReasonCode::ADMINISTRATIVE_ACTION);
+        }
+        if who.external {
+            return Ok(());
         }
         let user = who.username.as_deref().and_then(|name| view.users.get(name));
         match (&who.credential, user) {
@@ -215,6 +254,11 @@ impl AccessControl {
         }
     }
 
+    /// True once any user exists (authentication is configured).
+    pub fn has_users(&self) -> bool {
+        self.view.load().has_users()
+    }
+
     /// What `auth.acl_no_match` says when no authorizer decides.
     pub fn no_match_allows(&self) -> bool {
         self.config.acl_no_match == AclNoMatch::Allow
@@ -254,13 +298,7 @@ impl AccessControl {
 /// The built-in authenticator is the first in the chain.
 impl Authenticator for AccessControl {
     fn authenticate<'a>(&'a self, request: ConnectRequest<'a>) -> HookFuture<'a, Verdict<Grant>> {
-        Box::pin(async move {
-            match AccessControl::authenticate(self, request.username, request.password, request.address).await
-            {
-                Ok(grant) => Verdict::Allow(grant),
-                Err(reason) => Verdict::Deny(reason),
-            }
-        })
+        Box::pin(self.verdict_authenticate(request.username, request.password, request.address))
     }
 }
 
@@ -304,6 +342,7 @@ mod tests {
             address: ip.parse().unwrap(),
             superuser: false,
             credential: None,
+            external: false,
         }
     }
 
@@ -381,7 +420,7 @@ mod tests {
         let open = AccessControl::new(Arc::new(ArcSwap::from_pointee(loaded)), AuthConfig::default());
         assert_eq!(
             open.authenticate(None, None, local).await,
-            Ok(Grant { superuser: false, credential: None }),
+            Ok(Grant { superuser: false, credential: None, external: false }),
             "no users: loopback is open"
         );
         assert_eq!(open.authenticate(None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));

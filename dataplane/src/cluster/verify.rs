@@ -43,7 +43,12 @@ struct Job {
     phc: Option<Arc<str>>,
     password: Vec<u8>,
     reply: oneshot::Sender<bool>,
+    /// Counts the check against its username until the job is done (or
+    /// dropped unrun), not until its caller stops waiting.
+    _pending: Pending,
 }
+
+type PendingCounts = Arc<Mutex<HashMap<Box<str>, u32>>>;
 
 /// The pool; threads start on first use.
 pub struct Verifier {
@@ -51,7 +56,7 @@ pub struct Verifier {
     queue: usize,
     per_username: u32,
     sender: OnceLock<SyncSender<Job>>,
-    pending: Mutex<HashMap<Box<str>, u32>>,
+    pending: PendingCounts,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -61,18 +66,18 @@ impl std::fmt::Debug for Verifier {
 }
 
 /// Counts a username's pending check until dropped.
-struct Pending<'a> {
-    verifier: &'a Verifier,
-    username: &'a str,
+struct Pending {
+    counts: PendingCounts,
+    username: Box<str>,
 }
 
-impl Drop for Pending<'_> {
+impl Drop for Pending {
     fn drop(&mut self) {
-        let mut pending = self.verifier.pending.lock();
-        if let Some(count) = pending.get_mut(self.username) {
+        let mut pending = self.counts.lock();
+        if let Some(count) = pending.get_mut(&self.username) {
             *count -= 1;
             if *count == 0 {
-                pending.remove(self.username);
+                pending.remove(&self.username);
             }
         }
     }
@@ -92,7 +97,7 @@ impl Verifier {
             queue: queue.max(1),
             per_username: per_username.max(1),
             sender: OnceLock::new(),
-            pending: Mutex::new(HashMap::new()),
+            pending: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -121,17 +126,17 @@ impl Verifier {
         phc: Option<&str>,
         password: &[u8],
     ) -> Result<bool, VerifyError> {
-        let _pending = {
+        let pending = {
             let mut pending = self.pending.lock();
             let count = pending.entry(username.into()).or_insert(0);
             if *count >= self.per_username {
                 return Err(VerifyError::Busy);
             }
             *count += 1;
-            Pending { verifier: self, username }
+            Pending { counts: self.pending.clone(), username: username.into() }
         };
         let (reply, answer) = oneshot::channel();
-        let job = Job { phc: phc.map(Arc::from), password: password.to_vec(), reply };
+        let job = Job { phc: phc.map(Arc::from), password: password.to_vec(), reply, _pending: pending };
         match self.sender().try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(VerifyError::Busy),
@@ -146,6 +151,10 @@ fn work(receiver: &Mutex<Receiver<Job>>) {
         // One idle thread waits in `recv` holding the lock; the others wait
         // for the lock. Either way a job goes to exactly one thread.
         let Ok(job) = receiver.lock().recv() else { return };
+        if job.reply.is_closed() {
+            // Its caller gave up (timed out): do not spend the work.
+            continue;
+        }
         let matched = match &job.phc {
             Some(phc) => check(phc, &job.password),
             None => {

@@ -80,6 +80,7 @@ pub(super) async fn accept<T: Transport>(
         password: connect.password.as_deref(),
         address: peer.ip().to_canonical(),
     };
+    let generation = broker.access_generation();
     let identity = match broker.authenticate_client(request).await {
         Ok(identity) => identity,
         Err(reason) => {
@@ -112,14 +113,16 @@ pub(super) async fn accept<T: Transport>(
     // Open the session, taking it over from a live connection if need be.
     let connection_id = broker.next_id();
     let control = Arc::new(crate::registry::ControlSlot::default());
-    let Opened { session, present: session_present } =
-        match broker.open_session(identity, connect.clean_start, connection_id, &control).await {
-            Ok(opened) => opened,
-            Err(reason) => {
-                refuse_connection(&mut transport, version, reason).await;
-                return None;
-            }
-        };
+    let Opened { session, present: session_present } = match broker
+        .open_session(identity, connect.clean_start, session_expiry, generation, connection_id, &control)
+        .await
+    {
+        Ok(opened) => opened,
+        Err(reason) => {
+            refuse_connection(&mut transport, version, reason).await;
+            return None;
+        }
+    };
 
     let keep_alive = server_keep_alive(connect.keep_alive, config.mqtt.max_keep_alive);
     if version.is_v5() {

@@ -303,7 +303,7 @@ impl<T: Transport> Connection<T> {
             debug!(?reason, "access withdrawn");
             return Err(Close::Revoked(reason));
         }
-        let dropped = self.broker.drop_denied_subscriptions(&mut self.session);
+        let dropped = self.broker.enforce_subscriptions(&mut self.session);
         if dropped > 0 {
             debug!(dropped, "subscriptions denied by new rules");
         }

@@ -617,8 +617,10 @@ mod size_tests {
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "connection future grew to {size} bytes");
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let broker = crate::Broker::new(Default::default(), "n".into(), Default::default(), None, Default::default());
-        let handshake = super::handshake::accept(broker, crate::transport::TcpTransport::new(stream), addr, 0);
+        let broker =
+            crate::Broker::new(Default::default(), "n".into(), Default::default(), None, Default::default());
+        let handshake =
+            super::handshake::accept(broker, crate::transport::TcpTransport::new(stream), addr, 0);
         eprintln!("HANDSHAKE FUTURE SIZE {}", std::mem::size_of_val(&handshake));
     }
 }
