@@ -598,3 +598,21 @@ async fn ban_misses_a_hibernating_client() {
         client.expect_disconnect(ReasonCode::ADMINISTRATIVE_ACTION).await;
     }
 }
+
+#[tokio::test]
+async fn proxy_header_taken_from_anyone() {
+    // Only the load balancer at 10.9.9.9 may send PROXY headers here.
+    let broker = Broker::start(&[
+        "listeners.tcp.proxy_protocol=true",
+        r#"listeners.tcp.proxy_protocol_from=["10.9.9.9"]"#,
+        "auth.allow_anonymous=allow",
+    ]);
+    for version in VERSIONS {
+        let mut forger = Client::open(broker.port, version).await;
+        forger
+            .send_bytes(format!("PROXY TCP4 10.1.1.1 127.0.0.1 50000 {}\r\n", broker.port).as_bytes())
+            .await;
+        forger.send(&Packet::Connect(Box::new(connect_packet(version, "forger", true)))).await;
+        assert!(forger.expect_close().await.is_empty(), "{version:?}: a header from 127.0.0.1 was trusted");
+    }
+}

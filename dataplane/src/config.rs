@@ -39,10 +39,27 @@ fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
+/// An IP address or CIDR network.
+pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
 /// Default cap on one listener's connections.
 const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
 
 impl ListenersConfig {
+    /// `proxy_protocol_from` of the listener named `name`.
+    pub fn proxy_protocol_from(&self, name: &str) -> &[String] {
+        match name {
+            "tcp" => &self.tcp.proxy_protocol_from,
+            "tls" => &self.tls.proxy_protocol_from,
+            "ws" => &self.ws.proxy_protocol_from,
+            _ => &self.wss.proxy_protocol_from,
+        }
+    }
+
     /// `proxy_protocol` of the listener named `name`.
     pub fn proxy_protocol(&self, name: &str) -> bool {
         match name {
@@ -76,6 +93,9 @@ pub struct TcpListenerConfig {
     /// Every connection starts with a PROXY protocol header (v1 or v2)
     /// giving the client's real address; one without is closed.
     pub proxy_protocol: bool,
+    /// Addresses or networks (CIDR) the PROXY header is taken from (the
+    /// load balancers); a connection from elsewhere is closed. Empty: any.
+    pub proxy_protocol_from: Vec<String>,
 }
 
 impl Default for TcpListenerConfig {
@@ -85,6 +105,7 @@ impl Default for TcpListenerConfig {
             bind: addr("0.0.0.0:1883"),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -101,6 +122,9 @@ pub struct TlsListenerConfig {
     /// Every connection starts with a PROXY protocol header (v1 or v2)
     /// giving the client's real address; one without is closed.
     pub proxy_protocol: bool,
+    /// Addresses or networks (CIDR) the PROXY header is taken from (the
+    /// load balancers); a connection from elsewhere is closed. Empty: any.
+    pub proxy_protocol_from: Vec<String>,
     /// PEM certificate chain of the server.
     pub certfile: Option<PathBuf>,
     /// PEM private key of the server.
@@ -118,6 +142,7 @@ impl Default for TlsListenerConfig {
             bind: addr("0.0.0.0:8883"),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
             certfile: None,
             keyfile: None,
             cacertfile: None,
@@ -138,6 +163,9 @@ pub struct WsListenerConfig {
     /// Every connection starts with a PROXY protocol header (v1 or v2)
     /// giving the client's real address; one without is closed.
     pub proxy_protocol: bool,
+    /// Addresses or networks (CIDR) the PROXY header is taken from (the
+    /// load balancers); a connection from elsewhere is closed. Empty: any.
+    pub proxy_protocol_from: Vec<String>,
     /// The HTTP path of the MQTT endpoint.
     pub path: String,
     /// Origins a browser page may connect from (the `Origin` header, e.g.
@@ -152,6 +180,7 @@ impl Default for WsListenerConfig {
             bind: addr("0.0.0.0:8083"),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
             path: "/mqtt".into(),
             allowed_origins: Vec::new(),
         }
@@ -170,6 +199,9 @@ pub struct WssListenerConfig {
     /// Every connection starts with a PROXY protocol header (v1 or v2)
     /// giving the client's real address; one without is closed.
     pub proxy_protocol: bool,
+    /// Addresses or networks (CIDR) the PROXY header is taken from (the
+    /// load balancers); a connection from elsewhere is closed. Empty: any.
+    pub proxy_protocol_from: Vec<String>,
     pub path: String,
     /// As `listeners.ws.allowed_origins`.
     pub allowed_origins: Vec<String>,
@@ -186,6 +218,7 @@ impl Default for WssListenerConfig {
             bind: addr("0.0.0.0:8084"),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
             path: "/mqtt".into(),
             allowed_origins: Vec::new(),
             certfile: None,
@@ -476,6 +509,19 @@ impl DataplaneConfig {
         }
         if self.session.max_queued_messages == 0 {
             return err("session.max_queued_messages", "expected at least 1");
+        }
+        for (key, list) in [
+            ("listeners.tcp.proxy_protocol_from", &self.listeners.tcp.proxy_protocol_from),
+            ("listeners.tls.proxy_protocol_from", &self.listeners.tls.proxy_protocol_from),
+            ("listeners.ws.proxy_protocol_from", &self.listeners.ws.proxy_protocol_from),
+            ("listeners.wss.proxy_protocol_from", &self.listeners.wss.proxy_protocol_from),
+        ] {
+            if let Some(bad) = list.iter().find(|text| parse_network(text).is_none()) {
+                return Err(ConfigError {
+                    key,
+                    message: format!("{bad:?} is not an IP address or CIDR network"),
+                });
+            }
         }
         if self.mqtt.write_timeout_ms == 0 {
             return err("mqtt.write_timeout_ms", "expected at least 1 millisecond");

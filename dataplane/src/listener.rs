@@ -65,6 +65,14 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, protocol: P
     if let Ok(addr) = listener.local_addr() {
         info!(listener = protocol.name(), %addr, "listening");
     }
+    // Validated at start; the load balancers a PROXY header is taken from.
+    let proxies: Vec<ipnet::IpNet> = broker
+        .config
+        .listeners
+        .proxy_protocol_from(protocol.name())
+        .iter()
+        .filter_map(|text| crate::config::parse_network(text))
+        .collect();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -81,6 +89,12 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, protocol: P
                 }
                 let _ = socket.set_nodelay(true);
                 if broker.config.listeners.proxy_protocol(protocol.name()) {
+                    let source = peer.ip().to_canonical();
+                    if !proxies.is_empty() && !proxies.iter().any(|net| net.contains(&source)) {
+                        debug!(%peer, listener = protocol.name(), "not from a trusted proxy; closed");
+                        broker.listener_closed(protocol.index());
+                        continue;
+                    }
                     let (broker, protocol) = (broker.clone(), protocol.clone());
                     tokio::spawn(async move {
                         let mut socket = socket;
