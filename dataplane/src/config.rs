@@ -467,6 +467,9 @@ pub struct AuthConfig {
     /// Password checks one username may have waiting or running; a flood
     /// for one account is refused fast and leaves room for the others.
     pub password_checks_per_username: u32,
+    /// Password checks one client address may have waiting or running: a
+    /// flood of made-up usernames from one address is refused fast too.
+    pub password_checks_per_address: u32,
 }
 
 impl Default for AuthConfig {
@@ -477,6 +480,7 @@ impl Default for AuthConfig {
             password_check_threads: 0,
             password_check_queue: 64,
             password_checks_per_username: 4,
+            password_checks_per_address: 8,
         }
     }
 }

@@ -86,6 +86,7 @@ impl AccessControl {
             config.password_check_threads,
             config.password_check_queue,
             config.password_checks_per_username,
+            config.password_checks_per_address,
         );
         AccessControl { view, config, verifier }
     }
@@ -167,7 +168,8 @@ impl AccessControl {
                 };
                 let phc = user.map(|user| user.password_hash.as_str());
                 let checked =
-                    tokio::time::timeout(VERIFY_TIMEOUT, self.verifier.verify(name, phc, password)).await;
+                    tokio::time::timeout(VERIFY_TIMEOUT, self.verifier.verify(name, address, phc, password))
+                        .await;
                 return match (checked, user) {
                     (Ok(Ok(true)), Some(user)) => Verdict::Allow(Grant {
                         superuser: user.superuser,

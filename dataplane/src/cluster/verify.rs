@@ -9,8 +9,10 @@
 //! - checks run on `threads` dedicated threads, never on tokio's pools;
 //! - at most `queue` checks wait; past that a CONNECT is refused at once
 //!   (0x89, server busy) instead of queueing;
-//! - at most `per_username` checks for one username are waiting or running:
-//!   a flood for one account is refused fast and leaves room for others;
+//! - at most `per_username` checks for one username, and `per_address` for
+//!   one client address, are waiting or running: a flood for one account,
+//!   or from one address with made-up usernames, is refused fast and leaves
+//!   room for others;
 //! - an unknown username costs the same check, against a dummy hash, so
 //!   answer times do not tell which usernames exist;
 //! - a hash whose cost parameters are outside sane bounds is never run.
@@ -43,9 +45,9 @@ struct Job {
     phc: Option<Arc<str>>,
     password: Vec<u8>,
     reply: oneshot::Sender<bool>,
-    /// Counts the check against its username until the job is done (or
-    /// dropped unrun), not until its caller stops waiting.
-    _pending: Pending,
+    /// Count the check against its username and address until the job is
+    /// done (or dropped unrun), not until its caller stops waiting.
+    _pending: (Pending, Pending),
 }
 
 type PendingCounts = Arc<Mutex<HashMap<Box<str>, u32>>>;
@@ -55,6 +57,7 @@ pub struct Verifier {
     threads: usize,
     queue: usize,
     per_username: u32,
+    per_address: u32,
     sender: OnceLock<SyncSender<Job>>,
     pending: PendingCounts,
 }
@@ -85,8 +88,9 @@ impl Drop for Pending {
 
 impl Verifier {
     /// A pool of `threads` (0: half the cores, at least one), `queue`
-    /// waiting checks, and `per_username` checks per username.
-    pub fn new(threads: usize, queue: usize, per_username: u32) -> Verifier {
+    /// waiting checks, `per_username` checks per username and
+    /// `per_address` per client address.
+    pub fn new(threads: usize, queue: usize, per_username: u32, per_address: u32) -> Verifier {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
         } else {
@@ -96,6 +100,7 @@ impl Verifier {
             threads,
             queue: queue.max(1),
             per_username: per_username.max(1),
+            per_address: per_address.max(1),
             sender: OnceLock::new(),
             pending: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -123,17 +128,23 @@ impl Verifier {
     pub async fn verify(
         &self,
         username: &str,
+        address: std::net::IpAddr,
         phc: Option<&str>,
         password: &[u8],
     ) -> Result<bool, VerifyError> {
         let pending = {
             let mut pending = self.pending.lock();
-            let count = pending.entry(username.into()).or_insert(0);
-            if *count >= self.per_username {
+            let (user_key, address_key) = (format!("u:{username}"), format!("a:{address}"));
+            let full = |key: &str, cap: u32| pending.get(key).is_some_and(|count| *count >= cap);
+            if full(&user_key, self.per_username) || full(&address_key, self.per_address) {
                 return Err(VerifyError::Busy);
             }
-            *count += 1;
-            Pending { counts: self.pending.clone(), username: username.into() }
+            *pending.entry(user_key.as_str().into()).or_insert(0) += 1;
+            *pending.entry(address_key.as_str().into()).or_insert(0) += 1;
+            (
+                Pending { counts: self.pending.clone(), username: user_key.into() },
+                Pending { counts: self.pending.clone(), username: address_key.into() },
+            )
         };
         let (reply, answer) = oneshot::channel();
         let job = Job { phc: phc.map(Arc::from), password: password.to_vec(), reply, _pending: pending };
@@ -207,18 +218,44 @@ fn check(phc: &str, password: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn a_flood_of_made_up_usernames_from_one_address_is_refused_fast() {
+        let verifier = Arc::new(Verifier::new(1, 64, 4, 3));
+        let checks: Vec<_> = (0..20)
+            .map(|n| {
+                let verifier = verifier.clone();
+                tokio::spawn(async move { verifier.verify(&format!("nobody-{n}"), LOCAL, None, b"x").await })
+            })
+            .collect();
+        let mut busy = 0;
+        for check in checks {
+            if check.await.unwrap() == Err(VerifyError::Busy) {
+                busy += 1;
+            }
+        }
+        assert!(busy >= 17, "only {busy} of 20 refused; 3 may run per address");
+        let elsewhere: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(
+            verifier.verify("nobody", elsewhere, None, b"x").await,
+            Ok(false),
+            "another address is served"
+        );
+    }
+
     #[tokio::test]
     async fn checks_and_bounds() {
         use argon2::password_hash::{PasswordHasher, SaltString};
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
         let hash = argon2::Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
-        let verifier = Verifier::new(1, 4, 2);
-        assert_eq!(verifier.verify("u", Some(&hash), b"pw").await, Ok(true));
-        assert_eq!(verifier.verify("u", Some(&hash), b"no").await, Ok(false));
-        assert_eq!(verifier.verify("ghost", None, b"pw").await, Ok(false));
+        let verifier = Verifier::new(1, 4, 2, 100);
+        assert_eq!(verifier.verify("u", LOCAL, Some(&hash), b"pw").await, Ok(true));
+        assert_eq!(verifier.verify("u", LOCAL, Some(&hash), b"no").await, Ok(false));
+        assert_eq!(verifier.verify("ghost", LOCAL, None, b"pw").await, Ok(false));
         let absurd = "$argon2id$v=19$m=4194304,t=100,p=1$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         let started = std::time::Instant::now();
-        assert_eq!(verifier.verify("u", Some(absurd), b"pw").await, Ok(false));
+        assert_eq!(verifier.verify("u", LOCAL, Some(absurd), b"pw").await, Ok(false));
         assert!(started.elapsed() < std::time::Duration::from_secs(1), "an absurd hash was run");
     }
 
@@ -227,11 +264,11 @@ mod tests {
         use argon2::password_hash::{PasswordHasher, SaltString};
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
         let hash = argon2::Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
-        let verifier = Arc::new(Verifier::new(1, 64, 2));
+        let verifier = Arc::new(Verifier::new(1, 64, 2, 100));
         let checks: Vec<_> = (0..20)
             .map(|_| {
                 let (verifier, hash) = (verifier.clone(), hash.clone());
-                tokio::spawn(async move { verifier.verify("victim", Some(&hash), b"wrong").await })
+                tokio::spawn(async move { verifier.verify("victim", LOCAL, Some(&hash), b"wrong").await })
             })
             .collect();
         let mut busy = 0;
@@ -242,6 +279,6 @@ mod tests {
         }
         assert!(busy >= 18, "only {busy} of 20 refused; 2 may run per username");
         // Another username still gets its check.
-        assert_eq!(verifier.verify("other", Some(&hash), b"pw").await, Ok(true));
+        assert_eq!(verifier.verify("other", LOCAL, Some(&hash), b"pw").await, Ok(true));
     }
 }
