@@ -123,26 +123,3 @@ async fn unacknowledged_shared_messages_go_to_another_member() {
         other.expect_nothing(Duration::from_millis(200)).await;
     }
 }
-
-#[tokio::test]
-async fn a_takeover_does_not_resume_a_session_whose_expiry_is_zero() {
-    // MQTT-3.1.2-23: with Session Expiry 0 the session ends with its network
-    // connection, also when a new connection takes the client id over.
-    let broker = Broker::start(&[]);
-    for version in VERSIONS {
-        // 3.1.1: clean session 1 is expiry 0; 5.0: no Session Expiry property.
-        let clean = !version.is_v5();
-        let mut first = Client::connect(broker.port, version, "zero-expiry", clean).await;
-        first.subscribe("zero/#", QoS::AtLeastOnce).await;
-        let (mut second, ack) =
-            Client::connect_with(broker.port, connect_packet(version, "zero-expiry", clean)).await;
-        assert!(ack.reason.is_success());
-        assert!(!ack.session_present, "{version:?}: a session with expiry 0 was handed over");
-        first.expect_close().await;
-        let mut publisher = Client::connect(broker.port, version, "zero-pub", true).await;
-        publisher.publish("zero/x", b"gone", QoS::AtLeastOnce, 1).await;
-        second.expect_nothing(Duration::from_millis(300)).await;
-        second.send(&Packet::PingReq).await;
-        assert!(matches!(second.recv().await, Some(Packet::PingResp)), "{version:?}: still connected");
-    }
-}

@@ -585,10 +585,7 @@ impl<T: Transport> Connection<T> {
 
         let reason = close.describe();
         let ending = match close {
-            // A session with expiry 0 ends with its network connection
-            // (MQTT-3.1.2-23 for 5.0; clean session for 3.1.1), a takeover
-            // too: the new connection starts afresh. (Dropping `reply` tells it.)
-            Close::TakenOver(reply) if self.session_expiry > 0 => Ending::HandOver(reply),
+            Close::TakenOver(reply) => Ending::HandOver(reply),
             _ => Ending::Leave { expiry: self.session_expiry },
         };
         broker.close_session(self.id, self.session, will, ending, reason);
