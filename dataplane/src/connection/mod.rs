@@ -383,6 +383,29 @@ impl<T: Transport> Connection<T> {
         }
     }
 
+    /// Another connection takes the session over. What the client sent
+    /// before that comes first: a DISCONNECT already in the socket ends a
+    /// session of expiry 0 as the client asked (the newcomer then starts
+    /// afresh) and cancels the will, rather than losing a race to the
+    /// takeover request.
+    async fn taken_over(&mut self, reply: oneshot::Sender<Box<SessionState>>) -> Close {
+        // One poll, no waiting: `read` is cancel-safe.
+        let pending = tokio::time::timeout(Duration::ZERO, self.transport.read(&mut self.read_buf)).await;
+        if let Ok(Ok(n)) = pending {
+            if n > 0 {
+                if let Err(Close::ClientDisconnect { with_will }) = self.handle_input() {
+                    if !with_will {
+                        self.will = None;
+                    }
+                    if self.session_expiry == 0 {
+                        return Close::ClientDisconnect { with_will };
+                    }
+                }
+            }
+        }
+        Close::TakenOver(reply)
+    }
+
     async fn serve_loop(&mut self, hibernate_now: bool) -> Close {
         let mailbox = self.session.mailbox.clone();
         // One timer for the connection's life, re-armed only when it fires
@@ -406,7 +429,7 @@ impl<T: Transport> Connection<T> {
             tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
-                    Control::TakeOver { reply } => return Close::TakenOver(reply),
+                    Control::TakeOver { reply } => return self.taken_over(reply).await,
                     Control::Shutdown => return Close::Shutdown,
                     Control::Revalidate => {
                         if let Err(close) = self.revalidate() {
