@@ -4,42 +4,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connect_packet, free_ports, Broker, Client, VERSIONS};
+use common::{connect_packet, eventually, free_ports, mqttctl, Broker, Client, VERSIONS};
 use mqtt_codec::{
     Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, Will,
 };
-
-fn mqttctl(broker: &Broker, server: &str, args: &[&str]) {
-    let path = Path::new(env!("CARGO_BIN_EXE_mqttd")).with_file_name("mqttctl");
-    assert!(path.exists(), "{} is missing: run `cargo build -p mqttctl` first", path.display());
-    let output = Command::new(path)
-        .args(["--server", server])
-        .arg("--token-file")
-        .arg(broker.admin_token_file())
-        .args(args)
-        .env_remove("MQTTD_TOKEN")
-        .output()
-        .expect("run mqttctl");
-    assert!(output.status.success(), "mqttctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// Retries `probe` until it returns true (provisioning reaches the data
-/// plane a moment after mqttctl returns).
-async fn eventually<F, Fut>(what: &str, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Like `eventually`, for a probe that borrows a client mutably.
 macro_rules! until {

@@ -3,29 +3,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{connect_packet, Broker, Client, VERSIONS};
+use common::{connect_packet, eventually, mqttctl, Broker, Client, VERSIONS};
 use mqtt_codec::{Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions};
-
-/// Runs mqttctl against the broker's embedded control plane with the admin
-/// token the broker wrote in its data directory.
-fn mqttctl(broker: &Broker, server: &str, args: &[&str]) {
-    let path = Path::new(env!("CARGO_BIN_EXE_mqttd")).with_file_name("mqttctl");
-    assert!(path.exists(), "{} is missing: run `cargo build -p mqttctl` first", path.display());
-    let token_file = broker.admin_token_file();
-    let output = Command::new(path)
-        .args(["--server", server])
-        .arg("--token-file")
-        .arg(token_file)
-        .args(args)
-        .env_remove("MQTTD_TOKEN")
-        .output()
-        .expect("run mqttctl");
-    assert!(output.status.success(), "mqttctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
 
 async fn login(
     port: u16,
@@ -39,20 +20,6 @@ async fn login(
     connect.password = Some(password.as_bytes().to_vec().into());
     let (client, ack) = Client::connect_with(port, connect).await;
     (client, ack.reason)
-}
-
-/// Retries `probe` until it returns true: provisioning reaches the data
-/// plane through the Watch stream, a moment after mqttctl returns.
-async fn eventually<F, Fut>(what: &str, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -329,3 +329,34 @@ pub fn raw_packet(first_byte: u8, body: &[u8]) -> Vec<u8> {
 
 /// Both protocol versions the broker must serve alike.
 pub const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+
+/// Runs `mqttctl` against `broker`'s embedded control plane at `server`,
+/// with the admin token the broker wrote in its data directory; asserts it
+/// succeeds.
+pub fn mqttctl(broker: &Broker, server: &str, args: &[&str]) {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_mqttd")).with_file_name("mqttctl");
+    assert!(path.exists(), "{} is missing: run `cargo build -p mqttctl` first", path.display());
+    let output = Command::new(path)
+        .args(["--server", server])
+        .arg("--token-file")
+        .arg(broker.admin_token_file())
+        .args(args)
+        .env_remove("MQTTD_TOKEN")
+        .output()
+        .expect("run mqttctl");
+    assert!(output.status.success(), "mqttctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Retries `probe` until it returns true (for 10 s): provisioning reaches
+/// the data plane through the Watch stream a moment after mqttctl returns.
+pub async fn eventually<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !probe().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
