@@ -138,7 +138,7 @@ async fn acl_rules_deny_publish_and_subscribe_and_spare_superusers() {
             Some(Packet::PubAck(_)) => {}
             other => panic!("expected PUBACK, got {other:?}"),
         }
-        root.expect_nothing(Duration::from_millis(300)).await;
+        root.expect_silence(Duration::from_millis(300)).await;
         bob.publish("home/bob/lamp", b"on", QoS::AtLeastOnce, 6).await;
         let got = bob.expect_publish().await;
         assert_eq!(got.topic, "home/bob/lamp");

@@ -64,6 +64,29 @@ fn status(server: &str) -> Option<serde_json::Value> {
     serde_json::from_str(out.trim()).ok()
 }
 
+/// The routes the control plane holds (filter -> data-plane nodes), read
+/// from the snapshot a Watch stream starts with, as a data-plane node sees
+/// them; `None` while the control plane does not answer.
+async fn routes(server: &str) -> Option<Vec<(String, Vec<u64>)>> {
+    use proto::controlplane::{control_plane_client::ControlPlaneClient, watch_event::Event, WatchRequest};
+    let channel = tonic::transport::Endpoint::from_shared(server.to_string()).ok()?.connect().await.ok()?;
+    let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN)).ok()?;
+    let mut client = ControlPlaneClient::with_interceptor(channel, token);
+    let mut stream = client.watch(WatchRequest { node_id: 0, last_index: None }).await.ok()?.into_inner();
+    match stream.message().await.ok()??.event? {
+        Event::Snapshot(snapshot) => {
+            Some(snapshot.routes.into_iter().map(|route| (route.topic_filter, route.node_ids)).collect())
+        }
+        _ => None,
+    }
+}
+
+/// Whether data-plane node `node` holds a route for `filter`.
+async fn has_route(server: &str, filter: &str, node: u64) -> Option<bool> {
+    let routes = routes(server).await?;
+    Some(routes.iter().any(|(f, nodes)| f == filter && nodes.contains(&node)))
+}
+
 async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -322,9 +345,19 @@ async fn three_control_plane_nodes_survive_failures_and_data_planes_keep_serving
         })
     };
     wait_for("data plane 22 to register", Duration::from_secs(15), || has_node(22).filter(|h| *h)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while has_route(&urls[0], "dp2/#", 22).await != Some(true) {
+        assert!(Instant::now() < deadline, "node 22's route for dp2/# never reached the control plane");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     dp2.kill9();
     wait_for("data plane 22 to be removed", Duration::from_secs(20), || has_node(22).filter(|h| !*h)).await;
     assert_eq!(has_node(21), Some(true), "the live data plane stays");
+    let left = routes(&urls[0]).await.expect("the routes after node 22 went");
+    assert!(
+        left.iter().all(|(_, nodes)| !nodes.contains(&22)),
+        "node 22 is gone but routes still name it: {left:?}"
+    );
     dp.kill9();
 }
 
@@ -366,14 +399,19 @@ async fn a_data_plane_with_the_wrong_token_gets_nothing_from_the_control_plane()
     assert!(!ok && err.contains("token"), "{err}");
     let (ok, _, err) = mqttctl(&url, &["users", "add", "alice", "--password", "pw"]);
     assert!(ok, "{err}");
-    let [mqtt] = common::free_ports();
+    let [mqtt, mqtt_right] = common::free_ports();
     let wrong = token_file(dir.path(), "wrong.token", "wrong");
+    let right = token_file(dir.path(), "right.token", MEMBER_TOKEN);
     let _dp = dataplane_with(31, mqtt, &url, dir.path(), &wrong);
+    // The positive control: started at the same time, with the right token,
+    // a node gets the view and serves alice.
+    let _dp_right = dataplane_with(32, mqtt_right, &url, dir.path(), &right);
     wait_for("the data plane to listen", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", mqtt)).ok().map(|_| ())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(wait_login(mqtt_right, "alice", "pw").await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, reason) = connect_as(mqtt, "c", "alice", "pw").await;
     assert_eq!(
         reason,

@@ -56,7 +56,7 @@ async fn qos2_outgoing_flow_completes() {
         sub.send(&Packet::PubRec(ack(id))).await;
         assert_eq!(sub.recv().await, Some(Packet::PubRel(ack(id))));
         sub.send(&Packet::PubComp(ack(id))).await;
-        sub.expect_nothing(Duration::from_millis(200)).await;
+        sub.expect_silence(Duration::from_millis(200)).await;
     }
 }
 
@@ -73,11 +73,11 @@ async fn inflight_window_follows_the_client_receive_maximum() {
     }
     let first = sub.expect_publish().await;
     let second = sub.expect_publish().await;
-    sub.expect_nothing(Duration::from_millis(300)).await;
+    sub.expect_silence(Duration::from_millis(300)).await;
     sub.send(&Packet::PubAck(ack(first.packet_id.unwrap()))).await;
     let third = sub.expect_publish().await;
     assert_eq!(&third.payload[..], b"2");
-    sub.expect_nothing(Duration::from_millis(200)).await;
+    sub.expect_silence(Duration::from_millis(200)).await;
     for p in [second, third] {
         sub.send(&Packet::PubAck(ack(p.packet_id.unwrap()))).await;
     }
@@ -141,7 +141,7 @@ async fn unacknowledged_messages_are_resent_with_dup_after_reconnect() {
         assert!(matches!(sub.recv().await, Some(Packet::PubRel(_))));
         sub.send(&Packet::PubComp(ack(two.packet_id.unwrap()))).await;
         sub.send(&Packet::PubComp(ack(three.packet_id.unwrap()))).await;
-        sub.expect_nothing(Duration::from_millis(200)).await;
+        sub.expect_silence(Duration::from_millis(200)).await;
         sub.send(&Packet::Disconnect(Default::default())).await;
         let _ = Client::connect_with(broker.port, connect_packet(version, "resend", true)).await;
     }
@@ -158,6 +158,8 @@ async fn incoming_qos2_is_routed_exactly_once_across_a_reconnect() {
         let (mut publisher, _) = Client::connect_with(broker.port, connect.clone()).await;
         publisher.send(&publish("once/t", QoS::ExactlyOnce, 9, "exactly")).await;
         assert!(matches!(publisher.recv().await, Some(Packet::PubRec(_))));
+        // Held until PUBREL, across the publisher's reconnect.
+        sub.expect_silence(Duration::from_millis(200)).await;
         drop(publisher);
         let (mut publisher, ack_packet) = Client::connect_with(broker.port, connect).await;
         assert!(ack_packet.session_present);
@@ -170,9 +172,50 @@ async fn incoming_qos2_is_routed_exactly_once_across_a_reconnect() {
         publisher.send(&Packet::PubRel(ack(9))).await;
         assert_eq!(publisher.recv().await, Some(Packet::PubComp(ack(9))));
         assert_eq!(&sub.expect_publish().await.payload[..], b"exactly");
-        sub.expect_nothing(Duration::from_millis(300)).await;
+        sub.expect_silence(Duration::from_millis(300)).await;
         publisher.send(&Packet::Disconnect(Default::default())).await;
         let _ = Client::connect_with(broker.port, connect_packet(version, "once-pub", true)).await;
+    }
+}
+
+/// Mosquitto's order, which client code relies on (aiomqtt's test suite
+/// does): a QoS 2 message reaches subscribers at its PUBREL, so a client
+/// subscribed to its own topic gets PUBCOMP before the message.
+#[tokio::test]
+async fn a_qos2_message_is_forwarded_at_pubrel() {
+    let broker = Broker::start(&[]);
+    for version in VERSIONS {
+        let mut client = Client::connect(broker.port, version, "self-sub", true).await;
+        client.subscribe("self/t", QoS::ExactlyOnce).await;
+        let mut other = Client::connect(broker.port, version, "other-sub", true).await;
+        other.subscribe("self/t", QoS::AtMostOnce).await;
+        client.send(&publish("self/t", QoS::ExactlyOnce, 5, "mine")).await;
+        assert_eq!(client.recv().await, Some(Packet::PubRec(ack(5))));
+        client.expect_silence(Duration::from_millis(200)).await;
+        other.expect_silence(Duration::from_millis(10)).await;
+        client.send(&Packet::PubRel(ack(5))).await;
+        assert_eq!(client.recv().await, Some(Packet::PubComp(ack(5))));
+        let got = client.expect_publish().await;
+        assert_eq!((&got.payload[..], got.qos), (&b"mine"[..], QoS::ExactlyOnce));
+        assert_eq!(&other.expect_publish().await.payload[..], b"mine");
+        // Refused at PUBLISH: PUBREC says so (v5) and a PUBREL finds nothing.
+        client.send(&publish("$SYS/forged", QoS::ExactlyOnce, 6, "x")).await;
+        match client.recv().await {
+            Some(Packet::PubRec(rec)) if version.is_v5() => {
+                assert_eq!(rec.reason, ReasonCode::NOT_AUTHORIZED)
+            }
+            Some(Packet::PubRec(_)) => {}
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+        client.send(&Packet::PubRel(ack(6))).await;
+        match client.recv().await {
+            Some(Packet::PubComp(comp)) if version.is_v5() => {
+                assert_eq!(comp.reason, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+            }
+            Some(Packet::PubComp(_)) => {}
+            other => panic!("expected PUBCOMP, got {other:?}"),
+        }
+        client.expect_silence(Duration::from_millis(100)).await;
     }
 }
 
@@ -233,7 +276,7 @@ async fn overlapping_subscriptions_deliver_once_with_the_highest_qos_and_all_ide
             assert_eq!(ids, vec![1, 2]);
         }
         sub.send(&Packet::PubAck(ack(got.packet_id.unwrap()))).await;
-        sub.expect_nothing(Duration::from_millis(200)).await;
+        sub.expect_silence(Duration::from_millis(200)).await;
     }
 }
 
@@ -279,7 +322,7 @@ async fn no_local_and_retain_as_published() {
         SubscriptionOptions { qos: QoS::AtMostOnce, retain_as_published: true, ..Default::default() };
     client.subscribe_with("rap/t", options, None).await;
     client.send(&publish("nl/t", QoS::AtMostOnce, 0, "mine")).await;
-    client.expect_nothing(Duration::from_millis(300)).await;
+    client.expect_silence(Duration::from_millis(300)).await;
     let mut retained =
         Publish { topic: "rap/t".into(), payload: "r".into(), retain: true, ..Default::default() };
     client.send(&Packet::Publish(retained.clone())).await;
@@ -313,7 +356,7 @@ async fn local_subscriptions_receive_this_nodes_messages() {
             other => panic!("expected UNSUBACK, got {other:?}"),
         }
         publisher.publish("loc/a", b"gone", QoS::AtLeastOnce, 2).await;
-        sub.expect_nothing(Duration::from_millis(200)).await;
+        sub.expect_silence(Duration::from_millis(200)).await;
     }
 }
 
@@ -339,39 +382,71 @@ async fn a_qos0_backlog_is_delivered_without_further_publishes() {
 
 /// Back-pressure: publishers that outrun a subscriber are slowed to its pace
 /// instead of losing messages, even with a queue far smaller than the burst.
+/// Every message arrives once and in order per publisher, and no publisher
+/// gets its last PUBACK while more of its messages than the queue and window
+/// hold are still on their way to the (deliberately slow) subscriber.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_publishers_are_slowed_not_dropped() {
-    let broker = Broker::start(&["session.max_queued_messages=100", "mqtt.max_inflight=10"]);
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let (queue, window) = (100usize, 10usize);
+    let broker = Broker::start(&[
+        &format!("session.max_queued_messages={queue}"),
+        &format!("mqtt.max_inflight={window}"),
+    ]);
     let mut sub = Client::connect(broker.port, ProtocolVersion::V311, "slow-sub", true).await;
     sub.subscribe("flood/#", QoS::AtLeastOnce).await;
     let publishers = 8u16;
     let per_publisher = 500u16;
+    let total = publishers as usize * per_publisher as usize;
+    // Per publisher, the last of its messages the subscriber has read.
+    let received: std::sync::Arc<Vec<AtomicU16>> =
+        std::sync::Arc::new((0..publishers).map(|_| AtomicU16::new(0)).collect());
     let mut tasks = Vec::new();
     for p in 0..publishers {
         let port = broker.port;
+        let received = received.clone();
         tasks.push(tokio::spawn(async move {
             let mut publisher =
                 Client::connect(port, ProtocolVersion::V311, &format!("flood-{p}"), true).await;
             let mut burst = bytes::BytesMut::new();
             for i in 1..=per_publisher {
-                let packet = publish(&format!("flood/{p}"), QoS::AtLeastOnce, i, "x");
+                let packet = publish(&format!("flood/{p}"), QoS::AtLeastOnce, i, &i.to_string());
                 mqtt_codec::encode(&packet, ProtocolVersion::V311, &mut burst).unwrap();
             }
             publisher.send_bytes(&burst).await;
             for _ in 1..=per_publisher {
                 assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
             }
+            // How far the subscriber had got when this publisher was done.
+            received[p as usize].load(Ordering::SeqCst)
         }));
     }
-    let total = publishers as usize * per_publisher as usize;
-    for received in 0..total {
+    for count in 0..total {
         match sub.recv().await {
-            Some(Packet::Publish(p)) => sub.send(&Packet::PubAck(ack(p.packet_id.unwrap()))).await,
-            other => panic!("after {received} of {total}: {other:?}"),
+            Some(Packet::Publish(p)) => {
+                let publisher: usize = p.topic["flood/".len()..].parse().unwrap();
+                let seq: u16 = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
+                let last = received[publisher].load(Ordering::SeqCst);
+                assert_eq!(seq, last + 1, "publisher {publisher}: duplicate, lost or reordered");
+                received[publisher].store(seq, Ordering::SeqCst);
+                sub.send(&Packet::PubAck(ack(p.packet_id.unwrap()))).await;
+                if count % 20 == 0 {
+                    // A subscriber slower than the publishers.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            other => panic!("after {count} of {total}: {other:?}"),
         }
     }
+    sub.expect_silence(Duration::from_millis(200)).await;
     for task in tasks {
-        task.await.unwrap();
+        let seen = task.await.unwrap() as usize;
+        // An unslowed publisher would finish with most of its burst still
+        // queued; a slowed one is ahead by at most the queue and the window.
+        assert!(
+            seen + queue + window >= per_publisher as usize,
+            "a publisher got its last PUBACK when the subscriber had {seen} of its {per_publisher}"
+        );
     }
 }
 

@@ -113,13 +113,13 @@ async fn unacknowledged_shared_messages_go_to_another_member() {
             Some(Packet::Publish(_)) = first.recv() => (first, second),
             Some(Packet::Publish(_)) = second.recv() => (second, first),
         };
-        holder.expect_nothing(Duration::from_millis(100)).await;
+        holder.expect_silence(Duration::from_millis(100)).await;
         drop(holder);
         let moved = other.expect_publish().await;
         assert_eq!(&moved.payload[..], b"job");
         other
             .send(&Packet::PubAck(PubAck { packet_id: moved.packet_id.unwrap(), ..Default::default() }))
             .await;
-        other.expect_nothing(Duration::from_millis(200)).await;
+        other.expect_silence(Duration::from_millis(200)).await;
     }
 }

@@ -8,7 +8,7 @@
 //! Invariant: `inflight` never holds more entries than the window the
 //! connection announced, and packet identifiers in it are unique.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::smallmap::SmallMap;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use mqtt_codec::SubscriptionOptions;
 
 use crate::cluster::access::Identity;
 use crate::mailbox::Mailbox;
-use crate::message::Delivery;
+use crate::message::{Delivery, Message};
 use crate::router::{SessionId, Subscriber};
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -58,8 +58,10 @@ pub struct SessionState {
     /// By the filter exactly as subscribed (prefixes included).
     pub subscriptions: SmallMap<Box<str>, SessionSubscription>,
     pub inflight: BTreeMap<u16, Inflight>,
-    /// Incoming QoS 2 packet identifiers awaiting PUBREL.
-    pub awaiting_rel: BTreeSet<u16>,
+    /// Incoming QoS 2 messages, allowed and held until their PUBREL
+    /// routes them (as Mosquitto does: a client subscribed to its own topic
+    /// gets the message after its PUBCOMP, which client code relies on).
+    pub awaiting_rel: BTreeMap<u16, Message>,
     next_packet_id: u16,
     next_seq: u64,
 }
@@ -73,7 +75,7 @@ impl SessionState {
             mailbox: Arc::new(Mailbox::new()),
             subscriptions: SmallMap::new(),
             inflight: BTreeMap::new(),
-            awaiting_rel: BTreeSet::new(),
+            awaiting_rel: BTreeMap::new(),
             next_packet_id: 1,
             next_seq: 0,
         }

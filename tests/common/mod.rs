@@ -299,10 +299,22 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives for `wait`.
-    pub async fn expect_nothing(&mut self, wait: Duration) {
-        if let Some(packet) = self.recv_within(wait).await {
-            panic!("expected nothing, got {packet:?}");
+    /// Asserts that nothing arrives for `wait` and that the connection is
+    /// still open at the end (a closed connection is not silence: tests
+    /// that expect the broker to close use [`Client::expect_close`]).
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(packet)) = mqtt_codec::decode(&mut self.buf, self.version, 1 << 28) {
+            panic!("expected silence, got {packet:?}");
+        }
+        self.buf.reserve(4096);
+        match tokio::time::timeout(wait, self.stream.read_buf(&mut self.buf)).await {
+            Err(_) => {}
+            Ok(Ok(0)) => panic!("expected silence, but the broker closed the connection"),
+            Ok(Err(error)) => panic!("expected silence, but the connection failed: {error}"),
+            Ok(Ok(_)) => match mqtt_codec::decode(&mut self.buf, self.version, 1 << 28) {
+                Ok(Some(packet)) => panic!("expected silence, got {packet:?}"),
+                other => panic!("expected silence, got bytes ({other:?})"),
+            },
         }
     }
 }

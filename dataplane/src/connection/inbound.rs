@@ -1,10 +1,13 @@
 //! Packets from the client after CONNECT: PUBLISH and its acknowledgements,
 //! SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT.
 //!
-//! Invariants: an incoming QoS 2 message is routed once, when its PUBLISH
-//! first arrives, and its packet id is remembered until PUBREL, so a resent
-//! PUBLISH (DUP) is acknowledged but not routed again; more unacknowledged
-//! QoS 2 messages than our Receive Maximum closes the connection with 0x93.
+//! Invariants: an incoming QoS 2 message is checked when its PUBLISH first
+//! arrives, held in the session under its packet id, and routed once, at
+//! its PUBREL (as Mosquitto does; the specification allows either, and
+//! clients subscribed to their own topic rely on getting it after PUBCOMP);
+//! a resent PUBLISH (DUP) is acknowledged but not held again; more
+//! unacknowledged QoS 2 messages than our Receive Maximum closes the
+//! connection with 0x93.
 
 use std::time::{Duration, Instant as StdInstant};
 
@@ -79,10 +82,15 @@ impl<T: Transport> Connection<T> {
                 Ok(())
             }
             Packet::PubRel(rel) => {
-                let reason = if self.session.awaiting_rel.remove(&rel.packet_id) {
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                let reason = match self.session.awaiting_rel.remove(&rel.packet_id) {
+                    Some(message) => {
+                        // Judged again as it is routed: a refusal now (the
+                        // rules changed since PUBREC) drops it, and PUBCOMP
+                        // has no reason code to say so.
+                        let _ = self.broker.publish_as(&self.session.identity, message, &mut self.pressure);
+                        ReasonCode::SUCCESS
+                    }
+                    None => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
                 };
                 self.send_ack(Packet::PubComp, rel.packet_id, reason);
                 Ok(())
@@ -168,8 +176,8 @@ impl<T: Transport> Connection<T> {
         }
 
         let packet_id = publish.packet_id.unwrap_or(0);
-        if publish.qos == QoS::ExactlyOnce && self.session.awaiting_rel.contains(&packet_id) {
-            // A resend of a message we already routed (its topic was allowed).
+        if publish.qos == QoS::ExactlyOnce && self.session.awaiting_rel.contains_key(&packet_id) {
+            // A resend of a message we already hold (its topic was allowed).
             if let Some(alias) = new_alias {
                 self.store_alias(alias, &publish.topic)?;
             }
@@ -183,22 +191,33 @@ impl<T: Transport> Connection<T> {
         }
 
         let topic_for_alias = new_alias.map(|alias| (alias, publish.topic.clone()));
-        let reason = self.route_publish(publish.clone());
+        let qos = publish.qos;
+        let reason = match Self::message_from(publish, &self.session.client_id) {
+            Err(reason) => reason,
+            Ok(message) if qos == QoS::ExactlyOnce => {
+                match self.broker.authorize_publish(&self.session.identity, &message.topic) {
+                    Ok(()) => {
+                        self.session.awaiting_rel.insert(packet_id, message);
+                        ReasonCode::SUCCESS
+                    }
+                    Err(reason) => {
+                        self.broker.dropped(None, &message, crate::hooks::DropReason::NotAuthorized);
+                        reason
+                    }
+                }
+            }
+            Ok(message) => self.route_publish(message),
+        };
         if let Some((alias, topic)) = topic_for_alias {
             let refused = matches!(reason, ReasonCode::NOT_AUTHORIZED | ReasonCode::TOPIC_NAME_INVALID);
             if !refused {
                 self.store_alias(alias, &topic)?;
             }
         }
-        match publish.qos {
+        match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.send_ack(Packet::PubAck, packet_id, reason),
-            QoS::ExactlyOnce => {
-                if reason.is_success() {
-                    self.session.awaiting_rel.insert(packet_id);
-                }
-                self.send_ack(Packet::PubRec, packet_id, reason);
-            }
+            QoS::ExactlyOnce => self.send_ack(Packet::PubRec, packet_id, reason),
         }
         Ok(())
     }
@@ -218,27 +237,32 @@ impl<T: Transport> Connection<T> {
         Ok(())
     }
 
-    /// Routes a client's message through the door; returns the reason
-    /// code for its acknowledgement.
-    fn route_publish(&mut self, publish: Publish) -> ReasonCode {
+    /// The broker's message for a client's PUBLISH (0x99 if it claims a
+    /// UTF-8 payload that is not).
+    fn message_from(publish: Publish, client_id: &std::sync::Arc<str>) -> Result<Message, ReasonCode> {
         if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
-            return ReasonCode::PAYLOAD_FORMAT_INVALID;
+            return Err(ReasonCode::PAYLOAD_FORMAT_INVALID);
         }
         let mut properties = publish.properties;
         properties.subscription_identifiers.clear();
         let expires_at =
             properties.message_expiry_interval.map(|s| StdInstant::now() + Duration::from_secs(s as u64));
-        let message = Message {
+        Ok(Message {
             topic: publish.topic,
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
             properties,
-            publisher: Some(self.session.client_id.clone()),
+            publisher: Some(client_id.clone()),
             expires_at,
-        };
+        })
+    }
+
+    /// Routes a client's message through the door; returns the reason
+    /// code for its acknowledgement.
+    fn route_publish(&mut self, message: Message) -> ReasonCode {
         match self.broker.publish_as(&self.session.identity, message, &mut self.pressure) {
             Err(reason) => reason,
             Ok(0) if self.version.is_v5() => ReasonCode::NO_MATCHING_SUBSCRIBERS,
