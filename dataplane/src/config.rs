@@ -470,6 +470,12 @@ pub struct AuthConfig {
     /// Password checks one client address may have waiting or running: a
     /// flood of made-up usernames from one address is refused fast too.
     pub password_checks_per_address: u32,
+    /// Successful password checks remembered (as keyed hashes, never the
+    /// password; see `cluster/recent_checks.rs`) so that a reconnect storm
+    /// costs no argon2 check per client; 0 turns this off.
+    pub password_cache_entries: usize,
+    /// How long a successful check is remembered, in seconds.
+    pub password_cache_ttl_s: u64,
 }
 
 impl Default for AuthConfig {
@@ -481,6 +487,8 @@ impl Default for AuthConfig {
             password_check_queue: 64,
             password_checks_per_username: 4,
             password_checks_per_address: 8,
+            password_cache_entries: 100_000,
+            password_cache_ttl_s: 3600,
         }
     }
 }

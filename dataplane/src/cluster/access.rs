@@ -88,6 +88,10 @@ impl AccessControl {
             config.password_check_queue,
             config.password_checks_per_username,
             config.password_checks_per_address,
+            super::recent_checks::RecentChecks::new(
+                config.password_cache_entries,
+                Duration::from_secs(config.password_cache_ttl_s),
+            ),
         );
         AccessControl { view, config, verifier }
     }

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod acl;
 pub mod link;
+pub mod recent_checks;
 pub mod routes;
 pub mod verify;
 pub mod view;

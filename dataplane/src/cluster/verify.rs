@@ -15,7 +15,9 @@
 //!   room for others;
 //! - an unknown username costs the same check, against a dummy hash, so
 //!   answer times do not tell which usernames exist;
-//! - a hash whose cost parameters are outside sane bounds is never run.
+//! - a hash whose cost parameters are outside sane bounds is never run;
+//! - a password that matched the same stored hash recently is let in
+//!   without a check ([`RecentChecks`]: keyed hashes, never passwords).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -23,6 +25,8 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+
+use super::recent_checks::RecentChecks;
 
 /// Largest argon2 memory cost accepted, in KiB (64 MiB).
 pub const MAX_MEMORY_KIB: u32 = 64 * 1024;
@@ -60,6 +64,7 @@ pub struct Verifier {
     per_address: u32,
     sender: OnceLock<SyncSender<Job>>,
     pending: PendingCounts,
+    recent: RecentChecks,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -89,8 +94,14 @@ impl Drop for Pending {
 impl Verifier {
     /// A pool of `threads` (0: half the cores, at least one), `queue`
     /// waiting checks, `per_username` checks per username and
-    /// `per_address` per client address.
-    pub fn new(threads: usize, queue: usize, per_username: u32, per_address: u32) -> Verifier {
+    /// `per_address` per client address, remembering successes in `recent`.
+    pub fn new(
+        threads: usize,
+        queue: usize,
+        per_username: u32,
+        per_address: u32,
+        recent: RecentChecks,
+    ) -> Verifier {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
         } else {
@@ -103,6 +114,7 @@ impl Verifier {
             per_address: per_address.max(1),
             sender: OnceLock::new(),
             pending: Arc::new(Mutex::new(HashMap::new())),
+            recent,
         }
     }
 
@@ -132,6 +144,11 @@ impl Verifier {
         phc: Option<&str>,
         password: &[u8],
     ) -> Result<bool, VerifyError> {
+        if let Some(phc) = phc {
+            if self.recent.matches(username, phc, password) {
+                return Ok(true);
+            }
+        }
         let pending = {
             let mut pending = self.pending.lock();
             let (user_key, address_key) = (format!("u:{username}"), format!("a:{address}"));
@@ -153,7 +170,11 @@ impl Verifier {
             Err(TrySendError::Full(_)) => return Err(VerifyError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(VerifyError::Failed),
         }
-        answer.await.map_err(|_| VerifyError::Failed)
+        let matched = answer.await.map_err(|_| VerifyError::Failed)?;
+        if let (true, Some(phc)) = (matched, phc) {
+            self.recent.remember(username, phc, password);
+        }
+        Ok(matched)
     }
 }
 
@@ -217,12 +238,13 @@ fn check(phc: &str, password: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[tokio::test]
     async fn a_flood_of_made_up_usernames_from_one_address_is_refused_fast() {
-        let verifier = Arc::new(Verifier::new(1, 64, 4, 3));
+        let verifier = Arc::new(Verifier::new(1, 64, 4, 3, RecentChecks::new(0, Duration::ZERO)));
         let checks: Vec<_> = (0..20)
             .map(|n| {
                 let verifier = verifier.clone();
@@ -249,7 +271,7 @@ mod tests {
         use argon2::password_hash::{PasswordHasher, SaltString};
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
         let hash = argon2::Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
-        let verifier = Verifier::new(1, 4, 2, 100);
+        let verifier = Verifier::new(1, 4, 2, 100, RecentChecks::new(0, Duration::ZERO));
         assert_eq!(verifier.verify("u", LOCAL, Some(&hash), b"pw").await, Ok(true));
         assert_eq!(verifier.verify("u", LOCAL, Some(&hash), b"no").await, Ok(false));
         assert_eq!(verifier.verify("ghost", LOCAL, None, b"pw").await, Ok(false));
@@ -264,7 +286,7 @@ mod tests {
         use argon2::password_hash::{PasswordHasher, SaltString};
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
         let hash = argon2::Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
-        let verifier = Arc::new(Verifier::new(1, 64, 2, 100));
+        let verifier = Arc::new(Verifier::new(1, 64, 2, 100, RecentChecks::new(0, Duration::ZERO)));
         let checks: Vec<_> = (0..20)
             .map(|_| {
                 let (verifier, hash) = (verifier.clone(), hash.clone());
@@ -280,5 +302,31 @@ mod tests {
         assert!(busy >= 18, "only {busy} of 20 refused; 2 may run per username");
         // Another username still gets its check.
         assert_eq!(verifier.verify("other", LOCAL, Some(&hash), b"pw").await, Ok(true));
+    }
+
+    /// A reconnect storm: once a password has matched, the same password
+    /// against the same hash is let in without a check (no thread, no
+    /// per-username slot), while a wrong one is still checked and capped.
+    #[tokio::test]
+    async fn a_password_that_matched_recently_skips_the_check() {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let hash = argon2::Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
+        let verifier = Arc::new(Verifier::new(1, 64, 1, 100, RecentChecks::new(10, Duration::from_secs(60))));
+        assert_eq!(verifier.verify("u", LOCAL, Some(&hash), b"pw").await, Ok(true));
+        // Twenty at once: with one check allowed per username, only cached
+        // answers can all succeed.
+        let checks: Vec<_> = (0..20)
+            .map(|_| {
+                let (verifier, hash) = (verifier.clone(), hash.clone());
+                tokio::spawn(async move { verifier.verify("u", LOCAL, Some(&hash), b"pw").await })
+            })
+            .collect();
+        for check in checks {
+            assert_eq!(check.await.unwrap(), Ok(true));
+        }
+        assert_eq!(verifier.verify("u", LOCAL, Some(&hash), b"wrong").await, Ok(false));
+        let other = argon2::Argon2::default().hash_password(b"new", &salt).unwrap().to_string();
+        assert_eq!(verifier.verify("u", LOCAL, Some(&other), b"pw").await, Ok(false), "the password changed");
     }
 }
