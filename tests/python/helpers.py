@@ -2,14 +2,21 @@
 
 - `Broker`/`start_broker`: run the real `mqttd` binary on free loopback ports.
 - `Client`: a thin, blocking wrapper around a paho-mqtt 2.x client. Every
-  wait is bounded; nothing here can hang a test.
+  wait is bounded; nothing here can hang a test. It records every
+  disconnect (`Disconnect`: when, reason code, who closed), so a test says
+  what it expects: `expect_silence` (the connection stays open and nothing
+  arrives) or `expect_closed` (the server closed the connection).
 - `RawClient` and the `pkt_*` encoders: a tiny hand-rolled MQTT client for
   what paho hides or refuses to do (silent sockets, exact reason codes,
   protocol errors).
+- `ws_upgrade_status`: the HTTP answer to a WebSocket upgrade request.
+- `assert_keep_alive_close`: the bounds on when a keep-alive timeout may
+  close a connection.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import queue
 import signal
@@ -178,6 +185,51 @@ def start_broker(workdir: Path, sets: list[str] | tuple[str, ...] = (), ws: bool
     raise BrokerStartError(f"mqttd exited during startup ({' '.join(cmd)}):\n{last_error}")
 
 
+def ws_upgrade_status(port: int, path: str, host: str = HOST, timeout: float = 3.0) -> tuple[int, str]:
+    """Sends a WebSocket upgrade request (subprotocol "mqtt") for `path` on
+    a raw socket; returns the HTTP status code and status line."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n")
+    head = b""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(request.encode())
+        try:
+            while b"\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+        except socket.timeout:
+            pass
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise AssertionError(f"no HTTP status line in the answer to GET {path}: {head!r}")
+    return int(parts[1]), line
+
+
+# How much later than 1.5 x keep-alive a keep-alive timeout may be seen:
+# mqttd checks the deadlines of idle (hibernated) connections on a 0.5 s
+# sweep, so about 0.6 s late is normal; the rest is for a debug build on a
+# loaded machine.
+KEEP_ALIVE_SLACK = 1.0
+
+
+def assert_keep_alive_close(elapsed: float, keep_alive: int, what: str = "connection closed") -> None:
+    """A keep-alive timeout happened `elapsed` seconds after the client's
+    last packet. Section 3.1.2.10, [MQTT-3.1.2-24] (3.1.1) / [MQTT-3.1.2-22]
+    (5.0), gives the client one and a half times the keep-alive, so the
+    close must not come earlier, nor much later. Measure `elapsed` from
+    before the last packet was sent to after the close was seen: it can
+    only overestimate the server's interval, so the lower bound needs no
+    tolerance."""
+    low = 1.5 * keep_alive
+    high = low + KEEP_ALIVE_SLACK
+    assert low <= elapsed <= high, (f"{what} {elapsed:.2f}s after the client's last packet; "
+                                    f"expected {low:.2f}s to {high:.2f}s (keep-alive {keep_alive}s)")
+
+
 def port_open(port: int, host: str = HOST) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):
@@ -206,6 +258,15 @@ class Msg:
         if self.properties is None:
             return default
         return getattr(self.properties, name, default)
+
+
+@dataclass
+class Disconnect:
+    """One on_disconnect of a paho client."""
+    at: float          # time.monotonic() when paho reported it
+    reason: int        # the server's DISCONNECT reason, else paho's (0x80 for a lost connection)
+    from_server: bool  # the server sent a DISCONNECT packet (5.0)
+    requested: bool    # this test closed it (Client.disconnect() or Client.kill())
 
 
 def props(packet_type: int, **values) -> Properties:
@@ -248,8 +309,10 @@ class Client:
         self.connack_rc: int | None = None
         self.session_present: bool | None = None
         self.connack_properties = None
-        self.disconnect_rc: int | None = None
+        self.disconnect_rc: int | None = None  # of the first disconnect
         self.disconnect_properties = None
+        self.disconnects: list[Disconnect] = []
+        self._closing = False  # set by disconnect()/kill() before they close
         self._cond = threading.Condition()
         self._acks: dict[int, tuple[list[int], Any]] = {}
         self._pub_rcs: dict[int, int] = {}
@@ -281,8 +344,12 @@ class Client:
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self.disconnect_rc = rc_value(reason_code)
-        self.disconnect_properties = properties
+        d = Disconnect(time.monotonic(), rc_value(reason_code), bool(flags.is_disconnect_packet_from_server),
+                       self._closing)
+        if not self.disconnects:
+            self.disconnect_rc = d.reason
+            self.disconnect_properties = properties
+        self.disconnects.append(d)
         self.disconnected.set()
         self.connected.set()  # unblock a pending connect()
 
@@ -381,13 +448,56 @@ class Client:
                                      f"{[(m.topic, m.payload) for m in out]}") from None
         return out
 
-    def expect_none(self, timeout: float = 0.5) -> None:
+    def is_open(self) -> bool:
+        """Connected (CONNACK 0) and not disconnected since."""
+        return (self.connack_rc == 0 and not self.disconnected.is_set() and self.paho.is_connected())
+
+    def _unexpected(self, m: Msg) -> AssertionError:
+        return AssertionError(f"{self.client_id}: unexpected message {m.topic!r} {m.payload!r} "
+                              f"qos={m.qos} retain={m.retain}")
+
+    def _assert_open(self, when: str) -> None:
+        if not self.is_open():
+            raise AssertionError(f"{self.client_id}: connection not open {when} "
+                                 f"(connack_rc={self.connack_rc}, disconnects={self.disconnects})")
+
+    def expect_silence(self, timeout: float = 0.5) -> None:
+        """For `timeout` seconds the connection stays open and no message
+        arrives. Fails as soon as a message arrives or the connection
+        closes: silence from a closed connection proves nothing."""
+        self._assert_open("when the silence began")
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                m = self.messages.get(timeout=min(remaining, 0.05))
+            except queue.Empty:
+                self._assert_open(f"during {timeout}s of expected silence")
+                continue
+            raise self._unexpected(m)
+        self._assert_open(f"after {timeout}s of silence")
+
+    def expect_closed(self, timeout: float = 3.0, reason: int | None = None) -> Disconnect:
+        """The server closes the connection within `timeout` seconds (not
+        this test: a disconnect()/kill() does not count). With `reason`,
+        that close must be a DISCONNECT packet with this reason code (5.0).
+        Returns the first disconnect."""
+        if not self.disconnected.wait(timeout):
+            raise AssertionError(f"{self.client_id}: connection still open after {timeout}s")
+        first = self.disconnects[0]
+        assert not first.requested, f"{self.client_id}: closed by the test, not the server: {first}"
+        if reason is not None:
+            assert first.from_server and first.reason == reason, (
+                f"{self.client_id}: expected a DISCONNECT with reason {reason:#04x} from the server, got {first}")
+        return first
+
+    def assert_nothing_received(self) -> None:
+        """No message has been received so far (no waiting: for a client
+        whose connection is known to be closed)."""
         try:
-            m = self.messages.get(timeout=timeout)
+            m = self.messages.get_nowait()
         except queue.Empty:
             return
-        raise AssertionError(f"{self.client_id}: unexpected message {m.topic!r} {m.payload!r} "
-                             f"qos={m.qos} retain={m.retain}")
+        raise self._unexpected(m)
 
     def collect(self, n: int, timeout: float = 3.0, settle: float = 0.15) -> list[Msg]:
         """Waits for `n` messages (or the timeout), then `settle` seconds more
@@ -426,6 +536,7 @@ class Client:
         if reason is not None:
             rc = ReasonCode(PacketTypes.DISCONNECT, identifier=reason)
         p = props(PacketTypes.DISCONNECT, **properties) if properties else None
+        self._closing = True
         if self.version == V5:
             self.paho.disconnect(reasoncode=rc, properties=p)
         else:
@@ -435,6 +546,7 @@ class Client:
 
     def kill(self) -> None:
         """Closes the TCP connection without sending DISCONNECT."""
+        self._closing = True
         sock = self.paho.socket()
         if sock is not None:
             try:
@@ -570,10 +682,10 @@ def pkt_ack(ptype: int, pid: int) -> bytes:
     return packet(ptype, 0x02 if ptype == PUBREL else 0, struct.pack("!H", pid))
 
 
-def pkt_disconnect(reason: int | None = None, version: int = 5) -> bytes:
-    if version not in (5, V5) or reason is None:
+def pkt_disconnect(reason: int | None = None, version: int = 5, props_: list | None = None) -> bytes:
+    if version not in (5, V5) or (reason is None and not props_):
         return packet(DISCONNECT, 0, b"")
-    return packet(DISCONNECT, 0, bytes([reason]) + prop_bytes([]))
+    return packet(DISCONNECT, 0, bytes([reason or 0]) + prop_bytes(props_ or []))
 
 
 @dataclass

@@ -3,8 +3,10 @@
 Covers: QoS 0/1/2 round trips for MQTT 3.1.1 and 5.0; retained messages
 with -r (set, then cleared with -n); v5 properties (-D) forwarded; paho and
 mosquitto clients talking to each other; a mosquitto_sub persistent session
-(-c) that picks up queued messages; a mosquitto_sub will after SIGKILL.
-WebSocket is not tested with these tools: Debian builds them without it.
+(-c) that picks up queued messages; a mosquitto_sub will after SIGKILL; a
+paho client on the WebSocket listener and mosquitto clients on TCP talking
+both ways (Debian builds mosquitto_sub/mosquitto_pub without WebSocket
+support, so paho is the WebSocket side).
 """
 
 import queue
@@ -171,6 +173,15 @@ def test_will_after_sigkill(broker, connect, topic):
         s.stop()
 
 
-def test_websocket_not_supported_by_debian_clients():
-    pytest.skip("Debian's mosquitto_sub/mosquitto_pub are built without WebSocket support; "
-                "WebSocket is covered with paho in test_pubsub.py")
+@pytest.mark.parametrize("v", VERSIONS)
+def test_websocket_paho_and_tcp_mosquitto(broker, subs, connect, topic, v):
+    """QoS 1 both ways between paho over WebSocket (the listeners.ws port,
+    path /mqtt) and mosquitto_sub/mosquitto_pub over TCP."""
+    ws = connect(broker.ws_port, V5 if v == "v5" else V311, transport="websockets", ws_path="/mqtt")
+    ws.subscribe(f"{topic}/to-ws", qos=1)
+    s = subs(broker.port, f"{topic}/to-tcp", VERSIONS[v], qos=1)
+    ws.publish(f"{topic}/to-tcp", b"from-ws", qos=1)
+    assert s.message() == f"{topic}/to-tcp 1 0 from-ws"
+    pub(broker.port, f"{topic}/to-ws", "from-tcp", VERSIONS[v], qos=1)
+    m = ws.expect()
+    assert (m.topic, m.payload, m.qos, m.retain) == (f"{topic}/to-ws", b"from-tcp", 1, False)

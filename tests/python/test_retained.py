@@ -24,7 +24,7 @@ def test_retained_sent_to_new_subscriber(broker, connect, version, topic):
     sub.subscribe(topic, qos=1)
     m = sub.expect()
     assert (m.topic, m.payload, m.retain, m.qos) == (topic, b"last", True, 1)
-    sub.expect_none(0.3)
+    sub.expect_silence(0.3)
 
 
 def test_retained_replaced_by_newer(broker, connect, version, topic):
@@ -43,7 +43,7 @@ def test_empty_retained_payload_deletes(broker, connect, version, topic):
     pub.publish(topic, b"", qos=1, retain=True)
     sub = connect(broker, version)
     sub.subscribe(topic, qos=1)
-    sub.expect_none(0.3)
+    sub.expect_silence(0.3)
 
 
 def test_empty_retained_forwarded_to_existing_subscribers(broker, connect, version, topic):
@@ -105,7 +105,7 @@ def test_retained_not_resent_to_existing_subscriber(broker, connect, version, to
     pub = connect(broker, version)
     pub.publish(topic, b"r1", qos=1, retain=True)
     assert sub.expect().payload == b"r1"
-    sub.expect_none(0.3)
+    sub.expect_silence(0.3)
 
 
 @pytest.mark.parametrize("stored_qos,sub_qos,expected", [(2, 1, 1), (1, 2, 1), (2, 0, 0), (0, 2, 0)])
@@ -158,7 +158,7 @@ def test_v5_retain_handling_1_only_for_new_subscription(broker, connect, topic):
     sub.subscribe(topic, qos=1, rh=1)
     assert sub.expect().payload == b"rh1"
     sub.subscribe(topic, qos=1, rh=1)
-    sub.expect_none(0.3)
+    sub.expect_silence(0.3)
 
 
 def test_v5_retain_handling_2_never_sends(broker, connect, topic):
@@ -167,7 +167,7 @@ def test_v5_retain_handling_2_never_sends(broker, connect, topic):
     pub.publish(topic, b"rh2", qos=1, retain=True)
     sub = connect(broker, V5)
     sub.subscribe(topic, qos=1, rh=2)
-    sub.expect_none(0.3)
+    sub.expect_silence(0.3)
     # Live messages still flow.
     pub.publish(topic, b"live", qos=1)
     assert sub.expect().payload == b"live"

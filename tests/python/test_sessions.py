@@ -3,12 +3,14 @@
 Covers: a persistent session keeps its subscriptions and queues QoS 1/2
 (and, by default, QoS 0) messages while offline, delivering them in order on
 reconnect; the Session Present flag; Clean Session / Clean Start discards the
-session; v5 Session Expiry Interval (expiry, zero, changed on DISCONNECT,
-capped by session.max_expiry_interval, which 3.1.1 sessions also get);
+session; v5 Session Expiry Interval (expiry, zero, changed on DISCONNECT;
+raising it from zero on DISCONNECT is a Protocol Error answered with
+DISCONNECT 0x82); session.max_expiry_interval caps it (the CONNACK announces
+the capped value) and is what 3.1.1 persistent sessions get;
 unacknowledged QoS 1/2 PUBLISHes are re-sent with DUP, and an unanswered
 PUBREL is re-sent, on reconnect; the queue limit with both policies (offline
 and behind a full in-flight window) and its dropped counter; the in-flight
-window; session takeover.
+window; session takeover (5.0: DISCONNECT 0x8E to the old connection).
 """
 
 import struct
@@ -16,8 +18,8 @@ import time
 
 import pytest
 
-from helpers import (PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, SYS_PREFIX, V5, V311, RawClient, pkt_ack,
-                     pkt_subscribe, uid)
+from helpers import (DISCONNECT, PUBCOMP, PUBLISH, PUBREC, PUBREL, RC_NORMAL, RC_PROTOCOL_ERROR, SUBACK, SYS_PREFIX,
+                     V5, V311, RawClient, pkt_ack, pkt_disconnect, pkt_subscribe, uid)
 
 
 @pytest.fixture(params=["v311", "v5"])
@@ -124,9 +126,9 @@ def test_clean_start_discards_session(broker, connect, version, topic):
     pub.publish(topic, b"queued", qos=1)
     c = connect(broker, version, client_id=cid, clean=True)
     assert c.session_present is False
-    c.expect_none(0.3)  # queued message went with the session
+    c.expect_silence(0.3)  # queued message went with the session
     pub.publish(topic, b"new", qos=1)
-    c.expect_none(0.3)  # and so did the subscription
+    c.expect_silence(0.3)  # and so did the subscription
 
 
 def test_clean_session_connection_leaves_nothing_behind(broker, connect, version, topic):
@@ -138,7 +140,7 @@ def test_clean_session_connection_leaves_nothing_behind(broker, connect, version
     connect(broker, version).publish(topic, b"nobody", qos=1)
     c = connect(broker, version, client_id=cid, **persistent(version))
     assert c.session_present is False
-    c.expect_none(0.3)
+    c.expect_silence(0.3)
 
 
 def test_v5_session_expiry_passes(broker, connect, topic):
@@ -152,7 +154,7 @@ def test_v5_session_expiry_passes(broker, connect, topic):
     time.sleep(2.2)
     c = connect(broker, V5, client_id=cid, clean=False, session_expiry=60)
     assert c.session_present is False
-    c.expect_none(0.3)
+    c.expect_silence(0.3)
 
 
 def test_v5_session_survives_within_expiry(broker, connect, topic):
@@ -198,8 +200,11 @@ def test_max_expiry_interval_caps_sessions(broker_factory, connect, topic):
     b = broker_factory("session.max_expiry_interval=1")
     cid5, cid3 = uid("cap5"), uid("cap3")
     c5 = connect(b, V5, client_id=cid5, clean=False, session_expiry=3600)
+    # 5.0 section 3.2.2.3.2: the server tells a client it uses another
+    # Session Expiry Interval in the CONNACK; an absent one means the
+    # client's (3600), so the property must be there.
     announced = getattr(c5.connack_properties, "SessionExpiryInterval", None)
-    assert announced in (None, 1), f"CONNACK Session Expiry Interval {announced}, expected the cap (1)"
+    assert announced == 1, f"CONNACK Session Expiry Interval {announced}, expected the cap (1)"
     c5.subscribe(topic, qos=1)
     c5.disconnect()
     c3 = connect(b, V311, client_id=cid3, clean=False)
@@ -227,7 +232,7 @@ def test_unacked_qos1_resent_with_dup_on_reconnect(broker, connect, version, top
     c = connect(broker, version, client_id=cid, **persistent(version))
     again = c.expect()
     assert (again.payload, again.dup, again.mid) == (b"ack-me", True, first.mid)
-    c.expect_none(0.3)
+    c.expect_silence(0.3)
 
 
 @pytest.mark.parametrize("policy,expected", [("drop_new", [0, 1, 2]), ("drop_oldest", [3, 4, 5])])
@@ -307,8 +312,7 @@ def test_v5_takeover_sends_session_taken_over(broker, connect, topic):
     old = connect(broker, V5, client_id=cid, clean=False, session_expiry=60)
     old.subscribe(topic, qos=1)
     new = connect(broker, V5, client_id=cid, clean=False, session_expiry=60)
-    assert old.disconnected.wait(3), "old connection not closed"
-    assert old.disconnect_rc == 0x8E
+    old.expect_closed(3, reason=0x8E)
     assert new.session_present is True
     connect(broker, V5).publish(topic, b"to-new", qos=1)
     assert new.expect().payload == b"to-new"
@@ -320,11 +324,11 @@ def test_v311_takeover_closes_old_connection(broker, connect, topic):
     old = connect(broker, V311, client_id=cid, clean=False)
     old.subscribe(topic, qos=1)
     new = connect(broker, V311, client_id=cid, clean=False)
-    assert old.disconnected.wait(3), "old connection not closed"
+    old.expect_closed(3)
     assert new.session_present is True
     connect(broker, V311).publish(topic, b"to-new", qos=1)
     assert new.expect().payload == b"to-new"
-    old.expect_none(0.2)
+    old.assert_nothing_received()
 
 
 def test_unacked_qos2_publish_resent_with_dup(broker, connect, raw_clients, level, topic):
@@ -384,14 +388,21 @@ def test_unacked_pubrel_resent_on_reconnect(broker, connect, raw_clients, level,
         pytest.fail(f"unexpected packet after PUBCOMP: {extra}")
 
 
-def test_v5_disconnect_cannot_raise_zero_expiry(broker, connect, topic):
+def test_v5_disconnect_cannot_raise_zero_expiry(broker, connect, raw_clients, topic):
     """[MQTT-3.14.2-2]: a non-zero Session Expiry Interval on DISCONNECT
-    when CONNECT had 0 is a Protocol Error; the session must not survive."""
+    when CONNECT had 0 is a Protocol Error: the server answers with
+    DISCONNECT 0x82 and closes (5.0 section 3.14.2.2.2, 4.13); the session
+    must not survive. A raw client, because paho closes its socket as soon
+    as it has sent DISCONNECT and never reads the answer."""
     cid = uid("se")
-    c = connect(broker, V5, client_id=cid, clean=False)
-    c.subscribe(topic, qos=1)
-    c.disconnect(properties={"SessionExpiryInterval": 60})
-    time.sleep(0.2)
+    r = raw_clients(broker.port)
+    assert r.connect(cid, version=5, clean=False).reason == 0  # no Session Expiry Interval: 0
+    r.send(pkt_subscribe(1, [(topic, 1)]))
+    assert r.read().type == SUBACK
+    r.send(pkt_disconnect(RC_NORMAL, props_=[(0x11, 60)]))
+    packets, closed = r.read_until_closed(3)
+    assert [(p.type, p.reason) for p in packets] == [(DISCONNECT, RC_PROTOCOL_ERROR)]
+    assert closed, "connection not closed after the Protocol Error"
     c = connect(broker, V5, client_id=cid, clean=False, session_expiry=60)
     assert c.session_present is False
 

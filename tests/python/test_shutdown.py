@@ -27,8 +27,7 @@ def test_sigterm_v5_clients_get_server_shutting_down(broker_factory, connect):
             packets, closed = r.read_until_closed(5)
             assert [(p.type, p.reason) for p in packets] == [(DISCONNECT, 0x8B)]
             assert closed, "server did not close the connection after its DISCONNECT"
-        assert paho.disconnected.wait(5)
-        assert paho.disconnect_rc == 0x8B
+        paho.expect_closed(5, reason=0x8B)
         code = b.wait_exit(max(5 - (time.monotonic() - t0), 0.1))
         assert code == 0, f"exit code {code}:\n{b.log_tail()}"
     finally:
@@ -63,7 +62,6 @@ def test_sigint_exits_zero(broker_factory, connect):
     b = broker_factory()
     c = connect(b, V5)
     b.signal(signal.SIGINT)
-    assert c.disconnected.wait(5)
-    assert c.disconnect_rc == 0x8B
+    c.expect_closed(5, reason=0x8B)
     assert b.wait_exit(5) == 0
 

@@ -1,8 +1,10 @@
 """Will messages, for MQTT 3.1.1 and 5.0.
 
 Covers: the will is published when the network connection closes without a
-DISCONNECT (socket closed, keep-alive expired), with its topic, payload, QoS
-and retain flag; it is not published after a normal DISCONNECT; v5
+DISCONNECT (socket closed, keep-alive expired: not before 1.5 x keep-alive
+and not much later), with its topic, payload, QoS and retain flag; a client
+that keeps pinging stays connected and keeps its will unsent; the will is
+not published after a normal DISCONNECT; v5
 DISCONNECT with reason 0x04 publishes it; v5 Will Delay Interval delays it,
 a reconnect within the delay cancels it, and session end cuts the delay
 short; v5 will properties are forwarded; a protocol error and a 3.1.1
@@ -11,7 +13,7 @@ takeover publish the will.
 
 import time
 
-from helpers import V5, V311, RawClient, pkt_connect, pkt_publish, uid
+from helpers import CONNACK, V5, V311, RawClient, assert_keep_alive_close, pkt_connect, pkt_publish, uid
 
 
 def will(topic, payload=b"gone", qos=1, retain=False, **properties):
@@ -29,7 +31,7 @@ def test_will_on_abnormal_close(broker, connect, version, topic):
     c.kill()
     m = sub.expect(3)
     assert (m.topic, m.payload, m.qos, m.retain) == (f"{topic}/will", b"bye", 1, False)
-    sub.expect_none(0.3)
+    sub.expect_silence(0.3)
 
 
 def test_no_will_on_clean_disconnect(broker, connect, version, topic):
@@ -38,7 +40,7 @@ def test_no_will_on_clean_disconnect(broker, connect, version, topic):
     sub.subscribe(f"{topic}/will", qos=1)
     c = connect(broker, version, will=will(f"{topic}/will"))
     c.disconnect()
-    sub.expect_none(0.5)
+    sub.expect_silence(0.5)
 
 
 def test_v5_disconnect_with_will_message_reason(broker, connect, topic):
@@ -62,29 +64,36 @@ def test_will_retained(broker, connect, version, topic):
 
 
 def test_will_on_keep_alive_timeout(broker, connect, version, topic):
-    """[MQTT-3.1.2-24]: no packet within 1.5 x keep-alive closes the
-    connection, and the will is published (the socket stays open)."""
+    """[MQTT-3.1.2-24] (3.1.1) / [MQTT-3.1.2-22] (5.0): a client that sends
+    nothing (its socket stays open) within 1.5 x keep-alive is disconnected,
+    not earlier, and its will is published."""
     sub = connect(broker, version)
     sub.subscribe(f"{topic}/will", qos=1)
     raw = RawClient(broker.port)
     v = 5 if version == V5 else 4
-    raw.send(pkt_connect(uid("ka"), version=v, keepalive=1, will={"topic": f"{topic}/will", "payload": b"timeout", "qos": 1}))
-    assert raw.read().type == 2
     try:
+        sent = time.monotonic()  # before the client's only packet
+        raw.send(pkt_connect(uid("ka"), version=v, keepalive=1,
+                             will={"topic": f"{topic}/will", "payload": b"timeout", "qos": 1}))
+        assert raw.read().type == CONNACK
         m = sub.expect(4)
         assert m.payload == b"timeout"
-        _, closed = raw.read_until_closed(1)
+        assert_keep_alive_close(m.received_at - sent, 1, "will published")
+        _, closed = raw.read_until_closed(4)
         assert closed, "server did not close the silent connection"
+        assert_keep_alive_close(time.monotonic() - sent, 1, "connection closed")
     finally:
         raw.close()
 
 
 def test_will_not_sent_before_keep_alive_expires(broker, connect, topic):
-    """A client that keeps pinging keeps its will unsent."""
+    """A client that keeps pinging stays connected well past 1.5 x its
+    keep-alive, and its will stays unsent."""
     sub = connect(broker, V5)
     sub.subscribe(f"{topic}/will", qos=1)
-    connect(broker, V5, keepalive=1, will=will(f"{topic}/will"))
-    sub.expect_none(1.8)  # longer than 1.5 x keep-alive
+    pinger = connect(broker, V5, keepalive=1, will=will(f"{topic}/will"))
+    pinger.expect_silence(3.0)  # twice 1.5 x keep-alive; fails at once if closed
+    sub.expect_silence(0.3)
 
 
 def test_v5_will_delay_interval(broker, connect, topic):
@@ -94,7 +103,7 @@ def test_v5_will_delay_interval(broker, connect, topic):
     c = connect(broker, V5, session_expiry=60, will=will(f"{topic}/will", b"late", WillDelayInterval=1))
     killed = time.monotonic()
     c.kill()
-    sub.expect_none(0.6)
+    sub.expect_silence(0.6)
     m = sub.expect(2.5)
     assert m.payload == b"late"
     assert time.monotonic() - killed >= 0.9
@@ -110,7 +119,7 @@ def test_v5_will_delay_cancelled_by_reconnect(broker, connect, topic):
                 will=will(f"{topic}/will", b"never", WillDelayInterval=1))
     c.kill()
     connect(broker, V5, client_id=cid, clean=False, session_expiry=60)
-    sub.expect_none(1.8)
+    sub.expect_silence(1.8)
 
 
 def test_v5_will_sent_when_session_ends_before_delay(broker, connect, topic):
@@ -176,5 +185,5 @@ def test_v311_will_on_takeover(broker, connect, topic):
     cid = uid("tk")
     old = connect(broker, V311, client_id=cid, will=will(f"{topic}/will", b"taken-over"))
     connect(broker, V311, client_id=cid)
-    assert old.disconnected.wait(3)
+    old.expect_closed(3)
     assert sub.expect(3).payload == b"taken-over"
