@@ -1,208 +1,401 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: mqttd against Mosquitto (and rumqttd if installed).
+"""Side-by-side benchmark: mqttd against Mosquitto (with and without
+TCP_NODELAY), rumqttd if installed, and the bare "baseline" forwarder if
+built, with the same settings for every broker.
 
-Starts each broker on its own loopback port with a generated configuration
-(Mosquitto's limits raised so that it does not drop, run both with and
-without TCP_NODELAY and the better result counted), runs every scenario of
-mqtt-bench against each broker, interleaved, --rounds times, and prints a
-table of medians with the ratio ours/Mosquitto. Broker RSS per idle
-connection comes from /proc/PID/status around the `conn` scenario.
+Every broker gets the same queue limit (--queue), the same in-flight window
+(--inflight) and no $SYS publishing; each start is a fresh process on a free
+loopback port with a fresh data directory. For every round, every scenario
+runs once against every broker, and the order of the brokers rotates from
+round to round. mqtt-bench samples the broker's CPU time (utime + stime of
+/proc/PID/stat, all threads) at the start and end of its measured window, so
+every throughput figure comes with deliveries per broker CPU-second.
 
-    python3 benches/compare.py [--rounds 3] [--duration 5] [--only fanin,fanout]
+A run that loses, duplicates or reorders QoS 1/2 messages, leaves QoS 1/2
+flows unacknowledged, duplicates or reorders QoS 0 messages, or loses QoS 0
+messages where no loss is expected (every scenario but those in
+--qos0-loss-shown, fanout by default), FAILS: the table shows FAILED and the
+number of failed rounds for that broker and scenario instead of a median. So
+does a run whose mqtt-bench exits non-zero, or whose broker dies.
+
+Prints a header with the settings, one line per run on stderr, and a
+Markdown table of medians with ratios mqttd/Mosquitto and mqttd/baseline.
+Exits 1 if any mqttd run failed (any run with --strict), 2 on bad usage.
+
+    python3 benches/compare.py [--rounds 3] [--duration 5] [--only conn,fanin-qos1]
 """
 
 import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import dataclass, field
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/cache/mqttd-target")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+MOSQUITTOS = ("mosquitto", "mosquitto-nodelay")
+CPU_KEY = "msgs_per_broker_cpu_s"
+CPU_UNIT = "msg per broker CPU-s"
 
 
-def wait_port(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+@dataclass
+class Row:
+    key: str
+    unit: str
+    lower: bool = False
 
 
-class Broker:
-    def __init__(self, name, argv, port, workdir):
-        self.name, self.port = name, port
-        self.log = open(os.path.join(workdir, f"{name}.log"), "w")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
-        wait_port(port)
-        # Let start-up finish before anything is measured: a listening port
-        # is not a settled process (mqttd's embedded control plane is still
-        # opening its store, and its data plane waits for the first view),
-        # and `conn` reads the RSS before its clients connect.
-        time.sleep(1)
-
-    def rss_kb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+@dataclass
+class Scenario:
+    name: str
+    args: list
+    rows: list
+    qos: int = 0
+    baseline: str = None  # the baseline's --mode, when it can run this scenario
+    loss_shown: bool = False  # QoS 0 loss shown as "lost N" instead of failing
+    conn: bool = False
+    extra: dict = field(default_factory=dict)
 
 
-def start_mqttd(workdir):
-    port = free_port()
-    # A fresh data directory each time: replaying an earlier run's Raft log at
-    # start would leave a warm heap, and the next run would reuse it.
-    data = tempfile.mkdtemp(prefix="mqttd-data-", dir=workdir)
-    argv = [os.path.join(TARGET, "release", "mqttd"),
-            "--set", f"listeners.tcp.bind=127.0.0.1:{port}", "--set", "listeners.ws.enabled=false",
-            "--set", f"node.data_dir={data}", "--set", "sys.interval=0",
-            "--set", "controlplane.bind=127.0.0.1:0",
-            "--set", "mqtt.max_inflight=1000",
-            "--set", "mqtt.receive_maximum=1000", "--set", "log.level=warn"]
-    return Broker("mqttd", argv, port, workdir)
+def scenarios(opts):
+    n, hold = opts.clients, opts.conn_hold
+    rate = [Row("msgs_per_sec", "msg/s"), Row(CPU_KEY, CPU_UNIT)]
+    conn = ["conn", "--clients", str(opts.conn_clients), "--hold", str(hold), "--duration", "10"]
+    held = f"B of RSS per connection after {hold:g} s (lower is better)"
+    found = [
+        Scenario("conn", conn, [Row("bytes_per_conn_held", held, True)], conn=True),
+        Scenario("conn-sub", conn + ["--subscribe"],
+                 [Row("bytes_per_conn_held", held.replace("connection", "connection + subscription"),
+                      True)], conn=True),
+        Scenario("fanin-qos0", ["fanin", "--publishers", str(n), "--qos", "0"], rate, 0, "fanin"),
+        Scenario("fanin-qos1", ["fanin", "--publishers", str(n), "--qos", "1"], rate, 1, "fanin"),
+        Scenario("fanout", ["fanout", "--subscribers", str(n), "--qos", "0"],
+                 [Row("msgs_per_sec", "deliveries/s"), Row(CPU_KEY, CPU_UNIT)], 0, "fanout"),
+        Scenario("pairs", ["pairs", "--pairs", str(n), "--qos", "0"], rate, 0),
+        Scenario("latency", ["latency", "--rate", str(opts.latency_rate), "--publishers", "10",
+                             "--qos", "0"],
+                 [Row("p99_us", f"p99 µs at {opts.latency_rate:,} msg/s (lower is better)", True),
+                  Row("p50_us", "p50 µs (lower is better)", True), Row(CPU_KEY, CPU_UNIT)],
+                 0, "latency"),
+        Scenario("wildcards", ["wildcards", "--filters", str(opts.filters), "--qos", "0"],
+                 [Row("msgs_per_sec", f"deliveries/s through {opts.filters:,} filters"),
+                  Row(CPU_KEY, CPU_UNIT)], 0),
+    ]
+    shown = set(filter(None, opts.qos0_loss_shown.split(",")))
+    for s in found:
+        s.loss_shown = s.name in shown
+    return found
 
 
-def start_mosquitto(workdir, nodelay):
-    port = free_port()
-    conf = os.path.join(workdir, f"mosquitto-{nodelay}.conf")
-    with open(conf, "w") as f:
-        f.write(f"""listener {port} 127.0.0.1
-allow_anonymous true
-persistence false
-max_queued_messages 100000
-max_inflight_messages 0
-max_keepalive 65535
-set_tcp_nodelay {'true' if nodelay else 'false'}
-log_dest none
-""")
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    name = "mosquitto-nodelay" if nodelay else "mosquitto"
-    return Broker(name, [exe, "-c", conf], port, workdir)
+def select(all_scenarios, only):
+    """--only names a scenario, or a group: "fanin" is fanin-qos0 and
+    fanin-qos1, "conn" is conn and conn-sub."""
+    if not only:
+        return all_scenarios
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    chosen = []
+    for w in wanted:
+        hits = [s for s in all_scenarios if s.name == w or s.name.startswith(w + "-")]
+        if not hits:
+            sys.stderr.write(f"--only: no scenario {w!r}; there are "
+                             f"{', '.join(s.name for s in all_scenarios)}\n")
+            sys.exit(2)
+        chosen += [s for s in hits if s not in chosen]
+    return [s for s in all_scenarios if s in chosen]
 
 
-def start_rumqttd(workdir):
-    exe = shutil.which("rumqttd") or os.path.expanduser("~/.cargo/bin/rumqttd")
-    if not os.path.exists(exe):
-        return None
-    port = free_port()
-    conf = os.path.join(workdir, "rumqttd.toml")
-    with open(conf, "w") as f:
-        f.write(f"""id = 0
-[router]
-id = 0
-max_connections = 20010
-max_outgoing_packet_count = 200
-max_segment_size = 104857600
-max_segment_count = 10
-[v4.1]
-name = "v4-1"
-listen = "127.0.0.1:{port}"
-next_connection_delay_ms = 0
-[v4.1.connections]
-connection_timeout_ms = 60000
-max_payload_size = 1048576
-max_inflight_count = 1000
-dynamic_filters = true
-""")
-    return Broker("rumqttd", [exe, "-c", conf], port, workdir)
+def judge(scenario, status, result, tail, alive):
+    """Whether a run counts, and why not: returns a dict with ok, reason,
+    the figures of its rows, and lost (QoS 0 loss shown, not failing)."""
+    run = {"ok": False, "reason": None, "values": {}, "lost": 0, "result": result}
+    problems = []
+    if not alive:
+        problems.append("the broker died")
+    if status is None:
+        problems.append(tail)
+    elif status != 0:
+        problems.append(f"mqtt-bench exited {status}: {tail}")
+    if result is None:
+        problems.append("no JSON from mqtt-bench")
+    else:
+        r = result
+        if scenario.conn:
+            if r.get("failed") or r.get("dropped"):
+                problems.append(f"{r.get('failed')} connections failed, {r.get('dropped')} dropped")
+        else:
+            qos = r.get("qos", scenario.qos)
+            for key in ("duplicates", "reordered", "corrupt"):
+                if r.get(key):
+                    problems.append(f"{r[key]} {key}")
+            if r.get("unacked"):
+                problems.append(f"{r['unacked']} QoS {qos} flows unacknowledged")
+            if "expected_max" in r and r.get("deliveries", 0) > r["expected_max"]:
+                problems.append(f"{r['deliveries'] - r['expected_max']} deliveries more than "
+                                f"the filters allow (duplicates)")
+            lost = r.get("lost", 0)
+            if lost:
+                if qos == 0 and scenario.loss_shown:
+                    run["lost"] = lost
+                    run["expected"] = r.get("expected", r.get("sent", 0))
+                else:
+                    problems.append(f"lost {lost:,} of {r.get('expected', r.get('sent', '?')):,} "
+                                    f"at QoS {qos}")
+            if r.get("sent", 0) == 0:
+                problems.append("nothing sent")
+        for row in scenario.rows:
+            value = r.get(row.key)
+            if value is None:
+                problems.append(f"no {row.key} in the JSON")
+            run["values"][row.key] = value
+    if problems:
+        run["reason"] = "; ".join(p for p in problems if p)
+    else:
+        run["ok"] = True
+    return run
 
 
-SCENARIOS = {
-    "conn": (["conn", "--clients", "5000", "--hold", "2"], "bytes_per_conn", "B/conn"),
-    "fanin-qos0": (["fanin", "--publishers", "100", "--qos", "0"], "msgs_per_sec", "msg/s"),
-    "fanin-qos1": (["fanin", "--publishers", "100", "--qos", "1"], "msgs_per_sec", "msg/s"),
-    "fanout": (["fanout", "--subscribers", "100", "--qos", "0"], "msgs_per_sec", "deliveries/s"),
-    "pairs": (["pairs", "--pairs", "100", "--qos", "0"], "msgs_per_sec", "msg/s"),
-    "latency": (["latency", "--rate", "10000", "--publishers", "10"], "p99_us", "p99 us"),
-    "wildcards": (["wildcards", "--filters", "100000"], "msgs_per_sec", "msg/s"),
-}
-LOWER_IS_BETTER = {"conn", "latency"}
+def fmt(value):
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.3g}"
 
 
-def run_bench(args, broker, duration):
-    exe = os.environ.get("MQTT_BENCH", os.path.join(TARGET, "release", "mqtt-bench"))
-    argv = [exe] + args + ["--port", str(broker.port), "--duration", str(duration)]
-    if args[0] == "conn":
-        argv += ["--pid", str(broker.proc.pid)]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120)
-    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
-    if out.returncode != 0 or not lines:
-        print(f"  {broker.name} {args[0]} failed: {out.stderr.strip()[-300:]}", file=sys.stderr)
-        return None
-    return json.loads(lines[-1])
+def summarize(runs, key):
+    """(median or None, cell text): a failure in any round fails the cell."""
+    if not runs:
+        return None, "-"
+    failed = [r for r in runs if not r["ok"]]
+    if failed:
+        return None, f"FAILED {len(failed)}/{len(runs)}"
+    values = [r["values"][key] for r in runs]
+    med = statistics.median(values)
+    text = fmt(med)
+    lost = [r for r in runs if r["lost"]]
+    if lost:
+        worst = max(lost, key=lambda r: r["lost"])
+        pct = 100.0 * worst["lost"] / max(worst.get("expected") or 1, 1)
+        text += f" (lost {worst['lost']:,}, {pct:.1f}%, in {len(lost)}/{len(runs)})"
+    return med, text
+
+
+def best_mosquitto(per_broker, key, lower):
+    """The better Mosquitto (with or without TCP_NODELAY) of those that
+    passed every round; FAILED only if both failed."""
+    cells = [(n,) + summarize(per_broker[n], key) for n in MOSQUITTOS if per_broker.get(n)]
+    passed = [c for c in cells if c[1] is not None]
+    if passed:
+        name, med, text = (min if lower else max)(passed, key=lambda c: c[1])
+        return med, text + ("" if name == "mosquitto" else " ⁿ")
+    if cells:
+        return None, " / ".join(c[2] for c in cells)
+    return None, "-"
+
+
+def ratio(ours, theirs):
+    return f"{ours / theirs:.2f}" if ours is not None and theirs else "-"
+
+
+def print_table(chosen, results, brokers, out):
+    cols = ["scenario", "unit", "mqttd", "mosquitto*", "rumqttd", "baseline",
+            "mqttd/mosquitto*", "mqttd/baseline"]
+    out.write("\n| " + " | ".join(cols) + " |\n")
+    out.write("|---|---|" + "---:|" * (len(cols) - 2) + "\n")
+    for s in chosen:
+        per = results.get(s.name, {})
+        for row in s.rows:
+            ours, ours_text = summarize(per.get("mqttd", []), row.key)
+            mosq, mosq_text = best_mosquitto(per, row.key, row.lower)
+            _, rum_text = summarize(per.get("rumqttd", []), row.key)
+            base, base_text = summarize(per.get("baseline", []), row.key)
+            if "mqttd" not in brokers:
+                ours_text = "not run"
+            if not any(m in brokers for m in MOSQUITTOS):
+                mosq_text = "not run"
+            if "rumqttd" not in brokers:
+                rum_text = "not run"
+            if not s.baseline:
+                base_text = "n/a"
+            elif "baseline" not in brokers:
+                base_text = "not run"
+            cells = [s.name, row.unit, ours_text, mosq_text, rum_text, base_text,
+                     ratio(ours, mosq), ratio(ours, base) if s.baseline else "n/a"]
+            out.write("| " + " | ".join(cells) + " |\n")
+    out.write("\nMedians of the rounds. mosquitto*: the better of Mosquitto with and without "
+              "set_tcp_nodelay (ⁿ: with), of those that passed every round. FAILED k/n: k of n "
+              "rounds failed (lost, duplicated or reordered messages, unacknowledged flows, a "
+              "failed run), so no median is shown. \"lost\" (QoS 0 in the scenarios where a "
+              "broker may shed load) is the worst round's loss. mqttd/baseline: mqttd's figure "
+              "as a fraction of the bare forwarder's (for latency, a multiple of its latency).\n")
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Scenarios: conn, conn-sub, fanin-qos0, fanin-qos1, fanout, pairs, latency, "
+               "wildcards (--only also takes the groups conn and fanin).")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--only", default="")
+    parser.add_argument("--duration", type=float, default=5, help="publishing window per run, seconds")
+    parser.add_argument("--only", default="", help="comma-separated scenarios or groups")
+    parser.add_argument("--brokers", default="mqttd,mosquitto,mosquitto-nodelay,rumqttd,baseline",
+                        help="which of mqttd, mosquitto, mosquitto-nodelay, rumqttd, baseline to run "
+                             "(those not installed are left out)")
+    parser.add_argument("--queue", type=int, default=1000,
+                        help="messages queued per client, every broker (default 1000, mqttd's and "
+                             "Mosquitto's default)")
+    parser.add_argument("--inflight", type=int, default=32,
+                        help="in-flight QoS 1/2 window per client, every broker (default 32, "
+                             "mqttd's default)")
+    parser.add_argument("--clients", type=int, default=100,
+                        help="publishers (fanin), subscribers (fanout), pairs (pairs)")
+    parser.add_argument("--conn-clients", type=int, default=5000)
+    parser.add_argument("--conn-hold", type=float, default=12,
+                        help="seconds conn holds its clients before RSS is read (default 12: idle "
+                             "clients hibernate after mqtt.hibernate_after_ms, 2 s, and jemalloc "
+                             "returns freed pages after about 10 s)")
+    parser.add_argument("--latency-rate", type=int, default=10000)
+    parser.add_argument("--filters", type=int, default=100000)
+    parser.add_argument("--qos0-loss-shown", default="fanout",
+                        help="scenarios where QoS 0 loss is shown as 'lost N' next to the rate "
+                             "instead of failing the run (default: fanout, where one publish "
+                             "becomes N deliveries and a broker may shed QoS 0 to slow subscribers)")
+    parser.add_argument("--mqttd", default=bl.default_mqttd(),
+                        help="mqttd binary (env MQTTD_BIN, default $CARGO_TARGET_DIR/release/mqttd)")
+    parser.add_argument("--mqttd-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra mqttd --set, repeatable (printed in the header)")
+    parser.add_argument("--bench", default=bl.default_bench(),
+                        help="mqtt-bench binary (env MQTT_BENCH, default "
+                             "$CARGO_TARGET_DIR/release/mqtt-bench)")
+    parser.add_argument("--mosquitto", default=bl.default_mosquitto())
+    parser.add_argument("--rumqttd", default=bl.default_rumqttd())
+    parser.add_argument("--baseline", default=None,
+                        help="baseline server binary, started as PATH --port N --mode "
+                             "fanin|fanout|latency (env BASELINE_BIN, default "
+                             "$CARGO_TARGET_DIR/release/baseline if it exists)")
+    parser.add_argument("--save", metavar="FILE", help="also write every run's JSON here (JSON lines)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 if any run of any broker failed, not only mqttd's")
     opts = parser.parse_args()
-    chosen = [s for s in SCENARIOS if not opts.only or s in opts.only.split(",")]
+    if opts.rounds < 1 or opts.duration <= 0:
+        parser.error("--rounds must be at least 1 and --duration above 0")
+
+    bl.need_executable(opts.bench, "mqtt-bench (cargo build --release -p mqtt-bench, or --bench)")
+    wanted = [b.strip() for b in opts.brokers.split(",") if b.strip()]
+    unknown = set(wanted) - {"mqttd", "rumqttd", "baseline", *MOSQUITTOS}
+    if unknown:
+        parser.error(f"--brokers: unknown {', '.join(sorted(unknown))}")
+    baseline_path = opts.baseline or bl.default_baseline()
+    available = {
+        "mqttd": os.access(opts.mqttd, os.X_OK),
+        "mosquitto": os.access(opts.mosquitto, os.X_OK),
+        "mosquitto-nodelay": os.access(opts.mosquitto, os.X_OK),
+        "rumqttd": os.access(opts.rumqttd, os.X_OK),
+        "baseline": os.access(baseline_path, os.X_OK),
+    }
+    if opts.baseline and not available["baseline"]:
+        parser.error(f"--baseline {opts.baseline}: not an executable")
+    if "mqttd" in wanted and not available["mqttd"]:
+        parser.error(f"no mqttd at {opts.mqttd} (--mqttd or MQTTD_BIN)")
+    brokers = [b for b in wanted if available[b]]
+    settings = bl.Settings(queue=opts.queue, inflight=opts.inflight, mqttd_sets=opts.mqttd_set)
+    chosen = select(scenarios(opts), opts.only)
+    files = bl.raise_open_files()
+
+    out = sys.stdout
+    out.write(f"# {bl.command_line()}\n# {bl.machine_line()}\n")
+    versions = {
+        "mqttd": f"{opts.mqttd} ({bl.version_of([opts.mqttd, '--version'])})",
+        "mosquitto": f"{opts.mosquitto} ({bl.version_of([opts.mosquitto, '-h'])})",
+        "rumqttd": f"{opts.rumqttd} ({bl.version_of([opts.rumqttd, '--version'])})",
+        "baseline": baseline_path,
+    }
+    for name in ("mqttd", "mosquitto", "rumqttd", "baseline"):
+        state = versions[name] if available[name] else "not installed"
+        if available[name] and name not in wanted and not (name == "mosquitto" and "mosquitto-nodelay"
+                                                           in wanted):
+            state += ", not run (--brokers)"
+        out.write(f"# {name}: {state}\n")
+    for line in settings.describe():
+        out.write(f"# {line}\n")
+    out.write(f"# load: mqtt-bench {opts.bench}, 64-byte payloads, {opts.clients} clients per message "
+              f"scenario, {opts.conn_clients} in conn, {opts.duration:g} s windows, {opts.rounds} "
+              f"round(s), broker order rotated every round; one load-generator core, open-file limit "
+              f"{files}\n# QoS 0 loss shown, not failing, in: {opts.qos0_loss_shown or 'none'}\n")
+    out.flush()
+
     workdir = tempfile.mkdtemp(prefix="mqtt-compare-")
-    results = {}  # scenario -> broker -> [values]
-    for round_no in range(opts.rounds):
-        for scenario in chosen:
-            args, key, _ = SCENARIOS[scenario]
-            starters = [("mqttd", lambda: start_mqttd(workdir)),
-                        ("mosquitto", lambda: start_mosquitto(workdir, False)),
-                        ("mosquitto-nodelay", lambda: start_mosquitto(workdir, True)),
-                        ("rumqttd", lambda: start_rumqttd(workdir))]
-            for name, start in starters:
-                broker = start()
-                if broker is None:
-                    continue
-                try:
-                    result = run_bench(args, broker, opts.duration)
-                finally:
-                    broker.stop()
-                if result is not None:
-                    value = result.get(key)
-                    results.setdefault(scenario, {}).setdefault(name, []).append(value)
-                    print(f"round {round_no + 1} {scenario:12} {name:18} {key}={value} "
-                          f"lost={result.get('lost', '-')}", file=sys.stderr)
-    print_table(chosen, results)
+    saved = open(opts.save, "w") if opts.save else None
+    results = {}  # scenario -> broker -> [run]
+    try:
+        for round_no in range(opts.rounds):
+            for s in chosen:
+                names = [b for b in brokers if b != "baseline" or s.baseline]
+                shift = round_no % len(names) if names else 0
+                for name in names[shift:] + names[:shift]:
+                    run = run_one(s, name, opts, settings, baseline_path, workdir)
+                    results.setdefault(s.name, {}).setdefault(name, []).append(run)
+                    first = s.rows[0].key
+                    line = (f"round {round_no + 1} {s.name:11} {name:18} "
+                            f"{first}={fmt(run['values'].get(first))} "
+                            f"cpu={fmt(run['values'].get(CPU_KEY))}")
+                    if run["lost"]:
+                        line += f" lost={run['lost']}"
+                    if not run["ok"]:
+                        line += f"  FAILED: {run['reason']}"
+                    sys.stderr.write(line + "\n")
+                    if saved:
+                        saved.write(json.dumps({"round": round_no + 1, "scenario": s.name,
+                                                "broker": name, "ok": run["ok"],
+                                                "reason": run["reason"],
+                                                "result": run["result"]}) + "\n")
+                        saved.flush()
+    finally:
+        if saved:
+            saved.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print_table(chosen, results, brokers, out)
+    failures = [(s, b, r) for s, per in results.items() for b, runs in per.items() for r in runs
+                if not r["ok"]]
+    for s, b, r in failures:
+        out.write(f"- FAILED {s} {b}: {r['reason']}\n")
+    if any(b == "mqttd" for _, b, _ in failures) or (opts.strict and failures):
+        sys.exit(1)
 
 
-def print_table(chosen, results):
-    print(f"\n{'scenario':14}{'unit':14}{'mqttd':>12}{'mosquitto*':>12}{'rumqttd':>12}{'ours/mosq':>11}")
-    for scenario in chosen:
-        _, _, unit = SCENARIOS[scenario]
-        row = results.get(scenario, {})
-        med = {n: statistics.median(v) for n, v in row.items() if v and None not in v}
-        lower = scenario.split("-")[0] in LOWER_IS_BETTER
-        mosq = [med[n] for n in ("mosquitto", "mosquitto-nodelay") if n in med]
-        best_mosq = (min(mosq) if lower else max(mosq)) if mosq else None
-        ours = med.get("mqttd")
-        ratio = f"{ours / best_mosq:.2f}" if ours and best_mosq else "-"
-        fmt = lambda v: f"{v:,.0f}" if isinstance(v, (int, float)) else "-"
-        print(f"{scenario:14}{unit:14}{fmt(ours):>12}{fmt(best_mosq):>12}{fmt(med.get('rumqttd')):>12}{ratio:>11}")
-    print("mosquitto*: the better of Mosquitto with and without set_tcp_nodelay; medians of the rounds.")
+def run_one(s, name, opts, settings, baseline_path, workdir):
+    try:
+        if name == "mqttd":
+            broker = bl.start_mqttd(opts.mqttd, workdir, settings)
+        elif name in MOSQUITTOS:
+            broker = bl.start_mosquitto(opts.mosquitto, workdir, settings, name == "mosquitto-nodelay")
+        elif name == "rumqttd":
+            broker = bl.start_rumqttd(opts.rumqttd, workdir, settings)
+        else:
+            broker = bl.start_baseline(baseline_path, workdir, s.baseline)
+    except Exception as error:  # noqa: BLE001 - reported as this run's failure
+        return {"ok": False, "reason": f"did not start: {error}", "values": {}, "lost": 0,
+                "result": None}
+    try:
+        args = list(s.args)
+        if s.conn:
+            args += ["--pid", str(broker.pid)]
+            timeout = 10 + opts.conn_hold + 60
+        else:
+            args += ["--duration", f"{opts.duration:g}", "--broker-pid", str(broker.pid)]
+            timeout = opts.duration + 60
+        status, result, tail = bl.run_bench(opts.bench, args, broker, timeout)
+        alive = broker.alive()
+        if not alive:
+            tail += f" | broker log: {broker.log_tail(3)}"
+        return judge(s, status, result, tail, alive)
+    finally:
+        broker.stop()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Smoke test of mqtt-bench against a broker that is already running on
 # 127.0.0.1:PORT: every scenario once, briefly (about 1-2 s each), with small
 # numbers. Each run must exit 0 and print exactly one JSON line whose numbers
-# are sane; every run here uses QoS 1 or 2, so each must report lost == 0.
+# are sane; every run here uses QoS 1 or 2, so each must report lost == 0,
+# and none may report duplicate, reordered or corrupt deliveries.
 #
 # Usage: benches/smoke.sh PORT
 #   MQTT_BENCH  the binary (default: $CARGO_TARGET_DIR/debug/mqtt-bench)
@@ -36,7 +37,7 @@ run() {
   local started=$SECONDS
   "$bench" "$@" --port "$port" >"$out" 2>"$err"
   local status=$?
-  if [ $status -eq 0 ] && python3 - "$out" <<'PY'; then
+  if [ $status -eq 0 ] && python3 - "$out" "$@" <<'PY'; then
 import json, sys
 
 lines = [line for line in open(sys.argv[1]).read().splitlines() if line.strip()]
@@ -60,13 +61,18 @@ else:
     need(r["qos"] >= 1, "QoS 1 or 2 in this smoke test")
     need(r["lost"] == 0, f"no loss at QoS {r['qos']} (lost {r['lost']})")
     need(r["unacked"] == 0, "every publish acknowledged")
-    need(r.get("out_of_order") in (None, 0), "per-publisher order kept")
+    for key in ("duplicates", "reordered", "corrupt"):
+        need(r.get(key) in (None, 0), f"no {key} deliveries ({r.get(key)})")
+    if s != "wildcards":
+        need(r["delivered"] == r["received"], "delivered (distinct) == received")
+if s == "conn":
+    need(r["subscribed"] == ("--subscribe" in sys.argv[2:]), "subscribed as asked")
 if s in ("fanin", "pairs"):
-    need(r["received"] == r["sent"], "received == sent")
+    need(r["delivered"] == r["sent"], "delivered == sent")
     need(r["msgs_per_sec"] > 0, "a message rate")
 if s == "fanout":
     need(r["expected"] == r["sent"] * r["subscribers"], "expected == sent * subscribers")
-    need(r["received"] == r["expected"], "received == expected")
+    need(r["delivered"] == r["expected"], "delivered == expected")
     need(r["deliveries_per_sec"] > 0, "a delivery rate")
 if s == "latency":
     need(r["count"] == r["sent"], "a latency sample per message")
@@ -89,6 +95,7 @@ PY
 }
 
 run conn      conn --clients 200 --duration 5 --hold 1 --keep-alive 2
+run conn-sub  conn --clients 200 --duration 5 --hold 1 --keep-alive 2 --subscribe
 run fanin     fanin --publishers 4 --qos 1 --count 50000 --duration 2
 run fanin-v5  fanin --publishers 4 --qos 2 --version 5 --count 20000 --duration 2
 run fanout    fanout --subscribers 10 --qos 1 --count 10000 --duration 2

@@ -50,6 +50,11 @@ pub struct ConnectionArgs {
     /// Runtime worker threads; 1 runs everything on the main thread.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Broker process whose CPU time (user + system, all threads, from
+    /// /proc/PID/stat) is read at the start and end of the measured window,
+    /// reported as broker_cpu_s.
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
 }
 
 /// How messages are published; shared by the message scenarios.
@@ -97,9 +102,14 @@ pub struct ConnArgs {
     /// three quarters of it while holding.
     #[arg(long, default_value_t = 30)]
     pub keep_alive: u16,
-    /// Broker process whose VmRSS is read before and after connecting.
+    /// Broker process whose VmRSS (and CPU time) is read before and after
+    /// connecting and at the end of the hold; --broker-pid does the same.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Have each client subscribe (QoS 1) to a topic of its own right after
+    /// its CONNACK, as part of its handshake.
+    #[arg(long)]
+    pub subscribe: bool,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,8 @@ use crate::args::{ConnectionArgs, TrafficArgs};
 pub struct Broker {
     pub addr: SocketAddr,
     pub version: ProtocolVersion,
+    /// The broker's process, when its CPU time is to be read.
+    pub pid: Option<u32>,
 }
 
 /// How messages are published in the message scenarios.
@@ -43,7 +45,10 @@ pub fn broker(args: &ConnectionArgs) -> anyhow::Result<Broker> {
         5 => ProtocolVersion::V5,
         other => bail!("--version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0), not {other}"),
     };
-    Ok(Broker { addr: SocketAddr::V4(SocketAddrV4::new(ip, args.port)), version })
+    if let Some(pid) = args.broker_pid {
+        crate::proc_status::cpu_seconds(pid).context("--broker-pid")?;
+    }
+    Ok(Broker { addr: SocketAddr::V4(SocketAddrV4::new(ip, args.port)), version, pid: args.broker_pid })
 }
 
 /// Checks the traffic flags.

@@ -14,7 +14,10 @@
 //!
 //! The measured window runs from the first publish to the last delivery, so
 //! deliveries that were still queued in the broker when publishing stopped
-//! count, and so does the time the broker took to hand them out.
+//! count, and so does the time the broker took to hand them out. The
+//! broker's CPU time, when its pid is known, is read as publishing starts
+//! and again when the drain ends (at most [`DRAIN_QUIET`] after the last
+//! delivery), so it leaves out connecting and subscribing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,7 +31,8 @@ use tracing::info;
 
 use crate::client::{source_address, Client, ConnectRequest, CONNECT_TIMEOUT};
 use crate::config::{Broker, Traffic};
-use crate::payload::Clock;
+use crate::payload::{Clock, SequenceCounts};
+use crate::proc_status::cpu_seconds;
 use crate::publisher::{
     self, Expected, Pacing, PublishSettings, PublisherPlan, TopicSource, Window, KEEP_ALIVE,
 };
@@ -101,8 +105,12 @@ pub struct FlowOutcome {
     pub sent: u64,
     pub unacked: u64,
     pub expected: Expected,
+    /// Deliveries counted, copies included.
     pub received: u64,
-    pub out_of_order: Option<u64>,
+    /// Distinct, duplicate, reordered and corrupt deliveries, when checked.
+    pub order: Option<SequenceCounts>,
+    /// Broker CPU seconds over the measured window, when its pid is known.
+    pub broker_cpu_s: Option<f64>,
     /// From the first publish to the last delivery.
     pub seconds: f64,
     /// From the first publish to the last.
@@ -113,18 +121,29 @@ pub struct FlowOutcome {
 }
 
 impl FlowOutcome {
-    /// Expected deliveries that never came.
-    pub fn lost(&self) -> u64 {
-        self.expected.min.saturating_sub(self.received)
+    /// Distinct messages delivered: first copies when order is checked,
+    /// every delivery otherwise.
+    pub fn delivered(&self) -> u64 {
+        self.order.map_or(self.received, |order| order.delivered)
     }
 
-    /// Deliveries per second over the measured window.
+    /// Expected deliveries that never came.
+    pub fn lost(&self) -> u64 {
+        self.expected.min.saturating_sub(self.delivered())
+    }
+
+    /// Distinct deliveries per second over the measured window.
     pub fn deliveries_per_sec(&self) -> f64 {
         if self.seconds > 0.0 {
-            self.received as f64 / self.seconds
+            self.delivered() as f64 / self.seconds
         } else {
             0.0
         }
+    }
+
+    /// Distinct deliveries per second of broker CPU time.
+    pub fn deliveries_per_broker_cpu_sec(&self) -> Option<f64> {
+        self.broker_cpu_s.filter(|&cpu| cpu > 0.0).map(|cpu| self.delivered() as f64 / cpu)
     }
 }
 
@@ -160,6 +179,7 @@ pub async fn run(broker: Broker, traffic: Traffic, plan: FlowPlan) -> anyhow::Re
             .context("publishers")?;
     info!(publishers = publisher_count, "publishers connected; publishing");
 
+    let cpu_before = broker.pid.map(cpu_seconds).transpose().context("--broker-pid")?;
     let start = Instant::now();
     let end = start + traffic.duration;
     let settings = PublishSettings {
@@ -199,6 +219,8 @@ pub async fn run(broker: Broker, traffic: Traffic, plan: FlowPlan) -> anyhow::Re
     info!(sent = outcome.sent, secs = (publishers_done - start).as_secs_f64(), "publishing done; draining");
 
     drain(&received_total, outcome.expected, &subscriber_tasks).await;
+    let cpu_after = broker.pid.map(cpu_seconds).transpose().context("--broker-pid")?;
+    outcome.broker_cpu_s = cpu_before.zip(cpu_after).map(|(before, after)| after - before);
     let _ = stop.send(true);
     let last_delivery = collect_subscribers(subscriber_tasks, &mut outcome).await?;
     let window_end = last_delivery.unwrap_or(publishers_done);
@@ -222,11 +244,9 @@ async fn collect_subscribers(
             .context("a subscriber task panicked")?
             .with_context(|| format!("subscriber {index}"))?;
         outcome.received += report.received;
-        outcome.out_of_order = match (outcome.out_of_order, report.out_of_order) {
-            (Some(total), Some(more)) => Some(total + more),
-            (None, more) => more,
-            (total, None) => total,
-        };
+        if let Some(more) = report.order {
+            outcome.order.get_or_insert_with(SequenceCounts::default).add(&more);
+        }
         outcome.latencies_ns.extend(report.latencies_ns);
         last_delivery = last_delivery.max(report.last_delivery);
     }

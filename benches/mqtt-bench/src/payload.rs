@@ -80,38 +80,109 @@ pub fn read_stamp(mut payload: &[u8]) -> Option<Stamp> {
     Some(Stamp { publisher: payload.get_u32(), sequence: payload.get_u64(), sent_ns: payload.get_u64() })
 }
 
-/// Per-publisher ordering check at one subscriber. MQTT keeps the order of
-/// messages on one topic at one QoS, and each publisher here has one topic,
-/// so a sequence number at or below one already seen is a duplicate or a
-/// reordering.
+/// Sequence numbers above this are not believed: no publisher of a bounded
+/// run sends that many messages, so such a stamp was corrupted on the way
+/// (and a bitmap for it would take 32 MiB).
+pub const MAX_SEQUENCE: u64 = 1 << 28;
+
+/// What one delivery was, for the per-publisher check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A sequence number not seen before and above every one seen before.
+    New,
+    /// A sequence number not seen before but below one already seen.
+    Reordered,
+    /// A sequence number already seen: the same message again.
+    Duplicate,
+    /// A stamp naming no publisher of this run, or an impossible number.
+    Corrupt,
+}
+
+/// The counts a [`SequenceTracker`] keeps.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceCounts {
+    /// Distinct messages delivered (first copies, in or out of order).
+    pub delivered: u64,
+    /// Copies of a message already delivered.
+    pub duplicates: u64,
+    /// First copies that came after a message sent later by the same
+    /// publisher.
+    pub reordered: u64,
+    /// Stamps that cannot be from this run.
+    pub corrupt: u64,
+}
+
+impl SequenceCounts {
+    pub fn add(&mut self, other: &SequenceCounts) {
+        self.delivered += other.delivered;
+        self.duplicates += other.duplicates;
+        self.reordered += other.reordered;
+        self.corrupt += other.corrupt;
+    }
+}
+
+/// Per-publisher check at one subscriber. MQTT keeps the order of messages
+/// on one topic (at one QoS), and each publisher here has one topic, so a
+/// new sequence number lower than the highest seen is a reordering. Which
+/// numbers were seen is kept in a bitmap per publisher (sequence numbers
+/// are dense from 0), so a repeat is told from a reordering however late it
+/// comes: a duplicate is counted apart and not delivered twice.
 #[derive(Debug)]
 pub struct SequenceTracker {
-    /// Next sequence number expected from each publisher.
-    next: Vec<u64>,
-    out_of_order: u64,
+    publishers: Vec<PublisherSeen>,
+    counts: SequenceCounts,
+}
+
+#[derive(Debug, Default)]
+struct PublisherSeen {
+    /// Bit `n % 64` of word `n / 64` is set once sequence number `n` came.
+    seen: Vec<u64>,
+    /// One past the highest sequence number seen (0: none yet).
+    high: u64,
 }
 
 impl SequenceTracker {
     pub fn new(publishers: usize) -> SequenceTracker {
-        SequenceTracker { next: vec![0; publishers], out_of_order: 0 }
-    }
-
-    /// Records one delivery; stamps from unknown publishers are ignored.
-    pub fn observe(&mut self, stamp: &Stamp) {
-        let Some(next) = usize::try_from(stamp.publisher).ok().and_then(|index| self.next.get_mut(index))
-        else {
-            return;
-        };
-        if stamp.sequence < *next {
-            self.out_of_order += 1;
-        } else {
-            // A jump forward is loss (counted by the totals), not disorder.
-            *next = stamp.sequence + 1;
+        SequenceTracker {
+            publishers: (0..publishers).map(|_| PublisherSeen::default()).collect(),
+            counts: SequenceCounts::default(),
         }
     }
 
-    pub fn out_of_order(&self) -> u64 {
-        self.out_of_order
+    /// Records one delivery and says what it was.
+    pub fn observe(&mut self, stamp: &Stamp) -> Seen {
+        let publisher =
+            usize::try_from(stamp.publisher).ok().and_then(|index| self.publishers.get_mut(index));
+        let Some(publisher) = publisher.filter(|_| stamp.sequence < MAX_SEQUENCE) else {
+            self.counts.corrupt += 1;
+            return Seen::Corrupt;
+        };
+        let sequence = stamp.sequence;
+        // Below MAX_SEQUENCE, so the index fits any usize of 32 bits or more.
+        let word = (sequence / 64) as usize;
+        let bit = 1u64 << (sequence % 64);
+        if word >= publisher.seen.len() {
+            // `resize` reserves with amortized doubling.
+            publisher.seen.resize(word + 1, 0);
+        }
+        if publisher.seen[word] & bit != 0 {
+            self.counts.duplicates += 1;
+            return Seen::Duplicate;
+        }
+        publisher.seen[word] |= bit;
+        self.counts.delivered += 1;
+        if sequence < publisher.high {
+            self.counts.reordered += 1;
+            Seen::Reordered
+        } else {
+            // A jump forward is loss (counted by the totals), not disorder.
+            publisher.high = sequence + 1;
+            Seen::New
+        }
+    }
+
+    pub fn counts(&self) -> SequenceCounts {
+        self.counts
     }
 }
 
@@ -140,13 +211,66 @@ mod tests {
         assert_eq!(read_stamp(&payload), None);
     }
 
+    fn observe_all(tracker: &mut SequenceTracker, publisher: u32, sequences: &[u64]) -> Vec<Seen> {
+        sequences
+            .iter()
+            .map(|&sequence| tracker.observe(&Stamp { publisher, sequence, sent_ns: 0 }))
+            .collect()
+    }
+
     #[test]
-    fn tracker_counts_repeats_and_reorderings_but_not_gaps() {
+    fn tracker_tells_duplicates_from_reorderings() {
+        use Seen::*;
         let mut tracker = SequenceTracker::new(2);
-        for sequence in [0, 1, 2, 5, 6, 6, 3, 7] {
-            tracker.observe(&Stamp { publisher: 1, sequence, sent_ns: 0 });
-        }
-        tracker.observe(&Stamp { publisher: 9, sequence: 0, sent_ns: 0 });
-        assert_eq!(tracker.out_of_order(), 2);
+        let seen = observe_all(&mut tracker, 1, &[0, 1, 2, 5, 6, 6, 3, 7, 3, 0]);
+        assert_eq!(seen, vec![New, New, New, New, New, Duplicate, Reordered, New, Duplicate, Duplicate]);
+        assert_eq!(
+            tracker.counts(),
+            SequenceCounts { delivered: 7, duplicates: 3, reordered: 1, corrupt: 0 }
+        );
+    }
+
+    #[test]
+    fn tracker_counts_gaps_as_neither() {
+        let mut tracker = SequenceTracker::new(1);
+        observe_all(&mut tracker, 0, &[0, 10, 200, 201, 5000]);
+        assert_eq!(
+            tracker.counts(),
+            SequenceCounts { delivered: 5, duplicates: 0, reordered: 0, corrupt: 0 }
+        );
+    }
+
+    #[test]
+    fn tracker_keeps_publishers_apart() {
+        let mut tracker = SequenceTracker::new(3);
+        observe_all(&mut tracker, 0, &[0, 1, 2]);
+        observe_all(&mut tracker, 2, &[0, 1, 2]);
+        // Publisher 1 starts late: its first numbers are new, not repeats of 0's.
+        observe_all(&mut tracker, 1, &[0, 1, 1]);
+        assert_eq!(
+            tracker.counts(),
+            SequenceCounts { delivered: 8, duplicates: 1, reordered: 0, corrupt: 0 }
+        );
+    }
+
+    #[test]
+    fn tracker_finds_a_duplicate_far_below_the_high_water_mark() {
+        let mut tracker = SequenceTracker::new(1);
+        let sequences: Vec<u64> = (0..100_000).collect();
+        observe_all(&mut tracker, 0, &sequences);
+        assert_eq!(observe_all(&mut tracker, 0, &[17, 64, 63, 99_999]), vec![Seen::Duplicate; 4]);
+        assert_eq!(tracker.counts().delivered, 100_000);
+        assert_eq!(tracker.counts().duplicates, 4);
+    }
+
+    #[test]
+    fn tracker_counts_impossible_stamps_as_corrupt() {
+        let mut tracker = SequenceTracker::new(2);
+        assert_eq!(tracker.observe(&Stamp { publisher: 9, sequence: 0, sent_ns: 0 }), Seen::Corrupt);
+        assert_eq!(tracker.observe(&Stamp { publisher: 0, sequence: u64::MAX, sent_ns: 0 }), Seen::Corrupt);
+        assert_eq!(
+            tracker.counts(),
+            SequenceCounts { delivered: 0, duplicates: 0, reordered: 0, corrupt: 2 }
+        );
     }
 }

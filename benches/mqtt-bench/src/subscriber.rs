@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, Instant};
 
 use crate::client::{describe_reason, disconnect_error, Client, Transfer};
-use crate::payload::{read_stamp, Clock, SequenceTracker};
+use crate::payload::{read_stamp, Clock, Seen, SequenceCounts, SequenceTracker};
 use crate::publisher::{KEEP_ALIVE, WRITE_TIMEOUT};
 
 /// Topic filters per SUBSCRIBE packet.
@@ -99,9 +99,13 @@ pub struct Checks {
 /// What one subscriber saw.
 #[derive(Debug, Default)]
 pub struct SubscriberReport {
+    /// Deliveries counted (a QoS 2 resend awaiting PUBREL is not), copies
+    /// included.
     pub received: u64,
-    pub out_of_order: Option<u64>,
-    /// Send-to-receive latency of each stamped delivery, in nanoseconds.
+    /// Distinct, duplicate, reordered and corrupt deliveries, when checked.
+    pub order: Option<SequenceCounts>,
+    /// Send-to-receive latency of each stamped delivery (first copies only
+    /// when order is checked), in nanoseconds.
     pub latencies_ns: Vec<u64>,
     pub last_delivery: Option<Instant>,
 }
@@ -167,7 +171,7 @@ impl Subscriber {
                 ),
             }
         }
-        self.report.out_of_order = self.tracker.as_ref().map(SequenceTracker::out_of_order);
+        self.report.order = self.tracker.as_ref().map(SequenceTracker::counts);
         self.client.close(Instant::now() + std::time::Duration::from_millis(500)).await;
         Ok(self.report)
     }
@@ -224,10 +228,8 @@ impl Subscriber {
         }
         self.report.received += 1;
         if let Some(stamp) = read_stamp(&publish.payload) {
-            if let Some(tracker) = &mut self.tracker {
-                tracker.observe(&stamp);
-            }
-            if self.record_latency {
+            let seen = self.tracker.as_mut().map(|tracker| tracker.observe(&stamp));
+            if self.record_latency && matches!(seen, None | Some(Seen::New | Seen::Reordered)) {
                 self.report.latencies_ns.push(self.clock.now_ns().saturating_sub(stamp.sent_ns));
             }
         }

@@ -3,17 +3,21 @@
 //! second, from source addresses 127.0.0.1 .. 127.0.0.254 in turn; report
 //! the connect rate; hold them for `--hold` seconds with PINGREQs; close.
 //!
+//! With `--subscribe`, each client also subscribes (QoS 1) to a topic of its
+//! own, `bench/conn/{pid}/{i}`, as part of its handshake.
+//!
 //! A connection that fails to open is counted, not fatal: the run still
 //! prints its JSON line, then exits non-zero. The same goes for a held
-//! connection that the broker drops. With `--pid`, the broker's VmRSS is
-//! read before the first connection and after the last CONNACK.
+//! connection that the broker drops. With `--pid` (or `--broker-pid`), the
+//! broker's VmRSS and CPU time are read before the first connection, after
+//! the last CONNACK (or SUBACK), and at the end of the hold.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use mqtt_codec::Packet;
+use mqtt_codec::{Packet, QoS};
 use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -23,8 +27,9 @@ use tracing::{info, warn};
 use crate::args::ConnArgs;
 use crate::client::{disconnect_error, source_address, Client, ConnectRequest, CONNECT_TIMEOUT};
 use crate::config::{self, at_least_one, seconds, seconds_or_zero, Broker};
-use crate::proc_status::{check_open_files, vm_rss_kb};
+use crate::proc_status::{check_open_files, cpu_seconds, vm_rss_kb};
 use crate::publisher::WRITE_TIMEOUT;
+use crate::subscriber;
 
 use super::{round, within, Report};
 
@@ -38,6 +43,7 @@ struct ConnReport {
     scenario: &'static str,
     version: u8,
     clients: usize,
+    subscribed: bool,
     connected: usize,
     failed: usize,
     connect_secs: f64,
@@ -50,6 +56,18 @@ struct ConnReport {
     rss_after_kb: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes_per_conn: Option<i64>,
+    /// RSS at the end of the hold, when there was one: idle connections
+    /// may have hibernated and the allocator returned memory by then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_held_kb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_per_conn_held: Option<i64>,
+    /// Broker CPU seconds from the first connection to the last CONNACK.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_cpu_s: Option<f64>,
+    /// Broker CPU seconds over the hold (pings included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_broker_cpu_s: Option<f64>,
 }
 
 /// Validated `conn` settings.
@@ -64,6 +82,7 @@ struct ConnSettings {
     hold: Duration,
     keep_alive: u16,
     pid: Option<u32>,
+    subscribe: bool,
 }
 
 pub async fn run(args: ConnArgs) -> anyhow::Result<Report> {
@@ -78,7 +97,11 @@ pub async fn run(args: ConnArgs) -> anyhow::Result<Report> {
         connect_window: seconds(args.duration, "--duration")?,
         hold: seconds_or_zero(args.hold, "--hold")?,
         keep_alive: args.keep_alive,
-        pid: args.pid,
+        pid: match (args.pid, args.connection.broker_pid) {
+            (Some(pid), Some(other)) if pid != other => bail!("--pid and --broker-pid differ"),
+            (pid, other) => pid.or(other),
+        },
+        subscribe: args.subscribe,
     };
     check_open_files(settings.clients)?;
     let budget = settings.connect_window + settings.hold + CLOSE_TIMEOUT + Duration::from_secs(10);
@@ -87,6 +110,7 @@ pub async fn run(args: ConnArgs) -> anyhow::Result<Report> {
 
 async fn connect_and_hold(settings: ConnSettings) -> anyhow::Result<Report> {
     let rss_before_kb = settings.pid.map(vm_rss_kb).transpose().context("--pid")?;
+    let cpu_before = settings.pid.map(cpu_seconds).transpose().context("--pid")?;
     let start = Instant::now();
     let deadline = start + settings.connect_window;
     let handshakes = Arc::new(Semaphore::new(settings.concurrency));
@@ -110,8 +134,17 @@ async fn connect_and_hold(settings: ConnSettings) -> anyhow::Result<Report> {
             deadline: deadline.min(Instant::now() + CONNECT_TIMEOUT),
             send_buffer: None,
         };
+        let subscribe = settings.subscribe;
         tasks.spawn(async move {
-            let result = Client::connect(&request).await.map(|client| (index, client, Instant::now()));
+            let result = async {
+                let mut client = Client::connect(&request).await?;
+                if subscribe {
+                    let topic = format!("bench/conn/{}/{index}", std::process::id());
+                    subscriber::subscribe(&mut client, &[topic], QoS::AtLeastOnce, request.deadline).await?;
+                }
+                anyhow::Ok((index, client, Instant::now()))
+            }
+            .await;
             drop(permit);
             result
         });
@@ -135,21 +168,24 @@ async fn connect_and_hold(settings: ConnSettings) -> anyhow::Result<Report> {
     let failed = settings.clients - connected;
     let connect_secs = last_connected.duration_since(start).as_secs_f64();
     let rss_after_kb = settings.pid.map(vm_rss_kb).transpose().context("--pid")?;
+    let cpu_after = settings.pid.map(cpu_seconds).transpose().context("--pid")?;
     info!(connected, failed, connect_secs, "connect phase done");
     log_failures("connect failed", &failures);
 
-    let dropped = hold(clients, settings).await;
+    let (dropped, held) = hold(clients, settings).await?;
 
-    let bytes_per_conn = match (rss_before_kb, rss_after_kb) {
+    let per_conn = |after: Option<u64>| match (rss_before_kb, after) {
         (Some(before), Some(after)) if connected > 0 => {
             Some((after as i64 - before as i64) * 1024 / connected as i64)
         }
         _ => None,
     };
+    let cpu_delta = |from: Option<f64>, to: Option<f64>| from.zip(to).map(|(from, to)| round(to - from, 3));
     let report = ConnReport {
         scenario: "conn",
         version: settings.broker.version.level(),
         clients: settings.clients,
+        subscribed: settings.subscribe,
         connected,
         failed,
         connect_secs: round(connect_secs, 3),
@@ -158,7 +194,11 @@ async fn connect_and_hold(settings: ConnSettings) -> anyhow::Result<Report> {
         dropped,
         rss_before_kb,
         rss_after_kb,
-        bytes_per_conn,
+        bytes_per_conn: per_conn(rss_after_kb),
+        rss_held_kb: held.rss_kb,
+        bytes_per_conn_held: per_conn(held.rss_kb),
+        broker_cpu_s: cpu_delta(cpu_before, cpu_after),
+        hold_broker_cpu_s: cpu_delta(cpu_after, held.cpu_s),
     };
     let failure = match (failed, dropped) {
         (0, 0) => None,
@@ -169,9 +209,17 @@ async fn connect_and_hold(settings: ConnSettings) -> anyhow::Result<Report> {
     Report::new(&report, failure)
 }
 
+/// The broker as it was at the end of the hold (with a pid and a hold).
+#[derive(Debug, Default)]
+struct Held {
+    rss_kb: Option<u64>,
+    cpu_s: Option<f64>,
+}
+
 /// Holds every connection for the hold time, then closes them all; returns
-/// how many the broker dropped meanwhile.
-async fn hold(clients: Vec<(usize, Client)>, settings: ConnSettings) -> usize {
+/// how many the broker dropped meanwhile, and the broker's RSS and CPU time
+/// read at the end of the hold, before closing.
+async fn hold(clients: Vec<(usize, Client)>, settings: ConnSettings) -> anyhow::Result<(usize, Held)> {
     let (stop, stop_signal) = watch::channel(false);
     let keep_alive = Duration::from_secs(u64::from(settings.keep_alive));
     let mut tasks = JoinSet::new();
@@ -180,9 +228,14 @@ async fn hold(clients: Vec<(usize, Client)>, settings: ConnSettings) -> usize {
         let phase = (index % 1000) as f64 / 1000.0;
         tasks.spawn(hold_one(client, stop_signal.clone(), keep_alive, phase));
     }
+    let mut held = Held::default();
     if !settings.hold.is_zero() {
         info!(secs = settings.hold.as_secs_f64(), "holding connections");
         sleep(settings.hold).await;
+        if let Some(pid) = settings.pid {
+            held.rss_kb = Some(vm_rss_kb(pid).context("--pid")?);
+            held.cpu_s = Some(cpu_seconds(pid).context("--pid")?);
+        }
     }
     let _ = stop.send(true);
     let deadline = Instant::now() + CLOSE_TIMEOUT;
@@ -204,7 +257,7 @@ async fn hold(clients: Vec<(usize, Client)>, settings: ConnSettings) -> usize {
         }
     }
     log_failures("connection dropped while held", &drops);
-    dropped
+    Ok((dropped, held))
 }
 
 /// Keeps one connection alive until `stop`: a PINGREQ every three quarters

@@ -10,7 +10,7 @@ use crate::flow::{self, FlowPlan, PublisherSpec};
 use crate::publisher::FixedTopic;
 use crate::subscriber::Checks;
 
-use super::{flow_budget, order_check, quotas, round, within, Report};
+use super::{flow_budget, order_check, quotas, round, within, BrokerCpu, Deliveries, Report};
 
 #[derive(Debug, Serialize)]
 struct FanoutReport {
@@ -21,14 +21,16 @@ struct FanoutReport {
     subscribers: usize,
     sent: u64,
     expected: u64,
-    received: u64,
+    #[serde(flatten)]
+    deliveries: Deliveries,
     lost: u64,
     unacked: u64,
-    out_of_order: Option<u64>,
     seconds: f64,
     deliveries_per_sec: f64,
     /// The same number under the key every message scenario shares.
     msgs_per_sec: f64,
+    #[serde(flatten)]
+    broker_cpu: BrokerCpu,
 }
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
@@ -54,13 +56,13 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
             subscribers,
             sent: outcome.sent,
             expected: outcome.expected.min,
-            received: outcome.received,
+            deliveries: Deliveries::of(&outcome),
             lost: outcome.lost(),
             unacked: outcome.unacked,
-            out_of_order: outcome.out_of_order,
             seconds: round(outcome.seconds, 3),
             deliveries_per_sec: round(outcome.deliveries_per_sec(), 1),
             msgs_per_sec: round(outcome.deliveries_per_sec(), 1),
+            broker_cpu: BrokerCpu::of(&outcome),
         },
         None,
     )

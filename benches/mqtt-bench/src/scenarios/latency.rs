@@ -21,7 +21,7 @@ use crate::publisher::FixedTopic;
 use crate::stats::{percentiles, Percentiles};
 use crate::subscriber::Checks;
 
-use super::{flow_budget, quotas, round, within, Report};
+use super::{flow_budget, quotas, round, within, BrokerCpu, Deliveries, Report};
 
 #[derive(Debug, Serialize)]
 struct LatencyReport {
@@ -33,13 +33,17 @@ struct LatencyReport {
     rate: f64,
     achieved_rate: f64,
     sent: u64,
+    #[serde(flatten)]
+    deliveries: Deliveries,
+    /// Latency samples: one per distinct delivery.
     count: u64,
     lost: u64,
     unacked: u64,
-    out_of_order: Option<u64>,
     seconds: f64,
     #[serde(flatten)]
     percentiles: Option<Percentiles>,
+    #[serde(flatten)]
+    broker_cpu: BrokerCpu,
 }
 
 pub async fn run(args: LatencyArgs) -> anyhow::Result<Report> {
@@ -83,12 +87,13 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<Report> {
                 1,
             ),
             sent: outcome.sent,
+            deliveries: Deliveries::of(&outcome),
             count,
             lost: outcome.lost(),
             unacked: outcome.unacked,
-            out_of_order: outcome.out_of_order,
             seconds: round(outcome.seconds, 3),
             percentiles,
+            broker_cpu: BrokerCpu::of(&outcome),
         },
         None,
     )

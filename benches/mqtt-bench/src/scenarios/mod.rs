@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::args::ScenarioArgs;
 use crate::config::Traffic;
-use crate::flow;
+use crate::flow::{self, FlowOutcome};
 use crate::payload::STAMP_LEN;
 
 /// The result of a run: the JSON line to print, and whether the run failed
@@ -34,6 +34,55 @@ pub struct Report {
 impl Report {
     fn new<T: Serialize>(report: &T, failure: Option<String>) -> anyhow::Result<Report> {
         Ok(Report { json: serde_json::to_string(report)?, failure })
+    }
+}
+
+/// What the subscribers got, as every message scenario reports it.
+///
+/// `received` counts every delivery (a QoS 2 resend awaiting PUBREL is not
+/// one), `delivered` the distinct messages among them. When payloads carry
+/// stamps and each publisher has a topic of its own, `duplicates` (copies of
+/// a message already delivered), `reordered` (first copies that came after
+/// a later message of the same publisher) and `corrupt` (stamps no publisher
+/// of this run wrote) are counted apart; otherwise they are `null` and
+/// `delivered` equals `received`.
+#[derive(Debug, Serialize)]
+struct Deliveries {
+    received: u64,
+    delivered: u64,
+    duplicates: Option<u64>,
+    reordered: Option<u64>,
+    corrupt: Option<u64>,
+}
+
+impl Deliveries {
+    fn of(outcome: &FlowOutcome) -> Deliveries {
+        Deliveries {
+            received: outcome.received,
+            delivered: outcome.delivered(),
+            duplicates: outcome.order.map(|order| order.duplicates),
+            reordered: outcome.order.map(|order| order.reordered),
+            corrupt: outcome.order.map(|order| order.corrupt),
+        }
+    }
+}
+
+/// The broker's CPU time over the measured window (with `--broker-pid`)
+/// and the distinct deliveries per CPU second it bought.
+#[derive(Debug, Serialize)]
+struct BrokerCpu {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_cpu_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msgs_per_broker_cpu_s: Option<f64>,
+}
+
+impl BrokerCpu {
+    fn of(outcome: &FlowOutcome) -> BrokerCpu {
+        BrokerCpu {
+            broker_cpu_s: outcome.broker_cpu_s.map(|cpu| round(cpu, 3)),
+            msgs_per_broker_cpu_s: outcome.deliveries_per_broker_cpu_sec().map(|rate| round(rate, 1)),
+        }
     }
 }
 

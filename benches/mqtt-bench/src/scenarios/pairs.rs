@@ -10,7 +10,7 @@ use crate::flow::{self, FlowPlan, PublisherSpec};
 use crate::publisher::FixedTopic;
 use crate::subscriber::Checks;
 
-use super::{flow_budget, order_check, quotas, round, within, Report};
+use super::{flow_budget, order_check, quotas, round, within, BrokerCpu, Deliveries, Report};
 
 #[derive(Debug, Serialize)]
 struct PairsReport {
@@ -20,12 +20,14 @@ struct PairsReport {
     size: usize,
     pairs: usize,
     sent: u64,
-    received: u64,
+    #[serde(flatten)]
+    deliveries: Deliveries,
     lost: u64,
     unacked: u64,
-    out_of_order: Option<u64>,
     seconds: f64,
     msgs_per_sec: f64,
+    #[serde(flatten)]
+    broker_cpu: BrokerCpu,
 }
 
 pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
@@ -54,12 +56,12 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
             size: traffic.payload_size,
             pairs,
             sent: outcome.sent,
-            received: outcome.received,
+            deliveries: Deliveries::of(&outcome),
             lost: outcome.lost(),
             unacked: outcome.unacked,
-            out_of_order: outcome.out_of_order,
             seconds: round(outcome.seconds, 3),
             msgs_per_sec: round(outcome.deliveries_per_sec(), 1),
+            broker_cpu: BrokerCpu::of(&outcome),
         },
         None,
     )

@@ -29,7 +29,7 @@ use crate::flow::{self, FlowPlan, PublisherSpec};
 use crate::publisher::{Expected, TopicSource};
 use crate::subscriber::Checks;
 
-use super::{flow_budget, quotas, round, within, Report};
+use super::{flow_budget, quotas, round, within, BrokerCpu, Report};
 
 #[derive(Debug, Serialize)]
 struct WildcardsReport {
@@ -52,6 +52,8 @@ struct WildcardsReport {
     deliveries_per_sec: f64,
     /// `deliveries_per_sec` under the key every message scenario shares.
     msgs_per_sec: f64,
+    #[serde(flatten)]
+    broker_cpu: BrokerCpu,
 }
 
 pub async fn run(args: WildcardsArgs) -> anyhow::Result<Report> {
@@ -99,6 +101,7 @@ pub async fn run(args: WildcardsArgs) -> anyhow::Result<Report> {
             publishes_per_sec: per_second(outcome.sent),
             deliveries_per_sec: per_second(outcome.received),
             msgs_per_sec: per_second(outcome.received),
+            broker_cpu: BrokerCpu::of(&outcome),
         },
         None,
     )
