@@ -142,11 +142,18 @@ pub struct NodeConfig {
     pub name: String,
     /// Where the node keeps its data.
     pub data_dir: PathBuf,
+    /// Threads that run connections and routing; 0: one per core.
+    pub worker_threads: usize,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { id: 1, name: "mqttd@127.0.0.1".into(), data_dir: PathBuf::from("./data") }
+        NodeConfig {
+            id: 1,
+            name: "mqttd@127.0.0.1".into(),
+            data_dir: PathBuf::from("./data"),
+            worker_threads: 0,
+        }
     }
 }
 

@@ -47,13 +47,18 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config, args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.node.worker_threads > 0 {
+        builder.worker_threads(config.node.worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("mqttd: cannot start the runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
+    info!(worker_threads = runtime.metrics().num_workers(), "runtime started");
     let role = args.role.unwrap_or(roles::Role::Standalone);
     match runtime.block_on(async {
         raise_file_limit();

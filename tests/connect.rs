@@ -180,3 +180,35 @@ async fn reconnect_right_after_disconnect_is_prompt() {
         }
     }
 }
+
+/// `node.worker_threads` sets the runtime's worker threads (0: one per core).
+#[test]
+fn worker_threads_are_configurable() {
+    use std::io::{BufRead, BufReader};
+    for (setting, expected) in
+        [("1", 1), ("3", 3), ("0", std::thread::available_parallelism().unwrap().get())]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqttd"))
+            .args(["--set", &format!("node.worker_threads={setting}"), "--set", "log.format=json"])
+            .args(["--set", "listeners.tcp.bind=127.0.0.1:0", "--set", "listeners.ws.enabled=false"])
+            .args(["--set", "controlplane.bind=127.0.0.1:0"])
+            .args(["--set", &format!("node.data_dir={}", dir.path().display())])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut found = None;
+        for line in BufReader::new(child.stderr.take().unwrap()).lines().take(50) {
+            let line = line.unwrap();
+            if line.contains("runtime started") {
+                let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+                found = event["fields"]["worker_threads"].as_u64();
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, Some(expected as u64), "node.worker_threads={setting}");
+    }
+}
