@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: mqttd against Mosquitto (with and without
 TCP_NODELAY), rumqttd if installed, and the bare "baseline" forwarder if
-built, with the same settings for every broker.
+built, with the same settings for every broker. mqttd runs twice: on its
+defaults (a worker thread per core) and as "mqttd-1w" with
+node.worker_threads=1, one thread as Mosquitto has, since on two cores
+shared with the load generator a second worker mostly wakes and parks.
 
 Every broker gets the same queue limit (--queue), the same in-flight window
 (--inflight) and no $SYS publishing; each start is a fresh process on a free
@@ -202,14 +205,17 @@ def ratio(ours, theirs):
 
 
 def print_table(chosen, results, brokers, out):
-    cols = ["scenario", "unit", "mqttd", "mosquitto*", "rumqttd", "baseline",
-            "mqttd/mosquitto*", "mqttd/baseline"]
+    cols = ["scenario", "unit", "mqttd", "mqttd-1w", "mosquitto*", "rumqttd", "baseline",
+            "mqttd/mosquitto*", "mqttd-1w/mosquitto*", "mqttd/baseline", "mqttd-1w/baseline"]
     out.write("\n| " + " | ".join(cols) + " |\n")
     out.write("|---|---|" + "---:|" * (len(cols) - 2) + "\n")
     for s in chosen:
         per = results.get(s.name, {})
         for row in s.rows:
             ours, ours_text = summarize(per.get("mqttd", []), row.key)
+            one, one_text = summarize(per.get("mqttd-1w", []), row.key)
+            if "mqttd-1w" not in brokers:
+                one_text = "not run"
             mosq, mosq_text = best_mosquitto(per, row.key, row.lower)
             _, rum_text = summarize(per.get("rumqttd", []), row.key)
             base, base_text = summarize(per.get("baseline", []), row.key)
@@ -223,8 +229,9 @@ def print_table(chosen, results, brokers, out):
                 base_text = "n/a"
             elif "baseline" not in brokers:
                 base_text = "not run"
-            cells = [s.name, row.unit, ours_text, mosq_text, rum_text, base_text,
-                     ratio(ours, mosq), ratio(ours, base) if s.baseline else "n/a"]
+            cells = [s.name, row.unit, ours_text, one_text, mosq_text, rum_text, base_text,
+                     ratio(ours, mosq), ratio(one, mosq), ratio(ours, base) if s.baseline else "n/a",
+                     ratio(one, base) if s.baseline else "n/a"]
             out.write("| " + " | ".join(cells) + " |\n")
     out.write("\nMedians of the rounds. mosquitto*: the better of Mosquitto with and without "
               "set_tcp_nodelay (ⁿ: with), of those that passed every round. FAILED k/n: k of n "
@@ -243,8 +250,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5, help="publishing window per run, seconds")
     parser.add_argument("--only", default="", help="comma-separated scenarios or groups")
-    parser.add_argument("--brokers", default="mqttd,mosquitto,mosquitto-nodelay,rumqttd,baseline",
-                        help="which of mqttd, mosquitto, mosquitto-nodelay, rumqttd, baseline to run "
+    parser.add_argument("--brokers", default="mqttd,mqttd-1w,mosquitto,mosquitto-nodelay,rumqttd,baseline",
+                        help="which of mqttd, mqttd-1w (node.worker_threads=1), mosquitto, "
+                             "mosquitto-nodelay, rumqttd, baseline to run "
                              "(those not installed are left out)")
     parser.add_argument("--queue", type=int, default=1000,
                         help="messages queued per client, every broker (default 1000, mqttd's and "
@@ -287,12 +295,13 @@ def main():
 
     bl.need_executable(opts.bench, "mqtt-bench (cargo build --release -p mqtt-bench, or --bench)")
     wanted = [b.strip() for b in opts.brokers.split(",") if b.strip()]
-    unknown = set(wanted) - {"mqttd", "rumqttd", "baseline", *MOSQUITTOS}
+    unknown = set(wanted) - {"mqttd", "mqttd-1w", "rumqttd", "baseline", *MOSQUITTOS}
     if unknown:
         parser.error(f"--brokers: unknown {', '.join(sorted(unknown))}")
     baseline_path = opts.baseline or bl.default_baseline()
     available = {
         "mqttd": os.access(opts.mqttd, os.X_OK),
+        "mqttd-1w": os.access(opts.mqttd, os.X_OK),
         "mosquitto": os.access(opts.mosquitto, os.X_OK),
         "mosquitto-nodelay": os.access(opts.mosquitto, os.X_OK),
         "rumqttd": os.access(opts.rumqttd, os.X_OK),
@@ -364,7 +373,7 @@ def main():
                 if not r["ok"]]
     for s, b, r in failures:
         out.write(f"- FAILED {s} {b}: {r['reason']}\n")
-    if any(b == "mqttd" for _, b, _ in failures) or (opts.strict and failures):
+    if any(b.startswith("mqttd") for _, b, _ in failures) or (opts.strict and failures):
         sys.exit(1)
 
 
@@ -372,6 +381,11 @@ def run_one(s, name, opts, settings, baseline_path, workdir):
     try:
         if name == "mqttd":
             broker = bl.start_mqttd(opts.mqttd, workdir, settings)
+        elif name == "mqttd-1w":
+            # The same broker on one worker thread, as Mosquitto runs: on
+            # two cores shared with the load generator, a second worker
+            # mostly wakes and parks (benches/README.md).
+            broker = bl.start_mqttd(opts.mqttd, workdir, settings, ["node.worker_threads=1"], name=name)
         elif name in MOSQUITTOS:
             broker = bl.start_mosquitto(opts.mosquitto, workdir, settings, name == "mosquitto-nodelay")
         elif name == "rumqttd":
