@@ -187,14 +187,18 @@ fn work(receiver: &Mutex<Receiver<Job>>) {
             // Its caller gave up (timed out): do not spend the work.
             continue;
         }
-        let matched = match &job.phc {
-            Some(phc) => check(phc, &job.password),
+        let Job { phc, password, reply, _pending: pending } = job;
+        let matched = match &phc {
+            Some(phc) => check(phc, &password),
             None => {
-                let _ = check(dummy_hash(), &job.password);
+                let _ = check(dummy_hash(), &password);
                 false
             }
         };
-        let _ = job.reply.send(matched);
+        // Free the username's and address's slots before answering, so a
+        // caller that checks again at once finds them free.
+        drop(pending);
+        let _ = reply.send(matched);
     }
 }
 
