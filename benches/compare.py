@@ -70,7 +70,9 @@ def scenarios(opts):
     conn = ["conn", "--clients", str(opts.conn_clients), "--hold", str(hold), "--duration", "10"]
     held = f"B of RSS per connection after {hold:g} s (lower is better)"
     found = [
-        Scenario("conn", conn, [Row("bytes_per_conn_held", held, True)], conn=True),
+        Scenario("conn", conn, [Row("bytes_per_conn_held", held, True),
+                                Row("connect_rate", f"connections/s, {opts.conn_clients:,} clients, "
+                                                    "CONNECT to CONNACK")], conn=True),
         Scenario("conn-sub", conn + ["--subscribe"],
                  [Row("bytes_per_conn_held", held.replace("connection", "connection + subscription"),
                       True)], conn=True),
@@ -79,11 +81,12 @@ def scenarios(opts):
         Scenario("fanout", ["fanout", "--subscribers", str(n), "--qos", "0"],
                  [Row("msgs_per_sec", "deliveries/s"), Row(CPU_KEY, CPU_UNIT)], 0, "fanout"),
         Scenario("pairs", ["pairs", "--pairs", str(n), "--qos", "0"], rate, 0),
-        Scenario("latency", ["latency", "--rate", str(opts.latency_rate), "--publishers", "10",
-                             "--qos", "0"],
-                 [Row("p99_us", f"p99 µs at {opts.latency_rate:,} msg/s (lower is better)", True),
-                  Row("p50_us", "p50 µs (lower is better)", True), Row(CPU_KEY, CPU_UNIT)],
-                 0, "latency"),
+        *[Scenario(f"latency-{rate // 1000}k" if rate % 1000 == 0 else f"latency-{rate}",
+                   ["latency", "--rate", str(rate), "--publishers", "10", "--qos", "0"],
+                   [Row("p99_us", f"p99 µs at {rate:,} msg/s (lower is better)", True),
+                    Row("p50_us", "p50 µs (lower is better)", True), Row(CPU_KEY, CPU_UNIT)],
+                   0, "latency")
+          for rate in opts.latency_rates],
         Scenario("wildcards", ["wildcards", "--filters", str(opts.filters), "--qos", "0"],
                  [Row("msgs_per_sec", f"deliveries/s through {opts.filters:,} filters"),
                   Row(CPU_KEY, CPU_UNIT)], 0),
@@ -262,12 +265,14 @@ def main():
                              "mqttd's default)")
     parser.add_argument("--clients", type=int, default=100,
                         help="publishers (fanin), subscribers (fanout), pairs (pairs)")
-    parser.add_argument("--conn-clients", type=int, default=5000)
+    parser.add_argument("--conn-clients", type=int, default=10000)
     parser.add_argument("--conn-hold", type=float, default=12,
                         help="seconds conn holds its clients before RSS is read (default 12: idle "
                              "clients hibernate after mqtt.hibernate_after_ms, 2 s, and jemalloc "
                              "returns freed pages after about 10 s)")
-    parser.add_argument("--latency-rate", type=int, default=10000)
+    parser.add_argument("--latency-rates", default="10000,50000,200000",
+                        type=lambda text: [int(r) for r in text.split(",") if r.strip()],
+                        help="total publish rates of the latency scenarios (latency-10k, ...)")
     parser.add_argument("--filters", type=int, default=100000)
     parser.add_argument("--qos0-loss-shown", default="fanout",
                         help="scenarios where QoS 0 loss is shown as 'lost N' next to the rate "
