@@ -5,6 +5,7 @@
 #   SCENARIO.svg  a flamegraph, when inferno is installed (cargo install inferno)
 #
 #   bash benches/profile.sh fanin --publishers 100 --qos 0
+#   MQTTD_SETS="node.worker_threads=1" OUT=/tmp/p1 bash benches/profile.sh fanin --publishers 100 --qos 0
 #
 # Starts its own release mqttd on 127.0.0.1:21990 and stops it afterwards.
 set -euo pipefail
@@ -21,7 +22,8 @@ bin="$CARGO_TARGET_DIR/release"
 data="$(mktemp -d)"
 "$bin/mqttd" --set "listeners.tcp.bind=127.0.0.1:$port" --set listeners.ws.enabled=false \
   --set controlplane.bind=127.0.0.1:0 --set "node.data_dir=$data" --set sys.interval=0 \
-  --set log.level=warn --set mqtt.max_inflight=1000 --set mqtt.receive_maximum=1000 &
+  --set log.level=warn --set mqtt.max_inflight=1000 --set mqtt.receive_maximum=1000 \
+  ${MQTTD_SETS:+$(for s in $MQTTD_SETS; do printf -- '--set %s ' "$s"; done)} &
 broker=$!
 trap 'kill $broker 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 50); do
