@@ -300,6 +300,23 @@ pub async fn serve<T: Transport>(broker: Arc<Broker>, transport: T, peer: Socket
     .await
 }
 
+/// Times to hibernate are rounded up to this grid, so that connections that
+/// went quiet at about the same time hibernate in one wake-up of the
+/// runtime's timer instead of one each: for clients that publish every few
+/// seconds, a thread waking per hibernation was one more context switch per
+/// message (benches/README.md, "Hibernation's cost").
+const HIBERNATE_GRID: Duration = Duration::from_millis(250);
+
+/// `at`, rounded up to the next point of [`HIBERNATE_GRID`].
+fn on_hibernate_grid(at: Instant) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let grid = HIBERNATE_GRID.as_nanos();
+    let since = at.saturating_duration_since(epoch).as_nanos();
+    let rounded = since.div_ceil(grid) * grid;
+    epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+}
+
 impl<T: Transport> Connection<T> {
     /// Serves the connection; boxed, so that the task holds one pointer to
     /// it rather than room for it at every await point.
@@ -357,7 +374,7 @@ impl<T: Transport> Connection<T> {
     /// The next time the loop must look at the clock: the keep-alive
     /// deadline or the time to hibernate, whichever is first.
     fn next_deadline(&self, hibernate_after: Option<Duration>) -> Option<Instant> {
-        let hibernate_at = hibernate_after.map(|after| self.last_active + after);
+        let hibernate_at = hibernate_after.map(|after| on_hibernate_grid(self.last_active + after));
         match (self.keep_alive_deadline(), hibernate_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -645,5 +662,26 @@ mod size_tests {
         let handshake =
             super::handshake::accept(broker, crate::transport::TcpTransport::new(stream), addr, 0);
         eprintln!("HANDSHAKE FUTURE SIZE {}", std::mem::size_of_val(&handshake));
+    }
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use super::*;
+
+    #[test]
+    fn hibernation_times_round_up_onto_a_shared_grid() {
+        let start = Instant::now();
+        let points: Vec<Instant> =
+            (0..40).map(|n| on_hibernate_grid(start + Duration::from_millis(n * 13))).collect();
+        for (n, point) in points.iter().enumerate() {
+            let at = start + Duration::from_millis(n as u64 * 13);
+            assert!(*point >= at, "never earlier");
+            assert!(*point < at + HIBERNATE_GRID + Duration::from_millis(1), "at most one grid step later");
+        }
+        let mut distinct = points.clone();
+        distinct.dedup();
+        // 40 times over 520 ms fall on at most four points of a 250 ms grid.
+        assert!(distinct.len() <= 4, "{} points", distinct.len());
     }
 }
