@@ -13,6 +13,7 @@ import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -114,6 +115,24 @@ class Settings:
             "persistence: off where there is a switch (Mosquitto persistence false; mqttd keeps "
             "its control plane's Raft log in a fresh data directory per start)",
         ] + ([f"mqttd extra settings: {' '.join(self.mqttd_sets)}"] if self.mqttd_sets else [])
+
+
+def mqtt_string(text):
+    """An MQTT UTF-8 string: two length bytes, then the bytes."""
+    data = text.encode()
+    return struct.pack(">H", len(data)) + data
+
+
+def mqtt_packet(first, body):
+    """A whole MQTT packet: the first byte, the remaining length, `body`."""
+    out = bytearray([first])
+    length = len(body)
+    while True:
+        byte, length = length % 128, length // 128
+        out.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes(out) + body
 
 
 class Broker:

@@ -30,57 +30,20 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/cache/mqttd-target")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def string(text):
-    data = text.encode()
-    return struct.pack(">H", len(data)) + data
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
 
 
 def connect_packet(client_id, user, password):
-    body = string("MQTT") + bytes([4, 0x02 | 0x80 | 0x40]) + struct.pack(">H", 300)
-    body += string(client_id) + string(user) + string(password)
-    out = bytearray([0x10])
-    length = len(body)
-    while True:
-        byte, length = length % 128, length // 128
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            break
-    return bytes(out) + body
+    body = bl.mqtt_string("MQTT") + bytes([4, 0x02 | 0x80 | 0x40]) + struct.pack(">H", 300)
+    body += bl.mqtt_string(client_id) + bl.mqtt_string(user) + bl.mqtt_string(password)
+    return bl.mqtt_packet(0x10, body)
 
 
 DISCONNECT = b"\xe0\x00"
@@ -146,31 +109,13 @@ async def close_all(writers):
     await asyncio.sleep(0.5)
 
 
-class Broker:
-    def __init__(self, name, argv, port, workdir, env=None):
-        self.name, self.port = name, port
-        self.log = open(os.path.join(workdir, f"{name}.log"), "w")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
-        wait_port(port)
-        time.sleep(1)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
 def start_mqttd(opts, workdir, name, extra):
-    port, grpc = free_port(), free_port()
+    port, grpc = bl.free_port(), bl.free_port()
     data = tempfile.mkdtemp(prefix="mqttd-data-", dir=workdir)
     argv = [opts.mqttd, "--set", f"listeners.tcp.bind=127.0.0.1:{port}", "--set", "listeners.ws.enabled=false",
             "--set", f"node.data_dir={data}", "--set", "sys.interval=0", "--set", "log.level=warn",
             "--set", f"controlplane.bind=127.0.0.1:{grpc}", "--set", "auth.allow_anonymous=deny"] + extra
-    broker = Broker(name, argv, port, workdir)
+    broker = bl.Broker(name, argv, port, workdir)
     mqttctl = os.path.join(os.path.dirname(opts.mqttd), "mqttctl")
     token = os.path.join(data, "admin.token")
     env = dict(os.environ, MQTTD_TOKEN=open(token).read().strip())
@@ -194,7 +139,7 @@ def start_mqttd(opts, workdir, name, extra):
 
 
 def start_mosquitto(opts, workdir):
-    port = free_port()
+    port = bl.free_port()
     passwords = os.path.join(workdir, "passwords")
     with open(passwords, "w") as f:
         for n in range(opts.users):
@@ -207,8 +152,8 @@ def start_mosquitto(opts, workdir):
     with open(conf, "w") as f:
         f.write(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
                 f"persistence false\nsys_interval 0\nmax_keepalive 65535\nlog_dest none\n")
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    return Broker("mosquitto", [exe, "-c", conf], port, workdir)
+    exe = bl.default_mosquitto()
+    return bl.Broker("mosquitto", [exe, "-c", conf], port, workdir)
 
 
 async def storm(opts, broker):
@@ -220,9 +165,9 @@ async def storm(opts, broker):
                            f"({refused} refused)")
     print(f"  {broker.name}: all {len(who)} logged in once ({took:.1f} s)", file=sys.stderr)
     await close_all(writers)
-    cpu_before = cpu_seconds(broker.proc.pid)
+    cpu_before = broker.cpu_s()
     writers, retries, refused, took = await run_clients(broker.port, who, opts.concurrency, opts.limit, True)
-    cpu = cpu_seconds(broker.proc.pid) - cpu_before
+    cpu = broker.cpu_s() - cpu_before
     result = {"broker": broker.name, "clients": len(who), "users": opts.users, "connected": len(writers),
               "refused": refused, "retries": retries, "storm_secs": round(took, 3),
               "broker_cpu_s": round(cpu, 3), "complete": len(writers) == len(who)}
@@ -237,7 +182,7 @@ def main():
     parser.add_argument("--concurrency", type=int, default=1000, help="handshakes in flight in the storm")
     parser.add_argument("--warm-concurrency", type=int, default=16, help="handshakes in flight when warming up")
     parser.add_argument("--limit", type=float, default=60, help="seconds the storm may take")
-    parser.add_argument("--mqttd", default=os.environ.get("MQTTD_BIN", os.path.join(TARGET, "release", "mqttd")))
+    parser.add_argument("--mqttd", default=bl.default_mqttd())
     parser.add_argument("--only", default="mqttd,mosquitto",
                         help="brokers, of mqttd, mqttd-nocache (slow: an argon2 check per login), mosquitto")
     opts = parser.parse_args()

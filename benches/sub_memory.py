@@ -24,22 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
 
 
-def string(text):
-    data = text.encode()
-    return struct.pack(">H", len(data)) + data
-
-
-def packet(first, body):
-    out = bytearray([first])
-    length = len(body)
-    while True:
-        byte, length = length % 128, length // 128
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            break
-    return bytes(out) + body
-
-
 def recv_exactly(sock, n):
     data = b""
     while len(data) < n:
@@ -50,30 +34,22 @@ def recv_exactly(sock, n):
     return data
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
 def measure(opts, mode, workdir):
     settings = bl.Settings(queue=1000, inflight=32, mqttd_sets=[])
     broker = bl.start_mqttd(opts.mqttd, workdir, settings, name=f"mqttd-{mode}")
     socks = []
     try:
-        base = rss_kb(broker.pid)
+        base = broker.rss_kb()
         for i in range(opts.clients):
             sock = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
-            sock.sendall(packet(0x10, string("MQTT") + bytes([4, 2]) + struct.pack(">H", 300)
-                                + string(f"sub-memory-{i}")))
+            sock.sendall(bl.mqtt_packet(0x10, bl.mqtt_string("MQTT") + bytes([4, 2]) + struct.pack(">H", 300)
+                                + bl.mqtt_string(f"sub-memory-{i}")))
             ack = recv_exactly(sock, 4)
             if ack[0] != 0x20 or ack[3] != 0:
                 raise RuntimeError(f"CONNACK {ack!r}")
             if mode != "none":
                 topic = "same/topic" if mode == "same" else f"distinct/{i}"
-                sock.sendall(packet(0x82, struct.pack(">H", 1) + string(topic) + bytes([1])))
+                sock.sendall(bl.mqtt_packet(0x82, struct.pack(">H", 1) + bl.mqtt_string(topic) + bytes([1])))
                 suback = recv_exactly(sock, 5)
                 if suback[0] != 0x90 or suback[4] != 1:
                     raise RuntimeError(f"SUBACK {suback!r}")
@@ -82,7 +58,7 @@ def measure(opts, mode, workdir):
         started = time.monotonic()
         for at in (2, 8, 14):
             time.sleep(max(0.0, started + at - time.monotonic()))
-            result[f"bytes_per_client_{at}s"] = round((rss_kb(broker.pid) - base) * 1024 / opts.clients)
+            result[f"bytes_per_client_{at}s"] = round((broker.rss_kb() - base) * 1024 / opts.clients)
         if not broker.alive():
             raise RuntimeError("the broker died")
         return result
