@@ -4,7 +4,8 @@
 //! needed on a fresh machine; `tonic-prost-build` turns the resulting file
 //! descriptor set into Rust messages, clients and servers.
 
-const PROTO_FILES: [&str; 3] = ["proto/raft.proto", "proto/controlplane.proto", "proto/admin.proto"];
+const PROTO_FILES: [&str; 4] =
+    ["proto/raft.proto", "proto/controlplane.proto", "proto/admin.proto", "proto/peer.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in PROTO_FILES {

@@ -6,6 +6,7 @@
 //!   spoken by data-plane nodes to the control plane.
 //! - [`admin`]: the admin API (cluster, users, ACL, banned clients, config),
 //!   spoken by `mqttctl` and the REST server.
+//! - [`peer`]: peer links between data-plane nodes (cross-node delivery).
 //! - [`auth`]: the tokens carried as `authorization: Bearer TOKEN`.
 //! - [`tls`]: TLS settings of gRPC clients (`https://` endpoints).
 //!
@@ -28,6 +29,12 @@ pub mod raft {
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod controlplane {
     tonic::include_proto!("mqttd.controlplane");
+}
+
+/// Peer links between data-plane nodes (package `mqttd.peer.v1`).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod peer {
+    tonic::include_proto!("mqttd.peer.v1");
 }
 
 /// The admin API (package `mqttd.admin`).

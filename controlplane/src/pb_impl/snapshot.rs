@@ -51,5 +51,6 @@ pub(crate) fn state_snapshot(applied: &Applied) -> pb::StateSnapshot {
             .iter()
             .map(Into::into)
             .collect(),
+        peer_secret: String::new(),
     }
 }
