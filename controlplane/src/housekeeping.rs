@@ -1,18 +1,23 @@
-//! Leader housekeeping: marks data-plane nodes down when their heartbeats
-//! stop, removes them (with their routes and shared-subscription
-//! memberships) after the grace period, and drops expired bans.
+//! Leader housekeeping: makes the cluster's peer secret if there is none
+//! yet, marks data-plane nodes down when their heartbeats stop, removes them
+//! (with their routes and shared-subscription memberships) after the grace
+//! period, and drops expired bans.
 //!
-//! It runs on every member but acts only while that member leads, and it
-//! only proposes commands: the decisions are replayed deterministically by
-//! every replica. Each command names the state it expects (last heartbeat,
-//! down-since time), so a heartbeat that lands in between wins.
+//! It runs on every member but acts only while that member leads (on every
+//! tick, and at once when it becomes leader), and it only proposes
+//! commands: the decisions are replayed deterministically by every replica.
+//! Each command names the state it expects (last heartbeat, down-since time;
+//! the peer secret is set only if still unset), so a heartbeat that lands in
+//! between, or a secret another leader set first, wins. The peer secret is
+//! never logged.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
 use crate::applied::SharedState;
-use crate::state::{Command, DataPlaneState};
+use crate::credentials::generate_token;
+use crate::state::{Command, DataPlaneState, Response};
 use crate::writer::Writer;
 use crate::{NodeId, Raft};
 
@@ -35,14 +40,32 @@ impl Housekeeping {
         let period = (self.down_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut metrics = self.raft.metrics();
+        let mut was_leader = false;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Act at once on becoming leader, not on every other
+                    // metrics change (each applied entry is one).
+                    let leads = metrics.borrow_and_update().current_leader == Some(self.node_id);
+                    let became_leader = leads && !was_leader;
+                    was_leader = leads;
+                    if !became_leader {
+                        continue;
+                    }
+                }
                 _ = shutdown.wait_for(|stopped| *stopped) => return,
             }
-            if self.raft.metrics().borrow().current_leader != Some(self.node_id) {
+            let leads = self.raft.metrics().borrow().current_leader == Some(self.node_id);
+            was_leader = leads;
+            if !leads {
                 continue;
             }
+            self.ensure_peer_secret().await;
             let commands = self.due(now_ms());
             if commands.is_empty() {
                 continue;
@@ -51,6 +74,23 @@ impl Housekeeping {
             if let Err(error) = self.writer.write(Command::Batch(commands)).await {
                 tracing::warn!(%error, "housekeeping write failed; will retry");
             }
+        }
+    }
+
+    /// Proposes a new random peer secret if the applied state has none. Only
+    /// if still unset when applied: a secret another leader set first stays.
+    async fn ensure_peer_secret(&self) {
+        if self.shared.read(|applied| applied.state.peer_secret().is_some()) {
+            return;
+        }
+        // 32 bytes from the OS, as 64 lowercase hex digits.
+        let command = Command::SetPeerSecret { secret: generate_token(), only_if_unset: true };
+        match self.writer.write(command).await {
+            Ok((index, Response::Done)) => {
+                tracing::info!(index, "housekeeping: the cluster's peer secret is set")
+            }
+            Ok((_, response)) => tracing::warn!(?response, "the peer secret was refused; will retry"),
+            Err(error) => tracing::warn!(%error, "proposing the peer secret failed; will retry"),
         }
     }
 

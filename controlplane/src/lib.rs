@@ -1,8 +1,8 @@
 //! The control plane: a Raft group (openraft) that owns the cluster's
 //! authoritative state — control-plane members, data-plane nodes, users,
 //! ACL rules, the route table, shared-subscription groups, bridge and plugin
-//! configuration, banned clients — and pushes every committed change to the
-//! data plane over the Watch stream.
+//! configuration, banned clients, the data-plane peer secret — and pushes
+//! every committed change to the data plane over the Watch stream.
 //!
 //! Start a member with [`ControlPlane::start`] and a [`ControlPlaneConfig`];
 //! talk to it over gRPC (`proto::admin`, `proto::controlplane`) at
@@ -16,8 +16,9 @@
 //! the `state/` machine and publishes the changes to `feed.rs`, from which
 //! every Watch stream reads. `credentials.rs` keeps the node's admin token
 //! file and hashes API tokens; `grpc/auth.rs` decides who may call what.
-//! `housekeeping.rs` expires silent data-plane
-//! nodes and old bans on the leader; `node.rs` wires it all up.
+//! `housekeeping.rs` makes the cluster's peer secret once and expires
+//! silent data-plane nodes and old bans on the leader; `node.rs` wires it
+//! all up.
 //!
 //! Architecture invariants: this crate never imports the data plane (both
 //! speak only `proto`); the state changes only by applying committed

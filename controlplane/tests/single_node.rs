@@ -1,6 +1,6 @@
 //! One bootstrapped member (the standalone shape): data-plane liveness and
-//! expiry, configuration documents, bans, leave refusals, and a restart from
-//! the data directory.
+//! expiry, configuration documents, bans, leave refusals, a restart from
+//! the data directory, and the peer secret on the Watch stream.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,13 +10,15 @@ use controlplane::state::{DataPlaneState, ShareGroupKey};
 use controlplane::{ControlPlane, ControlPlaneConfig, ControlPlaneHandle, Role};
 use proto::admin::admin_client::AdminClient;
 use proto::admin::{
-    BannedAddRequest, BannedDeleteRequest, BannedListRequest, ClusterLeaveRequest, ConfigKind,
-    ConfigListRequest, ConfigPutRequest, TokenAddRequest, TokenRole, UserAddRequest,
+    BannedAddRequest, BannedDeleteRequest, BannedListRequest, ClusterLeaveRequest, ClusterStatusRequest,
+    ConfigKind, ConfigListRequest, ConfigPutRequest, TokenAddRequest, TokenRole, UserAddRequest,
 };
 use proto::auth::BearerToken;
 use proto::controlplane::control_plane_client::ControlPlaneClient;
+use proto::controlplane::watch_event::Event;
 use proto::controlplane::{
-    Ban, BanKey, BanKind, ConfigDocument, HeartbeatRequest, RouteBatch, ShareSubscription,
+    change, Ban, BanKey, BanKind, ConfigDocument, HeartbeatRequest, RouteBatch, ShareSubscription,
+    WatchRequest,
 };
 use tonic::Code;
 
@@ -207,5 +209,64 @@ async fn start_refuses_a_bad_config_and_a_taken_port() -> Result<()> {
     let error =
         ControlPlane::start(config(other.path(), taken.local_addr()?)).await.err().context("bound twice")?;
     assert!(matches!(error, controlplane::StartError::Bind { .. }), "{error}");
+    Ok(())
+}
+
+/// Reads a Watch stream until it carries a peer secret: the first snapshot's,
+/// or a later delta's.
+async fn peer_secret_of(node: &ControlPlaneHandle) -> Result<String> {
+    let token = BearerToken::new(Some(node.dataplane_token()))?;
+    let mut client = ControlPlaneClient::with_interceptor(channel(node).await?, token);
+    let request = WatchRequest { node_id: node.node_id(), last_index: None };
+    let mut stream = client.watch(request).await?.into_inner();
+    loop {
+        let event = stream.message().await?.context("stream ended")?;
+        match event.event {
+            Some(Event::Snapshot(snapshot)) if !snapshot.peer_secret.is_empty() => {
+                return Ok(snapshot.peer_secret)
+            }
+            Some(Event::Delta(delta)) => {
+                for change in delta.changes {
+                    if let Some(change::Change::PeerSecret(secret)) = change.change {
+                        return Ok(secret);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_member_makes_a_peer_secret_and_keeps_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut fresh = config(dir.path(), "127.0.0.1:0".parse()?);
+    // The default, so housekeeping ticks only once a second.
+    fresh.dataplane_down_after = Duration::from_secs(15);
+    let started = tokio::time::Instant::now();
+    let node = ControlPlane::start(fresh.clone()).await?;
+    let secret = tokio::time::timeout(PATIENCE, peer_secret_of(&node)).await.context("no peer secret")??;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "the peer secret took {elapsed:?}");
+    assert_eq!(secret.len(), 64, "32 bytes as hex");
+    assert!(secret.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')), "lowercase hex");
+    assert_eq!(node.read(|state| state.peer_secret().map(str::to_owned)), Some(secret.clone()));
+
+    // A restart on the same data directory keeps it; a new Watch stream's
+    // snapshot carries it.
+    let addr = node.local_addr();
+    node.shutdown().await?;
+    fresh.bind = addr;
+    let node = ControlPlane::start(fresh).await?;
+    assert_eq!(node.wait_for_leader(PATIENCE).await, Some(1));
+    let again = tokio::time::timeout(PATIENCE, peer_secret_of(&node)).await.context("no peer secret")??;
+    assert_eq!(again, secret, "the secret is made once");
+
+    // Never in the admin API.
+    let mut admin =
+        AdminClient::with_interceptor(channel(&node).await?, BearerToken::new(Some(node.admin_token()))?);
+    let status = admin.cluster_status(ClusterStatusRequest {}).await?.into_inner();
+    assert!(!format!("{status:?}").contains(&secret));
+    node.shutdown().await?;
     Ok(())
 }

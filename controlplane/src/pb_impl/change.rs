@@ -46,6 +46,7 @@ impl From<&Change> for pb::Change {
             Change::ControlPlaneMembers(members) => Kind::ControlplaneMembers(pb::ControlPlaneMembers {
                 members: members.iter().map(Into::into).collect(),
             }),
+            Change::PeerSecret(secret) => Kind::PeerSecret(secret.clone()),
         };
         pb::Change { change: Some(kind) }
     }

@@ -1,4 +1,7 @@
 //! The applied state → `pb::StateSnapshot`, the first event of a Watch stream.
+//!
+//! It carries the cluster's peer secret (empty until the leader has set
+//! it): only members and data-plane credentials may Watch.
 
 use proto::controlplane as pb;
 
@@ -51,6 +54,6 @@ pub(crate) fn state_snapshot(applied: &Applied) -> pb::StateSnapshot {
             .iter()
             .map(Into::into)
             .collect(),
-        peer_secret: String::new(),
+        peer_secret: state.peer_secret().unwrap_or_default().to_owned(),
     }
 }

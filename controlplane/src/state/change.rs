@@ -45,4 +45,6 @@ pub enum Change {
     DataPlaneRemoved(NodeId),
     /// The control-plane membership after a Raft membership change.
     ControlPlaneMembers(Vec<ControlPlaneMember>),
+    /// The cluster's peer secret was set (64 lowercase hex digits).
+    PeerSecret(String),
 }

@@ -105,6 +105,14 @@ pub enum Command {
     DeleteToken {
         id: u64,
     },
+    /// Sets the cluster's peer secret, which data-plane nodes present to
+    /// each other on their peer links: 64 lowercase hex digits (32 random
+    /// bytes, made by the proposer). With `only_if_unset` a secret already
+    /// set is kept and this is a no-op answering [`Response::Done`].
+    SetPeerSecret {
+        secret: String,
+        only_if_unset: bool,
+    },
     /// Several commands in one log entry (coalesced writes). Each is applied
     /// on its own: one failing does not undo the others. No nesting.
     Batch(Vec<Command>),

@@ -36,6 +36,20 @@ pub struct ControlState {
     pub(super) tokens: BTreeMap<u64, ApiToken>,
     /// The id the next API token gets; ids are never reused.
     pub(super) next_token_id: u64,
+    /// The secret data-plane nodes present to each other on peer links (64
+    /// lowercase hex digits); made once by the first leader.
+    pub(super) peer_secret: Option<PeerSecret>,
+}
+
+/// The peer secret, whose `Debug` does not show it (a state dumped into a
+/// log or a failed assertion keeps it out).
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct PeerSecret(pub(super) String);
+
+impl std::fmt::Debug for PeerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerSecret(<redacted>)")
+    }
 }
 
 impl ControlState {
@@ -89,6 +103,11 @@ impl ControlState {
     /// The API token whose SHA-256 hash (lowercase hex) is `hash`.
     pub fn token_by_hash(&self, hash: &str) -> Option<&ApiToken> {
         self.tokens.values().find(|token| token.hash == hash)
+    }
+
+    /// The cluster's peer secret, once the leader has set it.
+    pub fn peer_secret(&self) -> Option<&str> {
+        self.peer_secret.as_ref().map(|secret| secret.0.as_str())
     }
 
     /// Applies one command; returns the response and what changed (empty if
@@ -204,6 +223,13 @@ impl ControlState {
             }
             Command::DeleteToken { id } => {
                 self.tokens.remove(&id).ok_or(CommandError::TokenNotFound(id))?;
+            }
+            Command::SetPeerSecret { secret, only_if_unset } => {
+                validate::peer_secret(&secret)?;
+                if !(only_if_unset && self.peer_secret.is_some()) {
+                    changes.push(Change::PeerSecret(secret.clone()));
+                    self.peer_secret = Some(PeerSecret(secret));
+                }
             }
             Command::Batch(_) => return Err(CommandError::NestedBatch),
         }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::ControlState;
+use super::machine::{ControlState, PeerSecret};
 use super::types::{AclRule, ApiToken, Ban, DataPlaneNode, ShareGroupKey, ShareMember, User};
 use crate::NodeId;
 
@@ -73,6 +73,9 @@ struct DocumentV1 {
     tokens: Vec<ApiToken>,
     #[serde(default)]
     next_token_id: u64,
+    /// The cluster's peer secret; added within version 1, absent is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peer_secret: Option<String>,
 }
 
 impl ControlState {
@@ -99,6 +102,7 @@ impl ControlState {
             dataplane: self.dataplane.values().cloned().collect(),
             tokens: self.tokens.values().cloned().collect(),
             next_token_id: self.next_token_id,
+            peer_secret: self.peer_secret.as_ref().map(|secret| secret.0.clone()),
         };
         Ok(serde_json::to_vec(&document)?)
     }
@@ -128,6 +132,7 @@ impl ControlState {
             dataplane: document.dataplane.into_iter().map(|node| (node.id, node)).collect(),
             tokens: document.tokens.into_iter().map(|token| (token.id, token)).collect(),
             next_token_id,
+            peer_secret: document.peer_secret.map(PeerSecret),
         })
     }
 }

@@ -393,3 +393,108 @@ fn snapshot_versions() {
     ));
     assert!(matches!(ControlState::from_snapshot_bytes(b"{"), Err(SnapshotFormatError::Malformed(_))));
 }
+
+fn set_peer_secret(digit: char, only_if_unset: bool) -> Command {
+    Command::SetPeerSecret { secret: digit.to_string().repeat(64), only_if_unset }
+}
+
+#[test]
+fn peer_secret_is_set_once_unless_replaced_and_reported() {
+    let mut state = ControlState::default();
+    assert_eq!(state.peer_secret(), None);
+    let (response, changes) = apply(&mut state, set_peer_secret('a', true));
+    assert_eq!(response, Response::Done);
+    assert_eq!(changes, vec![Change::PeerSecret("a".repeat(64))]);
+    assert_eq!(state.peer_secret(), Some("a".repeat(64).as_str()));
+
+    // A second leader's proposal: the first secret stays, nothing reported.
+    let (response, changes) = apply(&mut state, set_peer_secret('b', true));
+    assert_eq!(response, Response::Done);
+    assert!(changes.is_empty(), "a kept secret is not reported");
+    assert_eq!(state.peer_secret(), Some("a".repeat(64).as_str()));
+
+    // Without `only_if_unset` it replaces the secret (a rotation).
+    let (response, changes) = apply(&mut state, set_peer_secret('c', false));
+    assert_eq!(response, Response::Done);
+    assert_eq!(changes, vec![Change::PeerSecret("c".repeat(64))]);
+    assert_eq!(state.peer_secret(), Some("c".repeat(64).as_str()));
+}
+
+#[test]
+fn invalid_peer_secrets_are_refused_and_change_nothing() {
+    let valid = "0123456789abcdef".repeat(4);
+    let mut too_long = valid.clone();
+    too_long.push('0');
+    let upper = valid.to_uppercase();
+    let not_hex = format!("{}g", &valid[..63]);
+    let multibyte = format!("{}é", &valid[..62]);
+    for state in [ControlState::default(), {
+        let mut set = ControlState::default();
+        set.apply(set_peer_secret('d', false));
+        set
+    }] {
+        for (bad, only_if_unset) in [
+            (String::new(), false),
+            (valid[..63].to_owned(), false),
+            (too_long.clone(), false),
+            (upper.clone(), true),
+            (not_hex.clone(), false),
+            (multibyte.clone(), true),
+            (format!(" {}", &valid[..63]), false),
+        ] {
+            let mut state = state.clone();
+            let (response, _) =
+                apply(&mut state, Command::SetPeerSecret { secret: bad.clone(), only_if_unset });
+            match response {
+                Response::Failed(CommandError::InvalidValue { what, reason }) => {
+                    assert_eq!(what, "peer secret");
+                    assert!(!reason.contains(&bad) || bad.is_empty(), "the error repeats the value");
+                }
+                other => panic!("{bad:?} was not refused: {other:?}"),
+            }
+        }
+        let mut state = state.clone();
+        let (response, _) =
+            apply(&mut state, Command::SetPeerSecret { secret: valid.clone(), only_if_unset: false });
+        assert_eq!(response, Response::Done);
+        assert_eq!(state.peer_secret(), Some(valid.as_str()));
+    }
+    let mut state = ControlState::default();
+    let batch = Command::Batch(vec![
+        Command::SetPeerSecret { secret: "x".into(), only_if_unset: true },
+        set_peer_secret('e', true),
+    ]);
+    let (response, changes) = state.apply(batch);
+    assert!(matches!(&response, Response::Batch(responses) if matches!(responses[0], Response::Failed(_))));
+    assert_eq!(changes, vec![Change::PeerSecret("e".repeat(64))]);
+}
+
+#[test]
+fn peer_secret_survives_a_snapshot_and_an_old_snapshot_has_none() {
+    let mut state = ControlState::default();
+    apply(&mut state, add_user("alice"));
+    apply(&mut state, Command::AddAclRule { rule: rule(AclWho::All, "#"), position: None });
+    apply(&mut state, set_peer_secret('f', true));
+    assert!(!format!("{state:?}").contains(&"f".repeat(64)), "Debug shows the secret");
+    let bytes = state.to_snapshot_bytes().expect("serializes");
+    let restored = ControlState::from_snapshot_bytes(&bytes).expect("reads back");
+    assert_eq!(restored.peer_secret(), Some("f".repeat(64).as_str()));
+    assert_eq!(restored, state);
+
+    // A version-1 document from before the field: reads, with no secret,
+    // and the leader may then set one.
+    let old = format!(
+        r#"{{"format_version":1,"users":[{}],"next_acl_id":1,"tokens":[],"next_token_id":1}}"#,
+        serde_json::to_string(state.user("alice").expect("alice")).expect("user")
+    );
+    let mut restored = ControlState::from_snapshot_bytes(old.as_bytes()).expect("an old snapshot reads");
+    assert_eq!(restored.peer_secret(), None);
+    assert!(restored.user("alice").is_some());
+    apply(&mut restored, set_peer_secret('1', true));
+    assert_eq!(restored.peer_secret(), Some("1".repeat(64).as_str()));
+
+    // Unset, the field is left out, so a build from before it reads the
+    // same document it always wrote.
+    let empty = ControlState::default().to_snapshot_bytes().expect("serializes");
+    assert!(!String::from_utf8_lossy(&empty).contains("peer_secret"));
+}

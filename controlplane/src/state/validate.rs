@@ -49,6 +49,19 @@ pub fn token_hash(hash: &str) -> Result<(), CommandError> {
     }
 }
 
+/// The cluster's peer secret: 64 lowercase hex digits (32 random bytes).
+/// The error never repeats the value.
+pub fn peer_secret(secret: &str) -> Result<(), CommandError> {
+    if secret.len() == 64 && secret.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(CommandError::InvalidValue {
+            what: "peer secret".to_owned(),
+            reason: "expected 64 lowercase hex digits (32 random bytes)".to_owned(),
+        })
+    }
+}
+
 /// A topic filter per MQTT: non-empty, `#` only as the whole last level,
 /// `+` only as a whole level. `%u` and `%c` placeholders are plain text here.
 pub fn topic_filter(filter: &str) -> Result<(), CommandError> {
