@@ -12,6 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(PROTO_FILES, ["proto"])?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    // Payloads and correlation data of forwarded messages stay `Bytes`, shared
+    // with the broker's message rather than copied.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".mqttd.peer.v1")
+        .compile_fds(descriptors)?;
     Ok(())
 }

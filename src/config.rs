@@ -97,10 +97,16 @@ pub struct LinkSection {
     pub token: Option<String>,
     /// A file holding the data-plane token (one trailing newline is trimmed).
     pub token_file: Option<PathBuf>,
-    /// The address other data-plane nodes will reach this one on (its peer
-    /// link); reported to the control plane. Cross-node forwarding over it
-    /// comes with the cluster work.
+    /// Where this node serves its peer link (`mqttd.peer.v1`), the address
+    /// other data-plane nodes forward messages to; reported to the control
+    /// plane. Served in the `dataplane` role only.
     pub peer_bind: String,
+    /// Messages held for one other node (unacknowledged or not yet sent)
+    /// before new ones are dropped (QoS 0) or refused (QoS 1 and 2).
+    pub peer_queue_messages: usize,
+    /// The longest a publisher's PUBACK/PUBCOMP waits for another node that
+    /// neither acknowledges nor is declared down, in milliseconds.
+    pub peer_ack_timeout_ms: u64,
     /// Seconds between heartbeats to the control plane.
     pub heartbeat_interval: u64,
     /// `[dataplane.tls]`: TLS to the control plane.
@@ -114,6 +120,8 @@ impl Default for LinkSection {
             token: None,
             token_file: None,
             peer_bind: "127.0.0.1:1884".into(),
+            peer_queue_messages: 100_000,
+            peer_ack_timeout_ms: 30_000,
             heartbeat_interval: 2,
             tls: LinkTlsSection::default(),
         }
@@ -257,6 +265,12 @@ fn from_table(mut root: toml::Table) -> anyhow::Result<Config> {
     }
     if link.heartbeat_interval == 0 {
         bail!("dataplane.heartbeat_interval: expected at least 1 second");
+    }
+    if link.peer_queue_messages == 0 {
+        bail!("dataplane.peer_queue_messages: expected at least 1");
+    }
+    if link.peer_ack_timeout_ms == 0 {
+        bail!("dataplane.peer_ack_timeout_ms: expected at least 1 millisecond");
     }
     let dataplane: DataplaneConfig = deserialize(toml::Value::Table(root), None)?;
     dataplane.validate()?;

@@ -86,6 +86,11 @@ fn link_config(config: &Config, endpoints: Vec<String>, token: Option<String>, t
         tls,
         advertise: config.link.peer_bind.clone(),
         heartbeat_interval: Duration::from_secs(config.link.heartbeat_interval),
+        peer_bind: None,
+        peers: dataplane::cluster::peer::PeerSettings {
+            queue_messages: config.link.peer_queue_messages,
+            ack_timeout: Duration::from_millis(config.link.peer_ack_timeout_ms),
+        },
     }
 }
 
@@ -173,7 +178,11 @@ async fn dataplane_only(config: Config) -> anyhow::Result<()> {
     } else {
         ClientTls::none()
     };
-    let link = link_config(&config, endpoints, token, link_tls);
+    let mut link = link_config(&config, endpoints, token, link_tls);
+    let peer_bind = config.link.peer_bind.parse().with_context(|| {
+        format!("dataplane.peer_bind: expected ADDR:PORT, got {:?}", config.link.peer_bind)
+    })?;
+    link.peer_bind = Some(peer_bind);
     let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await?;
     info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started (data plane)");
     crate::wait_for_signal().await?;

@@ -119,12 +119,12 @@ fn bench_route(c: &mut Criterion) {
         for (name, topic, expected) in probes(size) {
             let message = message(&topic);
             out.clear();
-            router.route(&message, &mut out);
+            router.route(&message, false, &mut out);
             assert_eq!(out.len(), expected, "{topic} at {size} filters");
             group.bench_with_input(BenchmarkId::new(name, size), &message, |b, message| {
                 b.iter(|| {
                     out.clear();
-                    router.route(black_box(message), &mut out);
+                    router.route(black_box(message), false, &mut out);
                 })
             });
         }

@@ -17,6 +17,9 @@ use arc_swap::ArcSwap;
 use mqtt_codec::SubscriptionOptions;
 
 use crate::cluster::access::AccessControl;
+use crate::cluster::peer::ack::RemoteAck;
+use crate::cluster::peer::outbox::PeerLinks;
+use crate::cluster::route_table::RouteTable;
 use crate::cluster::routes::RouteRegistrar;
 use crate::cluster::view::ClusterView;
 use crate::config::DataplaneConfig;
@@ -30,6 +33,17 @@ use crate::retained::{RetainOutcome, RetainStore};
 use crate::router::{Router, SessionId, Subscriber};
 use crate::session::SessionState;
 use crate::topic::{self, ParsedFilter};
+
+/// Where a published message went.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Local sessions it was queued for.
+    pub local: usize,
+    /// Other nodes it was forwarded to.
+    pub remote: usize,
+    /// What the publisher's acknowledgement waits for on those nodes.
+    pub ack: Option<Arc<RemoteAck>>,
+}
 
 /// State shared by every connection of this node.
 #[derive(Debug)]
@@ -48,6 +62,10 @@ pub struct Broker {
     pub(crate) hooks: Hooks,
     /// Where local route changes go when a control plane is linked.
     pub(crate) routes: Option<Arc<RouteRegistrar>>,
+    /// Which other nodes subscribe to what (from the control plane).
+    pub(crate) remote_routes: RouteTable,
+    /// Links to the other nodes, set when this node is part of a fleet.
+    peers: OnceLock<Arc<PeerLinks>>,
     pub(crate) started: Instant,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -88,6 +106,8 @@ impl Broker {
             access,
             hooks,
             routes,
+            remote_routes: RouteTable::new(),
+            peers: OnceLock::new(),
             router: Router::new(config.shared_subscription.strategy),
             retained: RetainStore::new(config.retainer.clone()),
             registry: Registry::default(),
@@ -176,19 +196,34 @@ impl Broker {
         }
     }
 
-    /// Stores (if retained) and routes a message to every matching session.
-    /// Returns the number of sessions it was given to.
+    /// The links to other nodes, when this node is part of a fleet.
+    pub fn peers(&self) -> Option<&Arc<PeerLinks>> {
+        self.peers.get()
+    }
+
+    /// Makes this node forward messages to the other nodes over `peers`.
+    pub fn set_peers(&self, peers: Arc<PeerLinks>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Stores (if retained) and routes a message to every matching session,
+    /// here and on other nodes. Returns the number of local sessions and
+    /// remote nodes it was given to.
     pub fn publish(&self, message: Arc<Message>) -> usize {
-        self.publish_collecting_pressure(message, &mut Vec::new())
+        let published = self.publish_collecting_pressure(message, &mut Vec::new(), None);
+        published.local + published.remote
     }
 
     /// Like [`Broker::publish`], also collecting the queues that asked the
-    /// publisher to slow down (see `mailbox`).
+    /// publisher to slow down (see `mailbox`). With `publisher` (a client's
+    /// QoS 1 or 2 message), the result says what its acknowledgement must
+    /// wait for on other nodes.
     pub fn publish_collecting_pressure(
         &self,
         message: Arc<Message>,
         pressure: &mut Vec<Arc<crate::mailbox::Mailbox>>,
-    ) -> usize {
+        publisher: Option<&Arc<crate::mailbox::Mailbox>>,
+    ) -> Published {
         Metrics::add(&self.metrics.messages_received, 1);
         if message.retain
             && self.config.mqtt.retain_available
@@ -196,15 +231,43 @@ impl Broker {
         {
             Metrics::add(&self.metrics.messages_retained_refused, 1);
         }
+        let mut published =
+            Published { local: self.route_here(&message, false, pressure), ..Default::default() };
+        if let Some(peers) = self.peers.get() {
+            if !self.remote_routes.is_empty() {
+                let mut nodes = Vec::new();
+                self.remote_routes.nodes_for(&message.topic, peers.me(), &mut nodes);
+                if !nodes.is_empty() {
+                    published.remote = nodes.len();
+                    published.ack = peers.forward(&message, &nodes, publisher);
+                }
+            }
+        }
+        published
+    }
+
+    /// Routes a message another node forwarded to this node's own
+    /// subscribers (not to `$local/` ones, and never on to other nodes).
+    pub fn publish_from_peer(&self, message: Arc<Message>) -> usize {
+        self.route_here(&message, true, &mut Vec::new())
+    }
+
+    /// Gives `message` to every matching local session.
+    fn route_here(
+        &self,
+        message: &Arc<Message>,
+        from_peer: bool,
+        pressure: &mut Vec<Arc<crate::mailbox::Mailbox>>,
+    ) -> usize {
         let mut routes = Vec::new();
-        self.router.route(&message, &mut routes);
+        self.router.route(message, from_peer, &mut routes);
         let limits = self.queue_limits();
         let delivered = routes.len();
         for (subscriber, delivery) in routes {
             let pushed = subscriber.mailbox.push_with_pressure(delivery, limits);
             if pushed.outcome != PushOutcome::Queued {
                 Metrics::add(&self.metrics.messages_dropped, 1);
-                self.dropped(Some(&subscriber.client_id), &message, DropReason::QueueFull);
+                self.dropped(Some(&subscriber.client_id), message, DropReason::QueueFull);
             }
             if pushed.pressure && !pressure.iter().any(|m| Arc::ptr_eq(m, &subscriber.mailbox)) {
                 pressure.push(subscriber.mailbox);

@@ -248,23 +248,25 @@ impl Broker {
     }
 
     /// Publishes a client's message: the publish checks, then the publish
-    /// observers (which may change or drop it), then retain and route.
-    /// Returns the number of sessions it was given to.
+    /// observers (which may change or drop it), then retain and route, here
+    /// and to other nodes. With `publisher`, the result carries what the
+    /// client's acknowledgement must wait for.
     pub fn publish_as(
         &self,
         who: &Identity,
         mut message: Message,
         pressure: &mut Vec<Arc<crate::mailbox::Mailbox>>,
-    ) -> Result<usize, ReasonCode> {
+        publisher: Option<&Arc<crate::mailbox::Mailbox>>,
+    ) -> Result<crate::broker::Published, ReasonCode> {
         if let Err(reason) = self.authorize_publish(who, &message.topic) {
             self.dropped(None, &message, DropReason::NotAuthorized);
             return Err(reason);
         }
         if !self.hooks.message_publish(Some(who), &mut message) {
             self.dropped(None, &message, DropReason::ByHook);
-            return Ok(0);
+            return Ok(Default::default());
         }
-        Ok(self.publish_collecting_pressure(Arc::new(message), pressure))
+        Ok(self.publish_collecting_pressure(Arc::new(message), pressure, publisher))
     }
 
     /// Tells the delivery observers that a message was dropped.

@@ -54,6 +54,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("listeners.{listener}.bind: cannot bind {addr}: {source}")]
     Bind { listener: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("dataplane.peer_bind: cannot bind {addr}: {source}")]
+    PeerBind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A running data-plane node.
@@ -114,6 +116,15 @@ impl Node {
         let mut addresses = Vec::new();
         let mut tasks = Vec::new();
         if let (Some(link), Some(registrar)) = (link, registrar) {
+            if let Some(peer_bind) = link.peer_bind {
+                let socket = cluster::peer::server::bind(peer_bind)
+                    .await
+                    .map_err(|source| StartError::PeerBind { addr: peer_bind, source })?;
+                let peers =
+                    cluster::peer::outbox::PeerLinks::new(link.node_id, view.clone(), link.peers.clone());
+                broker.set_peers(peers);
+                tasks.push(tokio::spawn(cluster::peer::server::serve(broker.clone(), socket)));
+            }
             tasks.push(tokio::spawn(cluster::link::watch(link.clone(), view.clone(), broker.clone())));
             tasks.push(tokio::spawn(cluster::link::heartbeat(link.clone(), view, broker.clone())));
             tasks.push(tokio::spawn(cluster::link::register_routes(link, registrar)));
@@ -136,6 +147,9 @@ impl Node {
     /// waits (up to `grace`) for connections to close.
     pub async fn shutdown(self, grace: Duration) {
         self.broker.begin_shutdown();
+        if let Some(peers) = self.broker.peers() {
+            peers.shutdown();
+        }
         let deadline = tokio::time::Instant::now() + grace;
         while metrics::Metrics::get(&self.broker.metrics.connections) > 0
             && tokio::time::Instant::now() < deadline

@@ -39,6 +39,9 @@ struct Entry {
     subscriber: Subscriber,
     options: SubscriptionOptions,
     identifier: Option<u32>,
+    /// A `$local/` subscription: messages from other nodes skip it, and it
+    /// makes no route.
+    local: bool,
 }
 
 #[derive(Debug)]
@@ -103,7 +106,8 @@ impl Router {
             node = node.children.get_or_insert_with(level.into(), Node::default);
         }
         let session = subscriber.session;
-        let entry = Entry { subscriber, options, identifier };
+        let local = matches!(filter, ParsedFilter::Local(_));
+        let entry = Entry { subscriber, options, identifier, local };
         let existed = match filter {
             ParsedFilter::Shared { group, .. } => {
                 let name: Arc<str> = Arc::from(*group);
@@ -124,13 +128,20 @@ impl Router {
                     }
                 }
             }
-            _ => node.subscribers.insert(session, entry).is_some(),
+            _ => {
+                let routed_before = node.subscribers.values().any(|e| !e.local);
+                let existed = node.subscribers.insert(session, entry).is_some();
+                let routed_now = node.subscribers.values().any(|e| !e.local);
+                if !existed {
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                }
+                return (existed, routed_now && !routed_before);
+            }
         };
-        let first = !existed && !matches!(filter, ParsedFilter::Shared { .. }) && node.subscribers.len() == 1;
         if !existed {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
-        (existed, first)
+        (existed, false)
     }
 
     /// Removes a subscription. Returns whether it existed, and whether it
@@ -146,10 +157,11 @@ impl Router {
         (removed, removed && last)
     }
 
-    /// Every filter with at least one plain (not shared) subscriber.
+    /// Every filter with at least one plain subscriber (not shared, not
+    /// `$local/`): the routes this node registers.
     pub fn plain_filters(&self) -> std::collections::HashSet<String> {
         fn walk(node: &Node, path: &mut Vec<String>, out: &mut std::collections::HashSet<String>) {
-            if !node.subscribers.is_empty() {
+            if node.subscribers.values().any(|e| !e.local) {
                 out.insert(path.join("/"));
             }
             for (level, child) in &node.children {
@@ -163,8 +175,10 @@ impl Router {
         out
     }
 
-    /// Collects the deliveries for `message`. Deliveries are appended to `out`.
-    pub fn route(&self, message: &Arc<Message>, out: &mut Vec<Route>) {
+    /// Collects the deliveries for `message`. Deliveries are appended to
+    /// `out`. A message `from_peer` (published on another node) skips
+    /// `$local/` subscriptions.
+    pub fn route(&self, message: &Arc<Message>, from_peer: bool, out: &mut Vec<Route>) {
         let topic = message.topic.as_str();
         let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
@@ -174,7 +188,11 @@ impl Router {
         collect(&root, &levels, 0, dollar, &mut plain, &mut shared);
 
         let publisher = message.publisher.as_deref();
-        plain.retain(|e| !(e.options.no_local && publisher == Some(&*e.subscriber.client_id)));
+        plain.retain(|e| {
+            let own = e.options.no_local && publisher == Some(&*e.subscriber.client_id);
+            let skipped_here = from_peer && e.local;
+            !(own || skipped_here)
+        });
         plain.sort_unstable_by_key(|e| e.subscriber.session);
         let mut i = 0;
         while i < plain.len() {
@@ -326,9 +344,10 @@ fn remove(
                 removed
             }
             _ => {
-                let removed = node.subscribers.remove(&session).is_some();
-                *last = node.subscribers.is_empty();
-                removed
+                let removed = node.subscribers.remove(&session);
+                *last =
+                    removed.as_ref().is_some_and(|e| !e.local) && node.subscribers.values().all(|e| e.local);
+                removed.is_some()
             }
         },
         Some((first, rest)) => {
@@ -405,7 +424,7 @@ mod tests {
                 router.subscribe(&parsed, subscriber(i as u64), SubscriptionOptions::default(), None);
             }
             let mut routes = Vec::new();
-            router.route(&message(&topic), &mut routes);
+            router.route(&message(&topic), false, &mut routes);
             let got: BTreeSet<u64> = routes.iter().map(|(s, _)| s.session).collect();
             let expected: BTreeSet<u64> =
                 filters.iter().enumerate().filter(|(_, f)| matches(f, &topic)).map(|(i, _)| i as u64).collect();
@@ -435,7 +454,7 @@ mod tests {
         let mut counts = [0usize; 4];
         for _ in 0..30 {
             let mut routes = Vec::new();
-            router.route(&message("s/t"), &mut routes);
+            router.route(&message("s/t"), false, &mut routes);
             assert_eq!(routes.len(), 2, "one per group");
             for (s, d) in &routes {
                 if d.share.as_ref().is_some_and(|k| &*k.group == "g") {
@@ -460,5 +479,28 @@ mod tests {
         assert_eq!(router.unsubscribe(&f, 1), (false, false));
         assert_eq!(router.count(), 0);
         assert!(router.root.read().is_empty());
+    }
+
+    #[test]
+    fn local_subscriptions_make_no_route_and_skip_forwarded_messages() {
+        let router = Router::new(ShareStrategy::Random);
+        let local = parse_filter("$local/a/+").unwrap();
+        let plain = parse_filter("a/+").unwrap();
+        assert_eq!(router.subscribe(&local, subscriber(1), Default::default(), None), (false, false));
+        assert!(router.plain_filters().is_empty(), "a $local/ filter is not a route");
+        assert_eq!(router.subscribe(&plain, subscriber(2), Default::default(), None), (false, true));
+        let mut routes = Vec::new();
+        router.route(&message("a/b"), false, &mut routes);
+        assert_eq!(routes.len(), 2, "a message published here reaches both");
+        routes.clear();
+        router.route(&message("a/b"), true, &mut routes);
+        let sessions: Vec<u64> = routes.iter().map(|(s, _)| s.session).collect();
+        assert_eq!(sessions, vec![2], "a forwarded message skips the $local/ subscriber");
+        assert_eq!(
+            router.unsubscribe(&plain, 2),
+            (true, true),
+            "the last routed subscriber withdraws the route"
+        );
+        assert_eq!(router.unsubscribe(&local, 1), (true, false));
     }
 }

@@ -5,6 +5,8 @@
 // The harness runs before and around the runtime: blocking waits are fine here.
 #![allow(clippy::disallowed_methods)]
 
+pub mod fleet;
+
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -174,14 +176,24 @@ pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bo
 impl Client {
     /// Opens a TCP connection without sending anything.
     pub async fn open(port: u16, version: ProtocolVersion) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        Client::open_at("127.0.0.1", port, version).await
+    }
+
+    /// Opens a TCP connection to `ip:port` without sending anything.
+    pub async fn open_at(ip: &str, port: u16, version: ProtocolVersion) -> Client {
+        let stream = TcpStream::connect((ip, port)).await.expect("connect");
         stream.set_nodelay(true).ok();
         Client { stream, buf: BytesMut::new(), version }
     }
 
     /// Connects with `connect` and returns the client and its CONNACK.
     pub async fn connect_with(port: u16, connect: Connect) -> (Client, ConnAck) {
-        let mut client = Client::open(port, connect.protocol).await;
+        Client::connect_with_at("127.0.0.1", port, connect).await
+    }
+
+    /// Connects to `ip:port` with `connect`; returns the client and its CONNACK.
+    pub async fn connect_with_at(ip: &str, port: u16, connect: Connect) -> (Client, ConnAck) {
+        let mut client = Client::open_at(ip, port, connect.protocol).await;
         client.send(&Packet::Connect(Box::new(connect))).await;
         match client.recv().await {
             Some(Packet::ConnAck(ack)) => (client, ack),

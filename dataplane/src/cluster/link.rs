@@ -35,6 +35,10 @@ pub struct LinkConfig {
     /// The address this node reports for its peer link.
     pub advertise: String,
     pub heartbeat_interval: Duration,
+    /// Where to serve the peer link (`None`: no peers, as in standalone mode).
+    pub peer_bind: Option<std::net::SocketAddr>,
+    /// How peer links behave.
+    pub peers: super::peer::PeerSettings,
 }
 
 /// Why one attempt to talk to a member failed (the link retries).
@@ -128,15 +132,28 @@ async fn watch_once(
         match event.event {
             Some(pb::watch_event::Event::Snapshot(snapshot)) => {
                 let next = ClusterView::from_snapshot(&snapshot);
-                info!(index = next.index, users = next.users.len(), "control-plane snapshot applied");
+                broker.remote_routes.replace(
+                    snapshot.routes.iter().map(|r| (r.topic_filter.as_str(), r.node_ids.as_slice())),
+                );
+                info!(
+                    index = next.index,
+                    users = next.users.len(),
+                    routes = broker.remote_routes.len(),
+                    "control-plane snapshot applied"
+                );
                 if let Some(registrar) = &broker.routes {
-                    reconcile(registrar, broker, &next, config.node_id);
+                    reconcile(registrar, broker, config.node_id);
                 }
                 view.store(Arc::new(next));
                 broker.access_changed();
             }
             Some(pb::watch_event::Event::Delta(delta)) => {
                 let held = view.load_full();
+                for change in &delta.changes {
+                    if let Some(pb::change::Change::RouteSet(route)) = &change.change {
+                        broker.remote_routes.set(&route.topic_filter, &route.node_ids);
+                    }
+                }
                 let next = held.apply(&delta);
                 debug!(index = next.index, "control-plane delta applied");
                 let access_changed = !Arc::ptr_eq(&held.users, &next.users)
@@ -155,16 +172,16 @@ async fn watch_once(
 
 /// After a snapshot: register what we serve and the control plane does not
 /// know, and withdraw what it holds for us that we no longer serve.
-fn reconcile(registrar: &RouteRegistrar, broker: &Broker, view: &ClusterView, node_id: u64) {
+fn reconcile(registrar: &RouteRegistrar, broker: &Broker, node_id: u64) {
     let local = broker.router.plain_filters();
     for filter in &local {
-        if !view.routes.get(filter).is_some_and(|nodes| nodes.contains(&node_id)) {
+        if !broker.remote_routes.has(filter, node_id) {
             registrar.filter_added(filter);
         }
     }
-    for (filter, nodes) in view.routes.iter() {
-        if nodes.contains(&node_id) && !local.contains(filter) {
-            registrar.filter_removed(filter);
+    for filter in broker.remote_routes.filters_of(node_id) {
+        if !local.contains(&filter) {
+            registrar.filter_removed(&filter);
         }
     }
 }
@@ -322,6 +339,8 @@ mod tests {
             tls: proto::tls::ClientTls::none(),
             advertise: "127.0.0.1:1".into(),
             heartbeat_interval: Duration::from_secs(2),
+            peer_bind: None,
+            peers: Default::default(),
         };
         let mut client = connect(&config, &endpoint).await.expect("connect");
         let request = pb::WatchRequest { node_id: 1, last_index: None };
@@ -329,7 +348,9 @@ mod tests {
         let event = stream.message().await.expect("a snapshot over 4 MiB is accepted").expect("one event");
         let Some(pb::watch_event::Event::Snapshot(snapshot)) = event.event else { panic!("not a snapshot") };
         assert!(prost::Message::encoded_len(&snapshot) > 4 * 1024 * 1024);
-        assert_eq!(ClusterView::from_snapshot(&snapshot).routes.len(), 200_000);
+        let table = crate::cluster::route_table::RouteTable::new();
+        table.replace(snapshot.routes.iter().map(|r| (r.topic_filter.as_str(), r.node_ids.as_slice())));
+        assert_eq!(table.len(), 200_000);
         serving.abort();
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! A view is immutable. Applying a delta builds a new view that shares the
 //! parts the delta did not touch (each part sits behind its own `Arc`).
+//! Routes are not part of it: they change far more often than the rest, so
+//! they live in a trie changed in place (`route_table`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -78,6 +80,19 @@ pub struct Ban {
     pub until_ms: Option<u64>,
 }
 
+/// Another data-plane node, as the control plane last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerNode {
+    /// Its peer-link address (`HOST:PORT`).
+    pub address: String,
+    /// False once its heartbeats stopped (its routes go after the grace period).
+    pub up: bool,
+}
+
+fn peer_node(node: &pb::DataPlaneNode) -> PeerNode {
+    PeerNode { address: node.address.clone(), up: node.state == pb::DataPlaneState::Up as i32 }
+}
+
 /// The control plane's state as this node last heard it.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
@@ -89,8 +104,11 @@ pub struct ClusterView {
     pub users: Arc<HashMap<String, User>>,
     pub acl: Arc<Vec<AclEntry>>,
     pub bans: Arc<Vec<Ban>>,
-    /// Topic filter -> data-plane nodes with subscribers.
-    pub routes: Arc<HashMap<String, HashSet<u64>>>,
+    /// Data-plane nodes by id (this one included).
+    pub peers: Arc<HashMap<u64, PeerNode>>,
+    /// What peer links present to each other; empty until the control
+    /// plane made it (then peer links are refused both ways).
+    pub peer_secret: Arc<str>,
 }
 
 /// A message from the control plane that could not be understood: the
@@ -167,18 +185,15 @@ impl ClusterView {
                 (u.username.clone(), User { password_hash: u.password_hash.clone(), superuser: u.superuser })
             })
             .collect();
-        let routes = snapshot
-            .routes
-            .iter()
-            .map(|r| (r.topic_filter.clone(), r.node_ids.iter().copied().collect()))
-            .collect();
+        let peers = snapshot.dataplane_nodes.iter().map(|node| (node.id, peer_node(node))).collect();
         ClusterView {
             index: snapshot.index,
             loaded: true,
             users: Arc::new(users),
             acl: Arc::new(rules(&snapshot.acl_rules)),
             bans: Arc::new(snapshot.banned.iter().filter_map(ban).collect()),
-            routes: Arc::new(routes),
+            peers: Arc::new(peers),
+            peer_secret: Arc::from(snapshot.peer_secret.as_str()),
         }
     }
 
@@ -198,14 +213,13 @@ impl ClusterView {
                     Arc::make_mut(&mut next.users).remove(name);
                 }
                 Change::AclReplaced(list) => next.acl = Arc::new(rules(&list.rules)),
-                Change::RouteSet(route) => {
-                    let routes = Arc::make_mut(&mut next.routes);
-                    if route.node_ids.is_empty() {
-                        routes.remove(&route.topic_filter);
-                    } else {
-                        routes.insert(route.topic_filter.clone(), route.node_ids.iter().copied().collect());
-                    }
+                Change::DataplaneNodeUpserted(node) => {
+                    Arc::make_mut(&mut next.peers).insert(node.id, peer_node(node));
                 }
+                Change::DataplaneNodeRemoved(id) => {
+                    Arc::make_mut(&mut next.peers).remove(id);
+                }
+                Change::PeerSecret(secret) => next.peer_secret = Arc::from(secret.as_str()),
                 Change::BanUpserted(new) => {
                     if let Some(new) = ban(new) {
                         let bans = Arc::make_mut(&mut next.bans);
@@ -218,8 +232,9 @@ impl ClusterView {
                         Arc::make_mut(&mut next.bans).retain(|b| b.target != target);
                     }
                 }
-                // Bridges, plugins, share groups and membership are not
-                // used by this node yet.
+                // Routes go to the route table (see `link`); bridges,
+                // plugins, share groups and membership are not used by this
+                // node yet.
                 _ => {}
             }
         }

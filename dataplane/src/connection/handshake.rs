@@ -166,6 +166,7 @@ pub(super) async fn accept<T: Transport>(
         session_expiry,
         will,
         pressure: Vec::new(),
+        acks: Default::default(),
         aliases: None,
         control,
     });

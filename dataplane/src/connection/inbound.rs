@@ -82,17 +82,24 @@ impl<T: Transport> Connection<T> {
                 Ok(())
             }
             Packet::PubRel(rel) => {
-                let reason = match self.session.awaiting_rel.remove(&rel.packet_id) {
+                let (reason, wait) = match self.session.awaiting_rel.remove(&rel.packet_id) {
                     Some(message) => {
                         // Judged again as it is routed: a refusal now (the
                         // rules changed since PUBREC) drops it, and PUBCOMP
                         // has no reason code to say so.
-                        let _ = self.broker.publish_as(&self.session.identity, message, &mut self.pressure);
-                        ReasonCode::SUCCESS
+                        let mailbox = self.session.mailbox.clone();
+                        let published = self.broker.publish_as(
+                            &self.session.identity,
+                            message,
+                            &mut self.pressure,
+                            Some(&mailbox),
+                        );
+                        (ReasonCode::SUCCESS, published.ok().and_then(|p| p.ack))
                     }
-                    None => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                    None => (ReasonCode::PACKET_IDENTIFIER_NOT_FOUND, None),
                 };
-                self.send_ack(Packet::PubComp, rel.packet_id, reason);
+                // Sent once every other node with subscribers took it.
+                self.ack_in_order(Packet::PubComp, rel.packet_id, reason, wait);
                 Ok(())
             }
             Packet::PubComp(comp) => {
@@ -149,6 +156,50 @@ impl<T: Transport> Connection<T> {
         self.send(&packet);
     }
 
+    /// Acknowledges a client's message (PUBACK, PUBREC, PUBCOMP) in the
+    /// order its packets came, once `wait` (the other nodes the message
+    /// went to) has settled.
+    pub(super) fn ack_in_order(
+        &mut self,
+        kind: fn(PubAck) -> Packet,
+        packet_id: u16,
+        reason: ReasonCode,
+        wait: Option<std::sync::Arc<crate::cluster::peer::ack::RemoteAck>>,
+    ) {
+        if self.acks.is_empty() && wait.as_ref().is_none_or(|w| w.is_done() && !w.was_refused()) {
+            return self.send_ack(kind, packet_id, reason);
+        }
+        self.acks.push_back(super::PendingAck { kind, packet_id, reason, wait });
+    }
+
+    /// Sends the acknowledgements whose turn came. A message that could not
+    /// be handed to another node (this node's buffer for it was full) is
+    /// refused with 0x97 (quota exceeded) for an MQTT 5.0 client; a 3.1.1
+    /// client, which has no way to hear it, is disconnected without its
+    /// acknowledgement, so that it sends the message again.
+    pub(super) fn release_acks(&mut self) -> Result<(), Close> {
+        while let Some(front) = self.acks.front() {
+            if front.wait.as_ref().is_some_and(|w| !w.is_done()) {
+                break;
+            }
+            let Some(pending) = self.acks.pop_front() else { break };
+            let mut reason = pending.reason;
+            if pending.wait.as_ref().is_some_and(|w| w.was_refused()) {
+                if !self.version.is_v5() {
+                    return Err(Close::Network);
+                }
+                if reason.is_success() {
+                    reason = ReasonCode::QUOTA_EXCEEDED;
+                }
+            }
+            self.send_ack(pending.kind, pending.packet_id, reason);
+        }
+        if self.acks.is_empty() && self.acks.capacity() > 64 {
+            self.acks = Default::default();
+        }
+        Ok(())
+    }
+
     fn on_publish(&mut self, mut publish: Publish) -> Result<(), Close> {
         let config = &self.broker.config.mqtt;
         if publish.qos as u8 > config.max_qos {
@@ -181,7 +232,7 @@ impl<T: Transport> Connection<T> {
             if let Some(alias) = new_alias {
                 self.store_alias(alias, &publish.topic)?;
             }
-            self.send_ack(Packet::PubRec, packet_id, ReasonCode::SUCCESS);
+            self.ack_in_order(Packet::PubRec, packet_id, ReasonCode::SUCCESS, None);
             return Ok(());
         }
         if publish.qos == QoS::ExactlyOnce
@@ -192,6 +243,7 @@ impl<T: Transport> Connection<T> {
 
         let topic_for_alias = new_alias.map(|alias| (alias, publish.topic.clone()));
         let qos = publish.qos;
+        let mut wait = None;
         let reason = match Self::message_from(publish, &self.session.client_id) {
             Err(reason) => reason,
             Ok(message) if qos == QoS::ExactlyOnce => {
@@ -206,7 +258,11 @@ impl<T: Transport> Connection<T> {
                     }
                 }
             }
-            Ok(message) => self.route_publish(message),
+            Ok(message) => {
+                let (reason, remote) = self.route_publish(message);
+                wait = remote;
+                reason
+            }
         };
         if let Some((alias, topic)) = topic_for_alias {
             let refused = matches!(reason, ReasonCode::NOT_AUTHORIZED | ReasonCode::TOPIC_NAME_INVALID);
@@ -216,8 +272,8 @@ impl<T: Transport> Connection<T> {
         }
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send_ack(Packet::PubAck, packet_id, reason),
-            QoS::ExactlyOnce => self.send_ack(Packet::PubRec, packet_id, reason),
+            QoS::AtLeastOnce => self.ack_in_order(Packet::PubAck, packet_id, reason, wait),
+            QoS::ExactlyOnce => self.ack_in_order(Packet::PubRec, packet_id, reason, None),
         }
         Ok(())
     }
@@ -261,12 +317,19 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Routes a client's message through the door; returns the reason
-    /// code for its acknowledgement.
-    fn route_publish(&mut self, message: Message) -> ReasonCode {
-        match self.broker.publish_as(&self.session.identity, message, &mut self.pressure) {
-            Err(reason) => reason,
-            Ok(0) if self.version.is_v5() => ReasonCode::NO_MATCHING_SUBSCRIBERS,
-            Ok(_) => ReasonCode::SUCCESS,
+    /// code for its acknowledgement, and what it waits for on other nodes.
+    fn route_publish(
+        &mut self,
+        message: Message,
+    ) -> (ReasonCode, Option<std::sync::Arc<crate::cluster::peer::ack::RemoteAck>>) {
+        let publisher = (message.qos != QoS::AtMostOnce).then(|| self.session.mailbox.clone());
+        match self.broker.publish_as(&self.session.identity, message, &mut self.pressure, publisher.as_ref())
+        {
+            Err(reason) => (reason, None),
+            Ok(p) if p.local + p.remote == 0 && self.version.is_v5() => {
+                (ReasonCode::NO_MATCHING_SUBSCRIBERS, None)
+            }
+            Ok(p) => (ReasonCode::SUCCESS, p.ack),
         }
     }
 

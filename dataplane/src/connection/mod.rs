@@ -117,6 +117,17 @@ pub(crate) struct Connection<T: Transport> {
     /// Topic aliases, allocated when the first is used.
     aliases: Option<Box<Aliases>>,
     control: Arc<ControlSlot>,
+    /// Acknowledgements of the client's messages not sent yet, in order.
+    acks: std::collections::VecDeque<PendingAck>,
+}
+
+/// An acknowledgement of a client's message waiting for its turn: for the
+/// other nodes the message went to, or for one ahead of it that does.
+pub(crate) struct PendingAck {
+    kind: fn(mqtt_codec::PubAck) -> Packet,
+    packet_id: u16,
+    reason: ReasonCode,
+    wait: Option<Arc<crate::cluster::peer::ack::RemoteAck>>,
 }
 
 /// Topic aliases of one connection, both ways.
@@ -271,6 +282,7 @@ impl Dormant {
             pressure: Vec::new(),
             aliases: self.aliases,
             control: self.control,
+            acks: Default::default(),
         })
     }
 }
@@ -368,6 +380,7 @@ impl<T: Transport> Connection<T> {
         self.read_buf.is_empty()
             && self.write_buf.is_empty()
             && self.pressure.is_empty()
+            && self.acks.is_empty()
             && self.session.mailbox.is_empty()
     }
 

@@ -28,6 +28,9 @@ impl<T: Transport> Connection<T> {
     /// wake-up so that the loop comes back after writing this batch (a
     /// backlog must not wait for the next publish to move again).
     pub(super) fn pump(&mut self) -> Result<(), Close> {
+        if !self.acks.is_empty() {
+            self.release_acks()?;
+        }
         let mut batch = Vec::new();
         let window = (self.limits.window as usize).saturating_sub(self.session.inflight.len());
         self.session.mailbox.drain_into(&mut batch, window, BATCH);

@@ -1,0 +1,182 @@
+//! The receiving side of peer links: the `Peer` service on
+//! `dataplane.peer_bind`.
+//!
+//! Each batch is checked (the peer secret on the stream, the shape of each
+//! message), routed to this node's own subscribers (never to `$local/`
+//! ones, never forwarded again), then acknowledged. Invariants: for one
+//! sending process (node and epoch), batches are delivered once each and in
+//! order: a batch already delivered is acknowledged again without being
+//! delivered, and one that would leave a gap ends the stream (the sender
+//! resends from its oldest unacknowledged batch); a malformed message is
+//! dropped and counted, never fatal to the batch.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use proto::auth::{constant_time_eq, presented_token};
+use proto::peer as pb;
+use proto::peer::peer_server::{Peer, PeerServer};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info};
+
+use super::MAX_BATCH_BYTES;
+use crate::broker::Broker;
+
+/// Acknowledgements a stream buffers: more than a sender keeps in flight,
+/// so sending one never waits.
+const ACK_BUFFER: usize = 1024;
+
+/// Where one sending process is.
+#[derive(Debug, Default)]
+struct Sender {
+    epoch: u64,
+    /// The last batch delivered (0: none yet for this epoch).
+    delivered: u64,
+}
+
+/// The `Peer` service of this node.
+#[derive(Clone)]
+pub struct PeerService {
+    inner: Arc<Receiver>,
+}
+
+/// What the service's streams share.
+struct Receiver {
+    broker: Arc<Broker>,
+    senders: Mutex<HashMap<u64, Arc<Mutex<Sender>>>>,
+}
+
+/// Why one batch was not taken.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// A batch after a gap: the stream ends, the sender resends.
+    Gap { expected: u64, got: u64 },
+}
+
+impl PeerService {
+    pub fn new(broker: Arc<Broker>) -> PeerService {
+        PeerService { inner: Arc::new(Receiver { broker, senders: Mutex::new(HashMap::new()) }) }
+    }
+}
+
+impl Receiver {
+    fn authorize(&self, request: &Request<Streaming<pb::Batch>>) -> Result<(), Status> {
+        let secret = self.broker.access.view().peer_secret.clone();
+        if secret.is_empty() {
+            return Err(Status::unavailable("no peer secret from the control plane yet"));
+        }
+        let presented = presented_token(request.metadata())?;
+        if constant_time_eq(presented.as_bytes(), secret.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("wrong peer secret"))
+        }
+    }
+
+    /// Delivers `batch` unless it was already; returns the sequence number to acknowledge.
+    fn take(&self, batch: pb::Batch) -> Result<u64, Refusal> {
+        let sender = self.senders.lock().entry(batch.from_node).or_default().clone();
+        let mut sender = sender.lock();
+        if sender.epoch != batch.epoch {
+            // A new process on that node (or the first batch we see from it).
+            *sender = Sender { epoch: batch.epoch, delivered: batch.seq.saturating_sub(1) };
+        }
+        if batch.seq <= sender.delivered {
+            return Ok(batch.seq);
+        }
+        if batch.seq != sender.delivered + 1 {
+            return Err(Refusal::Gap { expected: sender.delivered + 1, got: batch.seq });
+        }
+        let now = Instant::now();
+        let counters = self.broker.peers().map(|peers| &peers.counters);
+        for wire in batch.messages {
+            match super::from_wire(wire, now) {
+                Ok(message) => {
+                    if let Some(counters) = counters {
+                        counters.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.broker.publish_from_peer(Arc::new(message));
+                }
+                Err(error) => {
+                    debug!(from = batch.from_node, %error, "malformed forwarded message dropped");
+                    if let Some(counters) = counters {
+                        counters.received_malformed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        sender.delivered = batch.seq;
+        Ok(batch.seq)
+    }
+}
+
+type AckStream = tokio_stream::wrappers::ReceiverStream<Result<pb::Ack, Status>>;
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    type ForwardStream = AckStream;
+
+    async fn forward(
+        &self,
+        request: Request<Streaming<pb::Batch>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        self.inner.authorize(&request)?;
+        let mut batches = request.into_inner();
+        let (acks, receiver) = mpsc::channel(ACK_BUFFER);
+        let service = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let batch = match batches.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => return,
+                    Err(status) => {
+                        debug!(%status, "peer stream ended");
+                        return;
+                    }
+                };
+                let from = batch.from_node;
+                match service.take(batch) {
+                    Ok(seq) => {
+                        if acks.send(Ok(pb::Ack { seq })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(Refusal::Gap { expected, got }) => {
+                        debug!(from, expected, got, "peer batch after a gap; ending the stream");
+                        let status =
+                            Status::failed_precondition(format!("expected batch {expected}, got {got}"));
+                        let _ = acks.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(receiver)))
+    }
+}
+
+/// Serves the `Peer` service on `listener` until the task is aborted.
+pub async fn serve(broker: Arc<Broker>, listener: tokio::net::TcpListener) {
+    let address = listener.local_addr().ok();
+    let service = PeerService::new(broker);
+    let server = PeerServer::new(service)
+        .max_decoding_message_size(MAX_BATCH_BYTES)
+        .max_encoding_message_size(MAX_BATCH_BYTES);
+    info!(?address, "peer link serving");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    if let Err(error) =
+        tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming).await
+    {
+        tracing::error!(%error, "peer link server stopped");
+    }
+}
+
+/// Binds the peer link's address.
+pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await
+}

@@ -1,0 +1,271 @@
+//! A fleet: one control plane and three data-plane processes, each on its
+//! own loopback address (127.0.0.21-23), that behave as one broker. Real
+//! clients on different nodes: cross-node delivery at every QoS, in order
+//! and once; `$local/` subscriptions that stay on their node; a node killed
+//! under QoS 1 load without losing what was acknowledged.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::fleet::*;
+use common::{connect_packet, Client};
+use mqtt_codec::{Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode};
+
+const IPS: [&str; 3] = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
+
+struct Fleet {
+    _cp: Process,
+    url: String,
+    nodes: Vec<Process>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+/// A bootstrapped control plane and `n` data-plane nodes (ids 1..=n) that
+/// let anonymous clients in.
+async fn fleet(n: usize) -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let [grpc] = common::free_ports();
+    let cp = controlplane(1, "127.0.0.1", grpc, dir.path(), true);
+    let url = format!("http://127.0.0.1:{grpc}");
+    wait_for("the control plane", Duration::from_secs(15), || (leader_of(&url) == Some(1)).then_some(()))
+        .await;
+    let token = token_file(dir.path(), "member.token", MEMBER_TOKEN);
+    let ports: Vec<u16> = (0..n).map(|_| common::free_port()).collect();
+    let nodes = (0..n).map(|i| start_node(i, ports[i], &url, dir.path(), &token)).collect();
+    let fleet = Fleet { _cp: cp, url, nodes, ports, _dir: dir };
+    for i in 0..n {
+        drop(fleet.client(i, &format!("probe-{i}")).await);
+    }
+    fleet
+}
+
+fn start_node(i: usize, port: u16, url: &str, dir: &Path, token: &Path) -> Process {
+    let members = url.trim_start_matches("http://");
+    dataplane_on(i as u64 + 1, IPS[i], port, members, dir, token, &["auth.allow_anonymous=allow"])
+}
+
+impl Fleet {
+    /// An MQTT 5 client on node `i`, once that node lets clients in.
+    async fn client(&self, i: usize, client_id: &str) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if tokio::net::TcpStream::connect((IPS[i], self.ports[i])).await.is_ok() {
+                let connect = connect_packet(ProtocolVersion::V5, client_id, true);
+                let (client, ack) = Client::connect_with_at(IPS[i], self.ports[i], connect).await;
+                if ack.reason.is_success() {
+                    return client;
+                }
+            }
+            assert!(Instant::now() < deadline, "node {i} does not let clients in");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Publishes probes on `topic` from `publisher` until `subscriber` gets
+/// one (the route reached the publisher's node), then drains the probes.
+async fn wait_route(publisher: &mut Client, subscriber: &mut Client, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        publisher.publish(topic, b"probe", QoS::AtMostOnce, 0).await;
+        if let Some(Packet::Publish(publish)) = subscriber.recv_within(Duration::from_millis(200)).await {
+            assert_eq!(&publish.payload[..], b"probe");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the route for {topic} never reached the publisher's node");
+    }
+    // Probes still on their way.
+    while subscriber.recv_within(Duration::from_millis(300)).await.is_some() {}
+}
+
+/// Sends a QoS 1 or 2 PUBLISH and completes the exchange.
+async fn publish_acked(client: &mut Client, topic: &str, payload: Vec<u8>, qos: QoS, packet_id: u16) {
+    let publish = Publish {
+        qos,
+        topic: topic.into(),
+        packet_id: Some(packet_id),
+        payload: payload.into(),
+        ..Default::default()
+    };
+    client.send(&Packet::Publish(publish)).await;
+    match (qos, client.recv().await) {
+        (QoS::AtLeastOnce, Some(Packet::PubAck(ack))) => {
+            assert_eq!(ack.packet_id, packet_id);
+            assert!(ack.reason.is_success(), "{ack:?}");
+        }
+        (QoS::ExactlyOnce, Some(Packet::PubRec(rec))) => {
+            assert_eq!(rec.packet_id, packet_id);
+            client.send(&Packet::PubRel(PubAck { packet_id, ..Default::default() })).await;
+            assert!(matches!(client.recv().await, Some(Packet::PubComp(c)) if c.packet_id == packet_id));
+        }
+        (_, other) => panic!("unexpected answer to a QoS {qos:?} PUBLISH: {other:?}"),
+    }
+}
+
+/// Receives `count` messages, acknowledging QoS 1/2 ones; returns payloads.
+async fn receive(client: &mut Client, count: usize) -> Vec<(QoS, String)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let Some(packet) = client.recv_within(Duration::from_secs(5)).await else {
+            panic!("only {} of {count} messages arrived", got.len());
+        };
+        let publish = match packet {
+            Packet::Publish(publish) => publish,
+            Packet::PubRel(rel) => {
+                client
+                    .send(&Packet::PubComp(PubAck { packet_id: rel.packet_id, ..Default::default() }))
+                    .await;
+                continue;
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                client.send(&Packet::PubAck(PubAck { packet_id, ..Default::default() })).await
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                client.send(&Packet::PubRec(PubAck { packet_id, ..Default::default() })).await
+            }
+            _ => {}
+        }
+        got.push((publish.qos, String::from_utf8_lossy(&publish.payload).to_string()));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_one_node_hears_a_publisher_on_another_at_every_qos_in_order_and_once() {
+    let fleet = fleet(3).await;
+    let mut sub_a = fleet.client(0, "sub-a").await;
+    let mut twin_a = fleet.client(0, "twin-a").await;
+    let mut sub_b = fleet.client(1, "sub-b").await;
+    let mut publisher = fleet.client(2, "pub-c").await;
+    for client in [&mut sub_a, &mut twin_a, &mut sub_b] {
+        client.subscribe("fleet/+", QoS::ExactlyOnce).await;
+    }
+    wait_route(&mut publisher, &mut sub_a, "fleet/probe").await;
+    wait_route(&mut publisher, &mut sub_b, "fleet/probe").await;
+    for client in [&mut sub_a, &mut twin_a] {
+        while client.recv_within(Duration::from_millis(300)).await.is_some() {}
+    }
+
+    let per_qos = 100;
+    let mut expected = Vec::new();
+    for (q, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
+        for n in 0..per_qos {
+            let payload = format!("q{q}-{n:04}").into_bytes();
+            if qos == QoS::AtMostOnce {
+                publisher.publish("fleet/data", &payload, qos, 0).await;
+            } else {
+                publish_acked(&mut publisher, "fleet/data", payload.clone(), qos, (n + 1) as u16).await;
+            }
+            expected.push((qos, String::from_utf8_lossy(&payload).to_string()));
+        }
+    }
+    for (name, client) in [("A", &mut sub_a), ("A's twin", &mut twin_a), ("B", &mut sub_b)] {
+        let got = receive(client, expected.len()).await;
+        assert_eq!(got, expected, "node {name}: every message once, in order, at its QoS");
+        // The last PUBRELs, then nothing more.
+        while let Some(packet) = client.recv_within(Duration::from_millis(500)).await {
+            let Packet::PubRel(rel) = packet else { panic!("after the last message: {packet:?}") };
+            client.send(&Packet::PubComp(PubAck { packet_id: rel.packet_id, ..Default::default() })).await;
+        }
+        client.expect_silence(Duration::from_millis(300)).await;
+    }
+
+    // The route is the control plane's; a `$local/` filter never is one.
+    let routes = routes(&fleet.url).await.expect("routes");
+    assert!(routes.iter().any(|(f, nodes)| f == "fleet/+" && nodes.contains(&1) && nodes.contains(&2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_subscriptions_hear_only_their_own_node() {
+    let fleet = fleet(2).await;
+    let mut local = fleet.client(0, "local-a").await;
+    let mut plain = fleet.client(0, "plain-a").await;
+    let mut here = fleet.client(0, "pub-a").await;
+    let mut there = fleet.client(1, "pub-b").await;
+    local.subscribe("$local/loc/#", QoS::AtLeastOnce).await;
+    plain.subscribe("loc/#", QoS::AtLeastOnce).await;
+    // Positive control: node B forwards `loc/...` to node A, for `plain`.
+    wait_route(&mut there, &mut plain, "loc/probe").await;
+    while local.recv_within(Duration::from_millis(200)).await.is_some() {}
+
+    there.publish("loc/x", b"from-b", QoS::AtLeastOnce, 1).await;
+    assert_eq!(&plain.expect_publish().await.payload[..], b"from-b");
+    local.expect_silence(Duration::from_millis(800)).await;
+
+    here.publish("loc/x", b"from-a", QoS::AtLeastOnce, 1).await;
+    assert_eq!(
+        &local.expect_publish().await.payload[..],
+        b"from-a",
+        "a $local/ subscriber hears its own node"
+    );
+
+    let routes = routes(&fleet.url).await.expect("routes");
+    assert!(
+        !routes.iter().any(|(f, _)| f.starts_with("$local")),
+        "no route for a $local/ filter: {routes:?}"
+    );
+    assert!(routes.iter().any(|(f, _)| f == "loc/#"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_under_qos1_load_loses_nothing_acknowledged_to_the_survivors() {
+    let mut fleet = fleet(3).await;
+    let mut sub_a = fleet.client(0, "sub-a").await;
+    let mut sub_b = fleet.client(1, "sub-b").await;
+    let mut publisher = fleet.client(2, "pub-c").await;
+    sub_a.subscribe("load/#", QoS::AtLeastOnce).await;
+    sub_b.subscribe("load/#", QoS::AtLeastOnce).await;
+    wait_route(&mut publisher, &mut sub_a, "load/probe").await;
+    wait_route(&mut publisher, &mut sub_b, "load/probe").await;
+
+    // Subscriber A acknowledges in the background and records what it got.
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Some(packet) = sub_a.recv_within(Duration::from_secs(8)).await {
+            if let Packet::Publish(publish) = packet {
+                if let Some(packet_id) = publish.packet_id {
+                    sub_a.send(&Packet::PubAck(PubAck { packet_id, ..Default::default() })).await;
+                }
+                got.push(String::from_utf8_lossy(&publish.payload).to_string());
+            }
+        }
+        got
+    });
+
+    let started = Instant::now();
+    let mut acknowledged = Vec::new();
+    for n in 0..400u16 {
+        if n == 100 {
+            fleet.nodes[1].kill9();
+        }
+        let payload = format!("m{n:04}");
+        let publish = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "load/x".into(),
+            packet_id: Some(n + 1),
+            payload: payload.clone().into_bytes().into(),
+            ..Default::default()
+        };
+        publisher.send(&Packet::Publish(publish)).await;
+        match publisher.recv_within(Duration::from_secs(40)).await {
+            Some(Packet::PubAck(ack)) if ack.packet_id == n + 1 && ack.reason == ReasonCode::SUCCESS => {
+                acknowledged.push(payload)
+            }
+            other => panic!("message {n}: expected its PUBACK, got {other:?}"),
+        }
+    }
+    // The dead node is declared down (dataplane_down_after = 2 s) and stops
+    // holding acknowledgements long before the 30 s timeout.
+    assert!(started.elapsed() < Duration::from_secs(25), "PUBACKs waited {:?}", started.elapsed());
+    let got = reader.await.unwrap();
+    let got: std::collections::HashSet<String> = got.into_iter().collect();
+    let lost: Vec<&String> = acknowledged.iter().filter(|p| !got.contains(*p)).collect();
+    assert!(lost.is_empty(), "acknowledged but never delivered on node A: {lost:?}");
+    drop(sub_b);
+}
