@@ -101,6 +101,9 @@ pub struct LinkSection {
     /// other data-plane nodes forward messages to; reported to the control
     /// plane. Served in the `dataplane` role only.
     pub peer_bind: String,
+    /// The address other nodes are told to reach the peer link on, when it
+    /// is not `peer_bind` (a NAT, a proxy); default: `peer_bind`.
+    pub peer_advertise: Option<String>,
     /// Messages held for one other node (unacknowledged or not yet sent)
     /// before new ones are dropped (QoS 0) or refused (QoS 1 and 2).
     pub peer_queue_messages: usize,
@@ -120,6 +123,7 @@ impl Default for LinkSection {
             token: None,
             token_file: None,
             peer_bind: "127.0.0.1:1884".into(),
+            peer_advertise: None,
             peer_queue_messages: 100_000,
             peer_ack_timeout_ms: 30_000,
             heartbeat_interval: 2,

@@ -84,7 +84,7 @@ fn link_config(config: &Config, endpoints: Vec<String>, token: Option<String>, t
         endpoints,
         token,
         tls,
-        advertise: config.link.peer_bind.clone(),
+        advertise: config.link.peer_advertise.clone().unwrap_or_else(|| config.link.peer_bind.clone()),
         heartbeat_interval: Duration::from_secs(config.link.heartbeat_interval),
         peer_bind: None,
         peers: dataplane::cluster::peer::PeerSettings {

@@ -269,3 +269,117 @@ async fn killing_a_node_under_qos1_load_loses_nothing_acknowledged_to_the_surviv
     assert!(lost.is_empty(), "acknowledged but never delivered on node A: {lost:?}");
     drop(sub_b);
 }
+
+/// A slow link: accepts on `listen`, forwards to `upstream`; the way in is
+/// throttled to about 40 KB/s (with a small receive buffer, so that the
+/// sender's own buffers fill), the way back is not.
+async fn slow_proxy(listen: std::net::SocketAddr, upstream: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.bind(listen).unwrap();
+    let listener = socket.listen(16).unwrap();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+            let (mut in_read, mut in_write) = inbound.into_split();
+            let (mut out_read, mut out_write) = outbound.into_split();
+            tokio::spawn(async move {
+                let mut chunk = vec![0u8; 4096];
+                while let Ok(n @ 1..) = in_read.read(&mut chunk).await {
+                    if out_write.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut out_read, &mut in_write).await;
+            });
+        }
+    });
+}
+
+/// The publisher's node dies while the way to the subscriber's node is
+/// slow: a PUBACK means the subscriber's node has the message, so every
+/// message the publisher saw acknowledged arrives. (Acknowledged at once,
+/// the messages still queued on the dead node for the slow link were lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_puback_means_the_subscribers_node_has_the_message_even_if_the_publishers_node_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let [grpc, port_a, port_c, peer_a, proxy_a] = common::free_ports();
+    let cp = controlplane(1, "127.0.0.1", grpc, dir.path(), true);
+    let url = format!("http://127.0.0.1:{grpc}");
+    wait_for("the control plane", Duration::from_secs(15), || (leader_of(&url) == Some(1)).then_some(()))
+        .await;
+    let token = token_file(dir.path(), "member.token", MEMBER_TOKEN);
+    let members = url.trim_start_matches("http://").to_string();
+    // Node A is reached through the slow proxy.
+    slow_proxy(format!("{}:{proxy_a}", IPS[0]).parse().unwrap(), format!("{}:{peer_a}", IPS[0])).await;
+    let peer_bind = format!("dataplane.peer_bind={}:{peer_a}", IPS[0]);
+    let advertise = format!("dataplane.peer_advertise={}:{proxy_a}", IPS[0]);
+    let extra = ["auth.allow_anonymous=allow", peer_bind.as_str(), advertise.as_str()];
+    let _a = dataplane_on(1, IPS[0], port_a, &members, dir.path(), &token, &extra);
+    let mut c =
+        dataplane_on(2, IPS[2], port_c, &members, dir.path(), &token, &["auth.allow_anonymous=allow"]);
+    let fleet = Fleet { _cp: cp, url, nodes: Vec::new(), ports: vec![port_a, 0, port_c], _dir: dir };
+
+    let mut subscriber = fleet.client(0, "sub-a").await;
+    subscriber.subscribe("slow/#", QoS::AtLeastOnce).await;
+    let mut publisher = fleet.client(2, "pub-c").await;
+    wait_route(&mut publisher, &mut subscriber, "slow/probe").await;
+
+    let reader = tokio::spawn(async move {
+        let mut got = std::collections::HashSet::new();
+        while let Some(packet) = subscriber.recv_within(Duration::from_secs(10)).await {
+            if let Packet::Publish(publish) = packet {
+                if let Some(packet_id) = publish.packet_id {
+                    subscriber.send(&Packet::PubAck(PubAck { packet_id, ..Default::default() })).await;
+                }
+                got.insert(String::from_utf8_lossy(&publish.payload[..8]).to_string());
+            }
+        }
+        got
+    });
+
+    // Publish 1 KB messages one at a time for 3 s, then kill the publisher's node.
+    let started = Instant::now();
+    let mut acknowledged = Vec::new();
+    let mut n = 0u32;
+    let mut killed = false;
+    loop {
+        if !killed && started.elapsed() > Duration::from_secs(3) {
+            c.kill9();
+            killed = true;
+        }
+        let mut payload = format!("m{n:07}").into_bytes();
+        payload.resize(1024, b'.');
+        let packet_id = (n % 60000 + 1) as u16;
+        let publish = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "slow/x".into(),
+            packet_id: Some(packet_id),
+            payload: payload.into(),
+            ..Default::default()
+        };
+        publisher.send(&Packet::Publish(publish)).await;
+        match publisher.recv_within(Duration::from_secs(40)).await {
+            Some(Packet::PubAck(ack)) if ack.packet_id == packet_id => acknowledged.push(format!("m{n:07}")),
+            None => break,
+            Some(other) => panic!("expected a PUBACK, got {other:?}"),
+        }
+        n += 1;
+    }
+    assert!(killed, "the publisher's node went away before it was killed");
+    assert!(!acknowledged.is_empty(), "no message was acknowledged");
+    let got = reader.await.unwrap();
+    let lost: Vec<&String> = acknowledged.iter().filter(|p| !got.contains(*p)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages never reached node A (first: {:?})",
+        lost.len(),
+        acknowledged.len(),
+        lost.first()
+    );
+}

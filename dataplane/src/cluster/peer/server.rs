@@ -180,3 +180,105 @@ pub async fn serve(broker: Arc<Broker>, listener: tokio::net::TcpListener) {
 pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(address).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arc_swap::ArcSwap;
+    use proto::peer::peer_client::PeerClient;
+
+    use super::*;
+    use crate::cluster::view::ClusterView;
+    use crate::mailbox::Mailbox;
+    use crate::router::Subscriber;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    async fn node() -> (Arc<Broker>, Arc<Mailbox>, String) {
+        let view = ClusterView { loaded: true, peer_secret: Arc::from(SECRET), ..Default::default() };
+        let view = Arc::new(ArcSwap::from_pointee(view));
+        let broker = Broker::new(Default::default(), "n".into(), view, None, Default::default());
+        let mailbox = Arc::new(Mailbox::new());
+        mailbox.set_online(true);
+        let subscriber = Subscriber { session: 1, client_id: Arc::from("sub"), mailbox: mailbox.clone() };
+        let filter = crate::topic::parse_filter("t/#").expect("filter");
+        broker.subscribe(&filter, subscriber, Default::default(), None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(serve(broker.clone(), listener));
+        (broker, mailbox, url)
+    }
+
+    fn message(topic: &str) -> pb::PeerMessage {
+        pb::PeerMessage {
+            topic: topic.into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: 1,
+            ..Default::default()
+        }
+    }
+
+    fn batch(seq: u64, messages: Vec<pb::PeerMessage>) -> pb::Batch {
+        pb::Batch { from_node: 7, epoch: 42, seq, messages }
+    }
+
+    async fn client(
+        url: &str,
+        secret: &str,
+    ) -> PeerClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, proto::auth::BearerToken>,
+    > {
+        for _ in 0..50 {
+            if let Ok(channel) =
+                tonic::transport::Endpoint::from_shared(url.to_string()).expect("url").connect().await
+            {
+                return PeerClient::with_interceptor(
+                    channel,
+                    proto::auth::BearerToken::new(Some(secret)).expect("token"),
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the peer server does not answer");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_is_refused_and_nothing_is_delivered() {
+        let (_broker, mailbox, url) = node().await;
+        let mut peer = client(&url, "not-the-secret").await;
+        let stream = futures_util::stream::iter([batch(1, vec![message("t/a")])]);
+        let status = peer.forward(stream).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(mailbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn batches_are_delivered_once_in_order_and_a_gap_ends_the_stream() {
+        let (broker, mailbox, url) = node().await;
+        let mut peer = client(&url, SECRET).await;
+        let (requests, receiver) = mpsc::channel(8);
+        let mut acks = peer
+            .forward(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+            .expect("stream")
+            .into_inner();
+        // One good message, one with a wildcard topic (dropped, counted).
+        requests.send(batch(1, vec![message("t/a"), message("t/+")])).await.expect("send");
+        assert_eq!(acks.message().await.expect("ack").expect("one").seq, 1);
+        assert_eq!(mailbox.len(), 1, "the malformed message is dropped, the other delivered");
+        // The same batch again (a resend after a reconnection): acknowledged, not delivered.
+        requests.send(batch(1, vec![message("t/a")])).await.expect("send");
+        assert_eq!(acks.message().await.expect("ack").expect("one").seq, 1);
+        assert_eq!(mailbox.len(), 1, "a batch already delivered is not delivered again");
+        requests.send(batch(2, vec![message("t/b")])).await.expect("send");
+        assert_eq!(acks.message().await.expect("ack").expect("one").seq, 2);
+        assert_eq!(mailbox.len(), 2);
+        // Batch 4 after 2: a gap; the stream ends and nothing is delivered.
+        requests.send(batch(4, vec![message("t/c")])).await.expect("send");
+        let status = acks.message().await.expect_err("a gap ends the stream");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(mailbox.len(), 2);
+        drop(broker);
+    }
+}
