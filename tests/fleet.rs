@@ -44,7 +44,15 @@ async fn fleet(n: usize) -> Fleet {
 
 fn start_node(i: usize, port: u16, url: &str, dir: &Path, token: &Path) -> Process {
     let members = url.trim_start_matches("http://");
-    dataplane_on(i as u64 + 1, IPS[i], port, members, dir, token, &["auth.allow_anonymous=allow"])
+    dataplane_on(
+        i as u64 + 1,
+        IPS[i],
+        port,
+        members,
+        dir,
+        token,
+        &["auth.allow_anonymous=allow", "sys.interval=1"],
+    )
 }
 
 impl Fleet {
@@ -176,9 +184,24 @@ async fn a_subscriber_on_one_node_hears_a_publisher_on_another_at_every_qos_in_o
         client.expect_silence(Duration::from_millis(300)).await;
     }
 
-    // The route is the control plane's; a `$local/` filter never is one.
+    // The route is the control plane's.
     let routes = routes(&fleet.url).await.expect("routes");
     assert!(routes.iter().any(|(f, nodes)| f == "fleet/+" && nodes.contains(&1) && nodes.contains(&2)));
+
+    // Once per node, not per subscriber: node C sent each message to A once
+    // (though A has two subscribers) and to B once.
+    let mut watcher = fleet.client(2, "sys-c").await;
+    watcher.subscribe("$SYS/brokers/dp3/metrics/messages/forward/sent", QoS::AtMostOnce).await;
+    // The retained value may predate the last messages: take the next tick's too.
+    let mut sent = 0u64;
+    for _ in 0..2 {
+        match watcher.recv_within(Duration::from_secs(3)).await {
+            Some(Packet::Publish(p)) => sent = String::from_utf8_lossy(&p.payload).parse().expect("a count"),
+            other => panic!("no $SYS forward count from node C: {other:?}"),
+        }
+    }
+    // 300 messages to two nodes, plus the probes wait_route sent (at most 2 × 75 each way).
+    assert!((600..=900).contains(&sent), "node C forwarded {sent} messages for 300 to two nodes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,7 @@ pub async fn run(broker: Arc<Broker>) {
 /// The current `$SYS` values, as (topic suffix, value).
 pub fn values(broker: &Broker) -> Vec<(&'static str, String)> {
     let m = &broker.metrics;
-    vec![
+    let mut values = vec![
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("uptime", broker.uptime().to_string()),
         ("clients/connected", Metrics::get(&m.connections).to_string()),
@@ -46,7 +46,20 @@ pub fn values(broker: &Broker) -> Vec<(&'static str, String)> {
         ("metrics/messages/dropped", Metrics::get(&m.messages_dropped).to_string()),
         ("metrics/bytes/received", Metrics::get(&m.bytes_received).to_string()),
         ("metrics/bytes/sent", Metrics::get(&m.bytes_sent).to_string()),
-    ]
+    ];
+    if let Some(peers) = broker.peers() {
+        let c = &peers.counters;
+        values.extend([
+            ("stats/routes/remote/count", broker.remote_routes.len().to_string()),
+            ("metrics/messages/forward/sent", Metrics::get(&c.forwarded).to_string()),
+            ("metrics/messages/forward/delivered", Metrics::get(&c.delivered).to_string()),
+            ("metrics/messages/forward/dropped", Metrics::get(&c.dropped).to_string()),
+            ("metrics/messages/forward/acks_released", Metrics::get(&c.acks_released).to_string()),
+            ("metrics/messages/forward/received", Metrics::get(&c.received).to_string()),
+            ("metrics/messages/forward/malformed", Metrics::get(&c.received_malformed).to_string()),
+        ]);
+    }
+    values
 }
 
 fn publish_all(broker: &Broker) {

@@ -181,6 +181,8 @@ pub fn dataplane_on(
         "--set".into(),
         format!("node.id={id}"),
         "--set".into(),
+        format!("node.name=dp{id}"),
+        "--set".into(),
         format!("node.data_dir={}", dir.join(format!("dp{id}")).display()),
         "--set".into(),
         format!("listeners.tcp.bind={ip}:{port}"),
