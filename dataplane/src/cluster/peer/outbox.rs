@@ -173,10 +173,6 @@ impl PeerLinks {
         tokio::spawn(link.run());
         sender
     }
-
-    fn counters_of(links: &std::sync::Weak<PeerLinks>) -> Option<Arc<PeerLinks>> {
-        links.upgrade()
-    }
 }
 
 /// A batch held until the node acknowledges it.
@@ -333,7 +329,7 @@ impl Link {
         let mut items = Vec::new();
         let mut ticker = tokio::time::interval(TICK);
         loop {
-            let Some(links) = PeerLinks::counters_of(&self.links) else { return };
+            let Some(links) = self.links.upgrade() else { return };
             // Wait (collecting what is sent meanwhile) until the node is up.
             let address = loop {
                 if let Peer::Up(address) = self.peer(&links) {
