@@ -2,7 +2,9 @@
 //! own loopback address (127.0.0.21-23), that behave as one broker. Real
 //! clients on different nodes: cross-node delivery at every QoS, in order
 //! and once; `$local/` subscriptions that stay on their node; a node killed
-//! under QoS 1 load without losing what was acknowledged.
+//! under QoS 1 load without losing what was acknowledged; a message
+//! published on another node right after SUBACK; a shared group with
+//! members on every node, each message once, spread evenly.
 
 mod common;
 
@@ -405,4 +407,102 @@ async fn a_puback_means_the_subscribers_node_has_the_message_even_if_the_publish
         acknowledged.len(),
         lost.first()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_right_after_suback_on_another_node_arrives() {
+    let fleet = fleet(3).await;
+    let mut subscriber = fleet.client(0, "after-sub").await;
+    let mut publishers = [fleet.client(1, "after-pub-b").await, fleet.client(2, "after-pub-c").await];
+    let rounds = 30;
+    let mut missed = Vec::new();
+    let mut suback = Vec::new();
+    for i in 0..rounds {
+        // A filter no node has a route for yet; every other round a shared
+        // group no node has a member of yet.
+        let topic = format!("after/{i}");
+        let filter = if i % 2 == 0 { topic.clone() } else { format!("$share/g{i}/{topic}") };
+        let started = Instant::now();
+        subscriber.subscribe(&filter, QoS::AtLeastOnce).await;
+        suback.push(started.elapsed());
+        let publisher = &mut publishers[i % 2];
+        publish_acked(publisher, &topic, format!("m{i}").into_bytes(), QoS::AtLeastOnce, 1).await;
+        match subscriber.recv_within(Duration::from_secs(3)).await {
+            Some(Packet::Publish(publish)) => {
+                assert_eq!(publish.payload, format!("m{i}").as_bytes());
+                if let Some(packet_id) = publish.packet_id {
+                    subscriber.send(&Packet::PubAck(PubAck { packet_id, ..Default::default() })).await;
+                }
+            }
+            None => missed.push(filter),
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    suback.sort();
+    eprintln!(
+        "SUBACK with a new route announced to 2 nodes: p50 {:?}, max {:?}",
+        suback[suback.len() / 2],
+        suback[suback.len() - 1]
+    );
+    assert!(missed.is_empty(), "published right after SUBACK on another node, never arrived: {missed:?}");
+    subscriber.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_group_across_three_nodes_gets_each_message_once_spread_evenly() {
+    let fleet = fleet(3).await;
+    let mut members = Vec::new();
+    for node in 0..3 {
+        for m in 0..2 {
+            let mut client = fleet.client(node, &format!("worker-{node}-{m}")).await;
+            client.subscribe("$share/work/jobs/+", QoS::AtLeastOnce).await;
+            members.push(client);
+        }
+    }
+    // Publishers on two of the three nodes: a group picked per node would
+    // leave the third node's members idle.
+    let mut publishers = [fleet.client(0, "jobs-a").await, fleet.client(1, "jobs-b").await];
+    let url = fleet.url.clone();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let groups = share_groups(&url).await.unwrap_or_default();
+        let full = groups.iter().any(|((g, f), m)| g == "work" && f == "jobs/+" && m.len() == 6);
+        if full {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the control plane never listed six members: {groups:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every node hears of the full group within its watch stream's delay.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let per_node = 180;
+    for (p, publisher) in publishers.iter_mut().enumerate() {
+        for n in 0..per_node {
+            let payload = format!("{p}-{n:03}").into_bytes();
+            publish_acked(publisher, &format!("jobs/{n}"), payload, QoS::AtLeastOnce, (n + 1) as u16).await;
+        }
+    }
+    let mut seen = std::collections::HashMap::new();
+    let mut counts = Vec::new();
+    for (i, member) in members.iter_mut().enumerate() {
+        let mut count = 0;
+        while let Some(packet) = member.recv_within(Duration::from_millis(700)).await {
+            let Packet::Publish(publish) = packet else { panic!("member {i}: unexpected {packet:?}") };
+            if let Some(packet_id) = publish.packet_id {
+                member.send(&Packet::PubAck(PubAck { packet_id, ..Default::default() })).await;
+            }
+            let payload = String::from_utf8_lossy(&publish.payload).to_string();
+            if let Some(first) = seen.insert(payload.clone(), i) {
+                panic!("{payload} went to members {first} and {i}");
+            }
+            count += 1;
+        }
+        member.expect_silence(Duration::from_millis(100)).await;
+        counts.push(count);
+    }
+    assert_eq!(seen.len(), 2 * per_node, "every message reached one member: counts {counts:?}");
+    // Round robin per group over the whole cluster, on each publishing
+    // node: 180 messages from each of two nodes over six members.
+    assert!(counts.iter().all(|&c| c == 60), "an uneven spread: {counts:?}");
 }

@@ -17,20 +17,24 @@ use arc_swap::ArcSwap;
 use mqtt_codec::SubscriptionOptions;
 
 use crate::cluster::access::AccessControl;
+use crate::cluster::announce::Announced;
 use crate::cluster::peer::ack::RemoteAck;
 use crate::cluster::peer::outbox::PeerLinks;
+use crate::cluster::peer::server::Arrival;
+use crate::cluster::peer::{add_share, Target};
 use crate::cluster::route_table::RouteTable;
 use crate::cluster::routes::RouteRegistrar;
+use crate::cluster::share_table::{Member, ShareTable};
 use crate::cluster::view::ClusterView;
 use crate::config::DataplaneConfig;
 use crate::hibernate::Hibernator;
 use crate::hooks::{DropReason, Extensions, Hooks};
 use crate::mailbox::{PushOutcome, QueueLimits};
-use crate::message::{Delivery, Message, Will};
+use crate::message::{Delivery, Message, ShareKey, Will};
 use crate::metrics::Metrics;
 use crate::registry::{ConnectionId, PendingWill, Registry};
 use crate::retained::{RetainOutcome, RetainStore};
-use crate::router::{Router, SessionId, Subscriber};
+use crate::router::{Route, Router, SessionId, SharePick, Subscriber};
 use crate::session::SessionState;
 use crate::topic::{self, ParsedFilter};
 
@@ -64,6 +68,11 @@ pub struct Broker {
     pub(crate) routes: Option<Arc<RouteRegistrar>>,
     /// Which other nodes subscribe to what (from the control plane).
     pub(crate) remote_routes: RouteTable,
+    /// The cluster's shared groups and their members (from the control plane).
+    pub(crate) shares: ShareTable,
+    /// Routes and members other nodes announced before the control plane
+    /// listed them.
+    pub(crate) announced: Arc<Announced>,
     /// Links to the other nodes, set when this node is part of a fleet.
     peers: OnceLock<Arc<PeerLinks>>,
     pub(crate) started: Instant,
@@ -107,6 +116,8 @@ impl Broker {
             hooks,
             routes,
             remote_routes: RouteTable::new(),
+            shares: ShareTable::new(config.shared_subscription.strategy),
+            announced: Arc::new(Announced::new(config.shared_subscription.strategy)),
             peers: OnceLock::new(),
             router: Router::new(config.shared_subscription.strategy),
             retained: RetainStore::new(config.retainer.clone()),
@@ -231,36 +242,122 @@ impl Broker {
         {
             Metrics::add(&self.metrics.messages_retained_refused, 1);
         }
-        let mut published =
-            Published { local: self.route_here(&message, false, pressure), ..Default::default() };
-        if let Some(peers) = self.peers.get() {
-            if !self.remote_routes.is_empty() {
-                let mut nodes = Vec::new();
-                self.remote_routes.nodes_for(&message.topic, peers.me(), &mut nodes);
-                if !nodes.is_empty() {
-                    published.remote = nodes.len();
-                    published.ack = peers.forward(&message, &nodes, publisher);
+        let Some(peers) = self.peers.get() else {
+            let mut routes = Vec::new();
+            self.router.route(&message, false, &mut routes);
+            return Published {
+                local: self.deliver_routes(routes, &message, pressure),
+                ..Default::default()
+            };
+        };
+        let me = peers.me();
+        // Shared groups: one member in the whole cluster.
+        let mut picks = Vec::new();
+        self.shares.pick(&message, None, &mut picks);
+        if !self.announced.is_empty() {
+            let mut announced = Vec::new();
+            self.announced.shares.pick(&message, None, &mut announced);
+            for (key, member) in announced {
+                if !picks.iter().any(|(k, _)| *k == key) {
+                    picks.push((key, member));
                 }
             }
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        let mut decided: Vec<ShareKey> = Vec::with_capacity(picks.len());
+        let mut here: Vec<(ShareKey, Arc<str>, bool)> = Vec::new();
+        for (key, member) in picks {
+            decided.push(key.clone());
+            if member.node == me {
+                here.push((key, member.client_id, false));
+            } else {
+                add_share(&mut targets, member.node, share_member(&key, &member));
+            }
+        }
+        let mut routes = Vec::new();
+        let mut decide = |key: &ShareKey| match here.iter_mut().find(|(k, _, _)| k == key) {
+            Some((_, client, used)) => {
+                *used = true;
+                SharePick::Member(client.clone())
+            }
+            None if decided.contains(key) => SharePick::Skip,
+            None => SharePick::Here,
+        };
+        self.router.route_with(&message, false, &mut decide, &mut routes);
+        let local = self.deliver_routes(routes, &message, pressure);
+        // Chosen here, but no member is left here: another node's takes it.
+        for (key, _, used) in here {
+            if !used {
+                match self.shares.pick_in(&key, &message, Some(me)) {
+                    Some(member) => add_share(&mut targets, member.node, share_member(&key, &member)),
+                    None => Metrics::add(&self.metrics.messages_dropped, 1),
+                }
+            }
+        }
+        let mut nodes = Vec::new();
+        self.remote_routes.nodes_for(&message.topic, me, &mut nodes);
+        if !self.announced.is_empty() {
+            self.announced.routes.nodes_for(&message.topic, me, &mut nodes);
+        }
+        for node in nodes {
+            match targets.iter_mut().find(|t| t.node == node) {
+                Some(target) => target.plain = true,
+                None => targets.push(Target::plain(node)),
+            }
+        }
+        let mut published = Published { local, ..Default::default() };
+        if !targets.is_empty() {
+            published.remote = targets.len();
+            published.ack = peers.forward(&message, targets, publisher);
         }
         published
     }
 
-    /// Routes a message another node forwarded to this node's own
-    /// subscribers (not to `$local/` ones, and never on to other nodes).
-    pub fn publish_from_peer(&self, message: Arc<Message>) -> usize {
-        self.route_here(&message, true, &mut Vec::new())
+    /// Routes a message another node forwarded: to this node's plain
+    /// subscribers if it came for them (never to `$local/` ones), and to
+    /// the members here of the shared groups it names. It is never
+    /// forwarded again, except once to another node's member of a group
+    /// that has none left here.
+    pub fn publish_from_peer(&self, message: Arc<Message>, arrival: Arrival) -> usize {
+        let mut routes = Vec::new();
+        if arrival.plain {
+            self.router.route_with(&message, true, &mut |_| SharePick::Skip, &mut routes);
+        }
+        let mut redirect: Vec<Target> = Vec::new();
+        for member in arrival.shares {
+            let key = ShareKey {
+                group: Arc::from(member.group.as_str()),
+                filter: Arc::from(member.topic_filter.as_str()),
+            };
+            match self.router.route_to_group(&key, &member.client_id, &message) {
+                Some(route) => routes.push(route),
+                None => {
+                    let me = self.peers.get().map(|p| p.me());
+                    let other =
+                        (!arrival.redirected).then(|| self.shares.pick_in(&key, &message, me)).flatten();
+                    match other {
+                        Some(other) => add_share(&mut redirect, other.node, share_member(&key, &other)),
+                        None => Metrics::add(&self.metrics.messages_dropped, 1),
+                    }
+                }
+            }
+        }
+        let delivered = self.deliver_routes(routes, &message, &mut Vec::new());
+        if let (false, Some(peers)) = (redirect.is_empty(), self.peers.get()) {
+            redirect.iter_mut().for_each(|t| t.redirected = true);
+            peers.forward(&message, redirect, None);
+        }
+        delivered
     }
 
-    /// Gives `message` to every matching local session.
-    fn route_here(
+    /// Queues each route's delivery, counting drops and collecting the
+    /// queues that ask the publisher to slow down.
+    fn deliver_routes(
         &self,
+        routes: Vec<Route>,
         message: &Arc<Message>,
-        from_peer: bool,
         pressure: &mut Vec<Arc<crate::mailbox::Mailbox>>,
     ) -> usize {
-        let mut routes = Vec::new();
-        self.router.route(message, from_peer, &mut routes);
         let limits = self.queue_limits();
         let delivered = routes.len();
         for (subscriber, delivery) in routes {
@@ -324,33 +421,70 @@ impl Broker {
                     delivery.qos = options.qos.min(delivery.message.qos);
                     self.deliver(&subscriber.mailbox, delivery);
                 }
-                None => kept.push(delivery),
+                None => match (&delivery.share, self.peers.get()) {
+                    // None here: a member on another node takes it.
+                    (Some(key), Some(peers)) => {
+                        match self.shares.pick_in(key, &delivery.message, Some(peers.me())) {
+                            Some(member) => {
+                                let mut targets = Vec::new();
+                                add_share(&mut targets, member.node, share_member(key, &member));
+                                peers.forward(&delivery.message, targets, None);
+                            }
+                            None => kept.push(delivery),
+                        }
+                    }
+                    _ => kept.push(delivery),
+                },
             }
         }
         kept
     }
 
-    /// Adds a subscription; returns whether it existed. The first local
-    /// subscriber to a filter registers it with the control plane.
+    /// Adds a subscription; returns whether it existed, and whether it is
+    /// a new route of this node, announced to the other nodes (see
+    /// [`Broker::announced_barrier`]). The first local subscriber to a
+    /// filter registers it with the control plane.
     pub fn subscribe(
         &self,
         filter: &ParsedFilter<'_>,
         subscriber: Subscriber,
         options: SubscriptionOptions,
         identifier: Option<u32>,
-    ) -> bool {
+    ) -> (bool, bool) {
         let client_id = subscriber.client_id.clone();
         let (existed, first) = self.router.subscribe(filter, subscriber, options, identifier);
+        let announcer = self.peers.get().map(|peers| &peers.announcer);
+        let mut announced = false;
         if let Some(routes) = &self.routes {
             match filter {
                 ParsedFilter::Shared { group, filter } if !existed => {
-                    routes.share_joined((group.to_string(), filter.to_string(), client_id.to_string()))
+                    routes.share_joined((group.to_string(), filter.to_string(), client_id.to_string()));
+                    if let Some(announcer) = announcer {
+                        announcer.member(group, filter, &client_id);
+                        announced = true;
+                    }
                 }
-                _ if first => routes.filter_added(filter.filter()),
+                _ if first => {
+                    routes.filter_added(filter.filter());
+                    if let Some(announcer) = announcer {
+                        announcer.filter(filter.filter());
+                        announced = true;
+                    }
+                }
                 _ => {}
             }
         }
-        existed
+        (existed, announced)
+    }
+
+    /// What a SUBACK waits for after a subscribe that announced a route:
+    /// every live node has it (see `cluster::announce`). `None` outside a
+    /// fleet.
+    pub fn announced_barrier(&self, waiter: &Arc<crate::mailbox::Mailbox>) -> Option<Arc<RemoteAck>> {
+        let peers = self.peers.get()?;
+        let ack = RemoteAck::new(1, waiter.clone());
+        peers.announcer.barrier(ack.clone());
+        Some(ack)
     }
 
     /// Removes a subscription; returns whether it existed. The last local
@@ -501,6 +635,14 @@ impl Broker {
     /// Seconds since start.
     pub fn uptime(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+}
+
+fn share_member(key: &ShareKey, member: &Member) -> proto::peer::ShareMember {
+    proto::peer::ShareMember {
+        group: key.group.to_string(),
+        topic_filter: key.filter.to_string(),
+        client_id: member.client_id.to_string(),
     }
 }
 

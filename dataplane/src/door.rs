@@ -55,6 +55,9 @@ pub struct Subscribed {
     /// The session held this filter already.
     pub existed: bool,
     pub shared: bool,
+    /// It made a new route of this node, announced to the other nodes: the
+    /// SUBACK waits for [`Broker::announced_barrier`].
+    pub announced: bool,
 }
 
 /// How a connection ends, for [`Broker::close_session`].
@@ -312,9 +315,9 @@ impl Broker {
             return Err(ReasonCode::NOT_AUTHORIZED);
         }
         options.qos = options.qos.min(QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce));
-        let existed = self.subscribe(&parsed, session.subscriber(), options, identifier);
+        let (existed, announced) = self.subscribe(&parsed, session.subscriber(), options, identifier);
         session.subscriptions.insert(raw.into(), SessionSubscription { options, identifier });
-        Ok(Subscribed { qos: options.qos, existed, shared })
+        Ok(Subscribed { qos: options.qos, existed, shared, announced })
     }
 
     /// Retained messages for a new subscription to `raw` (none for shared ones).

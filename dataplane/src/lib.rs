@@ -122,7 +122,8 @@ impl Node {
                     .map_err(|source| StartError::PeerBind { addr: peer_bind, source })?;
                 let peers =
                     cluster::peer::outbox::PeerLinks::new(link.node_id, view.clone(), link.peers.clone());
-                broker.set_peers(peers);
+                broker.set_peers(peers.clone());
+                tasks.push(tokio::spawn(cluster::announce::run(peers, broker.announced.clone())));
                 tasks.push(tokio::spawn(cluster::peer::server::serve(broker.clone(), socket)));
             }
             tasks.push(tokio::spawn(cluster::link::watch(link.clone(), view.clone(), broker.clone())));

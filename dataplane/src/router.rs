@@ -81,6 +81,19 @@ pub struct Router {
 /// One delivery to make: a mailbox and what to put in it.
 pub type Route = (Subscriber, Delivery);
 
+/// What to do with a matching shared group of this node (see
+/// [`Router::route_with`]).
+#[derive(Debug, Clone)]
+pub enum SharePick {
+    /// Pick one of this node's members by the strategy.
+    Here,
+    /// Deliver to this member (or, if it is gone or offline, to another
+    /// member here).
+    Member(Arc<str>),
+    /// Not here: another node's member takes it.
+    Skip,
+}
+
 impl Router {
     pub fn new(strategy: ShareStrategy) -> Router {
         Router { root: RwLock::new(Node::default()), strategy, count: AtomicUsize::new(0) }
@@ -175,10 +188,43 @@ impl Router {
         out
     }
 
+    /// Every (group, filter, client id) of the shared groups here.
+    pub fn share_members(&self) -> std::collections::HashSet<(String, String, String)> {
+        fn walk(node: &Node, out: &mut std::collections::HashSet<(String, String, String)>) {
+            for group in node.shared.values() {
+                for member in &group.members {
+                    out.insert((
+                        group.key.group.to_string(),
+                        group.key.filter.to_string(),
+                        member.subscriber.client_id.to_string(),
+                    ));
+                }
+            }
+            for child in node.children.values() {
+                walk(child, out);
+            }
+        }
+        let mut out = std::collections::HashSet::new();
+        walk(&self.root.read(), &mut out);
+        out
+    }
+
     /// Collects the deliveries for `message`. Deliveries are appended to
     /// `out`. A message `from_peer` (published on another node) skips
     /// `$local/` subscriptions.
     pub fn route(&self, message: &Arc<Message>, from_peer: bool, out: &mut Vec<Route>) {
+        self.route_with(message, from_peer, &mut |_| SharePick::Here, out)
+    }
+
+    /// Like [`Router::route`], asking `shares` what to do with each
+    /// matching shared group.
+    pub fn route_with(
+        &self,
+        message: &Arc<Message>,
+        from_peer: bool,
+        shares: &mut dyn FnMut(&ShareKey) -> SharePick,
+        out: &mut Vec<Route>,
+    ) {
         let topic = message.topic.as_str();
         let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
@@ -216,18 +262,47 @@ impl Router {
         }
 
         for group in shared {
-            if let Some(member) = self.pick(group, message) {
-                let qos = member.options.qos.min(message.qos);
-                out.push((
-                    member.subscriber.clone(),
-                    Delivery {
-                        message: message.clone(),
-                        qos,
-                        retain: member.options.retain_as_published && message.retain,
-                        subscription_ids: member.identifier.into_iter().collect(),
-                        share: Some(group.key.clone()),
-                    },
-                ));
+            let member = match shares(&group.key) {
+                SharePick::Here => self.pick(group, message),
+                SharePick::Member(client) => self.pick_preferring(group, &client, message),
+                SharePick::Skip => None,
+            };
+            if let Some(member) = member {
+                out.push(share_delivery(group, member, message));
+            }
+        }
+    }
+
+    /// The delivery of `message` to the group `key` here, to `client` if it
+    /// is a connected member, else to another member (connected first);
+    /// `None` when the group has no member here.
+    pub fn route_to_group(&self, key: &ShareKey, client: &str, message: &Arc<Message>) -> Option<Route> {
+        let root = self.root.read();
+        let mut node = &*root;
+        for level in key.filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        let group = node.shared.get(&key.group)?;
+        let member = self.pick_preferring(group, client, message)?;
+        Some(share_delivery(group, member, message))
+    }
+
+    fn pick_preferring<'a>(
+        &self,
+        group: &'a SharedGroup,
+        client: &str,
+        message: &Message,
+    ) -> Option<&'a Entry> {
+        let named = group.members.iter().find(|m| &*m.subscriber.client_id == client);
+        match named {
+            Some(member) if member.subscriber.mailbox.is_online() => Some(member),
+            _ => {
+                let online = group.members.iter().any(|m| m.subscriber.mailbox.is_online());
+                if online || named.is_none() {
+                    self.pick(group, message)
+                } else {
+                    named
+                }
             }
         }
     }
@@ -283,6 +358,19 @@ impl Router {
         };
         members.get(index)
     }
+}
+
+fn share_delivery(group: &SharedGroup, member: &Entry, message: &Arc<Message>) -> Route {
+    (
+        member.subscriber.clone(),
+        Delivery {
+            message: message.clone(),
+            qos: member.options.qos.min(message.qos),
+            retain: member.options.retain_as_published && message.retain,
+            subscription_ids: member.identifier.into_iter().collect(),
+            share: Some(group.key.clone()),
+        },
+    )
 }
 
 fn hash_of(text: &str) -> u64 {

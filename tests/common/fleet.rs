@@ -79,6 +79,29 @@ pub async fn routes(server: &str) -> Option<Vec<(String, Vec<u64>)>> {
     }
 }
 
+/// The shared groups the control plane holds: (group, filter) -> members
+/// as (node, client id); `None` while the control plane does not answer.
+pub async fn share_groups(server: &str) -> Option<Vec<((String, String), Vec<(u64, String)>)>> {
+    use proto::controlplane::{control_plane_client::ControlPlaneClient, watch_event::Event, WatchRequest};
+    let channel = tonic::transport::Endpoint::from_shared(server.to_string()).ok()?.connect().await.ok()?;
+    let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN)).ok()?;
+    let mut client = ControlPlaneClient::with_interceptor(channel, token);
+    let mut stream = client.watch(WatchRequest { node_id: 0, last_index: None }).await.ok()?.into_inner();
+    match stream.message().await.ok()??.event? {
+        Event::Snapshot(snapshot) => Some(
+            snapshot
+                .share_groups
+                .into_iter()
+                .map(|g| {
+                    let members = g.members.into_iter().map(|m| (m.node_id, m.client_id)).collect();
+                    ((g.group, g.topic_filter), members)
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// Whether data-plane node `node` holds a route for `filter`.
 pub async fn has_route(server: &str, filter: &str, node: u64) -> Option<bool> {
     let routes = routes(server).await?;

@@ -135,6 +135,18 @@ async fn watch_once(
                 broker.remote_routes.replace(
                     snapshot.routes.iter().map(|r| (r.topic_filter.as_str(), r.node_ids.as_slice())),
                 );
+                broker.shares.replace(
+                    snapshot
+                        .share_groups
+                        .iter()
+                        .map(|g| (g.group.clone(), g.topic_filter.clone(), members(g))),
+                );
+                for route in &snapshot.routes {
+                    broker.announced.route_listed(&route.topic_filter, &route.node_ids);
+                }
+                for group in &snapshot.share_groups {
+                    broker.announced.group_listed(&group.group, &group.topic_filter, &members(group));
+                }
                 info!(
                     index = next.index,
                     users = next.users.len(),
@@ -150,8 +162,17 @@ async fn watch_once(
             Some(pb::watch_event::Event::Delta(delta)) => {
                 let held = view.load_full();
                 for change in &delta.changes {
-                    if let Some(pb::change::Change::RouteSet(route)) = &change.change {
-                        broker.remote_routes.set(&route.topic_filter, &route.node_ids);
+                    match &change.change {
+                        Some(pb::change::Change::RouteSet(route)) => {
+                            broker.remote_routes.set(&route.topic_filter, &route.node_ids);
+                            broker.announced.route_listed(&route.topic_filter, &route.node_ids);
+                        }
+                        Some(pb::change::Change::ShareGroupSet(group)) => {
+                            let members = members(group);
+                            broker.shares.set(&group.group, &group.topic_filter, members.clone());
+                            broker.announced.group_listed(&group.group, &group.topic_filter, &members);
+                        }
+                        _ => {}
                     }
                 }
                 let next = held.apply(&delta);
@@ -170,9 +191,24 @@ async fn watch_once(
     Ok(())
 }
 
+fn members(group: &pb::ShareGroup) -> Vec<(u64, String)> {
+    group.members.iter().map(|m| (m.node_id, m.client_id.clone())).collect()
+}
+
 /// After a snapshot: register what we serve and the control plane does not
 /// know, and withdraw what it holds for us that we no longer serve.
 fn reconcile(registrar: &RouteRegistrar, broker: &Broker, node_id: u64) {
+    let local = broker.router.share_members();
+    for member in &local {
+        if !broker.shares.has(&member.0, &member.1, node_id, &member.2) {
+            registrar.share_joined(member.clone());
+        }
+    }
+    for member in broker.shares.members_on(node_id) {
+        if !local.contains(&member) {
+            registrar.share_left(member);
+        }
+    }
     let local = broker.router.plain_filters();
     for filter in &local {
         if !broker.remote_routes.has(filter, node_id) {

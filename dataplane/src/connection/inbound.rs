@@ -169,7 +169,30 @@ impl<T: Transport> Connection<T> {
         if self.acks.is_empty() && wait.as_ref().is_none_or(|w| w.is_done() && !w.was_refused()) {
             return self.send_ack(kind, packet_id, reason);
         }
-        self.acks.push_back(super::PendingAck { kind, packet_id, reason, wait });
+        let what = super::AckPacket::Publish { kind, packet_id, reason };
+        self.acks.push_back(super::PendingAck { what, wait });
+    }
+
+    /// Sends a SUBACK (then the retained messages for its subscriptions)
+    /// in order with the other acknowledgements, once `wait` (the other
+    /// nodes a new route was announced to) has settled.
+    fn suback_in_order(
+        &mut self,
+        ack: SubAck,
+        retained: Vec<Delivery>,
+        wait: Option<std::sync::Arc<crate::cluster::peer::ack::RemoteAck>>,
+    ) {
+        if self.acks.is_empty() && wait.as_ref().is_none_or(|w| w.is_done()) {
+            return self.send_suback(ack, retained);
+        }
+        self.acks.push_back(super::PendingAck { what: super::AckPacket::Subscribe { ack, retained }, wait });
+    }
+
+    fn send_suback(&mut self, ack: SubAck, retained: Vec<Delivery>) {
+        self.send(&Packet::SubAck(ack));
+        for delivery in retained {
+            self.broker.deliver(&self.session.mailbox, delivery);
+        }
     }
 
     /// Sends the acknowledgements whose turn came. A message that could not
@@ -183,7 +206,13 @@ impl<T: Transport> Connection<T> {
                 break;
             }
             let Some(pending) = self.acks.pop_front() else { break };
-            let mut reason = pending.reason;
+            let (kind, packet_id, mut reason) = match pending.what {
+                super::AckPacket::Publish { kind, packet_id, reason } => (kind, packet_id, reason),
+                super::AckPacket::Subscribe { ack, retained } => {
+                    self.send_suback(ack, retained);
+                    continue;
+                }
+            };
             if pending.wait.as_ref().is_some_and(|w| w.was_refused()) {
                 if !self.version.is_v5() {
                     return Err(Close::Network);
@@ -192,7 +221,7 @@ impl<T: Transport> Connection<T> {
                     reason = ReasonCode::QUOTA_EXCEEDED;
                 }
             }
-            self.send_ack(pending.kind, pending.packet_id, reason);
+            self.send_ack(kind, packet_id, reason);
         }
         if self.acks.is_empty() && self.acks.capacity() > 64 {
             self.acks = Default::default();
@@ -341,6 +370,7 @@ impl<T: Transport> Connection<T> {
         }
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained_to_send = Vec::new();
+        let mut announced = false;
         for (raw, options) in subscribe.filters {
             if options.no_local && self.version.is_v5() && topic::is_shared(&raw) {
                 // MQTT-3.8.3-4.
@@ -354,6 +384,7 @@ impl<T: Transport> Connection<T> {
                 }
             };
             reasons.push(ReasonCode(subscribed.qos as u8));
+            announced |= subscribed.announced;
             let send_retained = match options.retain_handling {
                 RetainHandling::SendAtSubscribe => true,
                 RetainHandling::SendIfNew => !subscribed.existed,
@@ -375,10 +406,9 @@ impl<T: Transport> Connection<T> {
             }
         }
         let ack = SubAck { packet_id: subscribe.packet_id, reasons, properties: AckProperties::default() };
-        self.send(&Packet::SubAck(ack));
-        for delivery in retained_to_send {
-            self.broker.deliver(&self.session.mailbox, delivery);
-        }
+        // A new route: the other nodes hear of it before the client does.
+        let wait = if announced { self.broker.announced_barrier(&self.session.mailbox) } else { None };
+        self.suback_in_order(ack, retained_to_send, wait);
         Ok(())
     }
 

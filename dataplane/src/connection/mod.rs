@@ -121,13 +121,20 @@ pub(crate) struct Connection<T: Transport> {
     acks: std::collections::VecDeque<PendingAck>,
 }
 
-/// An acknowledgement of a client's message waiting for its turn: for the
-/// other nodes the message went to, or for one ahead of it that does.
+/// An acknowledgement waiting for its turn: for the other nodes a
+/// message went to (or a new route was announced to), or for one ahead of
+/// it that does.
 pub(crate) struct PendingAck {
-    kind: fn(mqtt_codec::PubAck) -> Packet,
-    packet_id: u16,
-    reason: ReasonCode,
+    what: AckPacket,
     wait: Option<Arc<crate::cluster::peer::ack::RemoteAck>>,
+}
+
+/// The acknowledgement itself.
+pub(crate) enum AckPacket {
+    /// PUBACK, PUBREC or PUBCOMP of a client's message.
+    Publish { kind: fn(mqtt_codec::PubAck) -> Packet, packet_id: u16, reason: ReasonCode },
+    /// A SUBACK, and the retained messages its subscriptions get after it.
+    Subscribe { ack: mqtt_codec::SubAck, retained: Vec<crate::message::Delivery> },
 }
 
 /// Topic aliases of one connection, both ways.

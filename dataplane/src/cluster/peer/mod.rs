@@ -43,6 +43,32 @@ impl Default for PeerSettings {
     }
 }
 
+/// What one remote node gets of a message: its plain subscriptions (when
+/// it has a matching route), and the shared groups whose chosen member it
+/// holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub node: u64,
+    pub plain: bool,
+    pub shares: Vec<pb::ShareMember>,
+    /// The message was already redirected once (see `peer.proto`).
+    pub redirected: bool,
+}
+
+impl Target {
+    pub fn plain(node: u64) -> Target {
+        Target { node, plain: true, ..Target::default() }
+    }
+}
+
+/// Adds a shared group's chosen member on `node` to `targets`.
+pub fn add_share(targets: &mut Vec<Target>, node: u64, member: pb::ShareMember) {
+    match targets.iter_mut().find(|t| t.node == node) {
+        Some(target) => target.shares.push(member),
+        None => targets.push(Target { node, plain: false, shares: vec![member], redirected: false }),
+    }
+}
+
 /// Messages in one batch, at most.
 pub const BATCH_MESSAGES: usize = 512;
 
@@ -72,6 +98,9 @@ pub fn to_wire(message: &Message, now: Instant) -> pb::PeerMessage {
             .iter()
             .map(|(key, value)| pb::UserProperty { key: key.clone(), value: value.clone() })
             .collect(),
+        shares_only: false,
+        shares: Vec::new(),
+        redirected: false,
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::ack::RemoteAck;
-use super::{PeerSettings, BATCH_BYTES, BATCH_MESSAGES, MAX_BATCH_BYTES};
+use super::{PeerSettings, Target, BATCH_BYTES, BATCH_MESSAGES, MAX_BATCH_BYTES};
 use crate::cluster::view::ClusterView;
 use crate::message::Message;
 
@@ -36,6 +36,8 @@ use crate::message::Message;
 #[derive(Debug)]
 pub struct Outgoing {
     pub message: Arc<Message>,
+    /// What the node does with it (its node field is the link's).
+    pub target: Target,
     /// Settled once the node accepted it (QoS 1 and 2 only).
     pub ack: Option<Arc<RemoteAck>>,
 }
@@ -80,6 +82,8 @@ pub struct PeerLinks {
     settings: PeerSettings,
     links: RwLock<HashMap<u64, mpsc::Sender<Outgoing>>>,
     pub counters: PeerCounters,
+    /// New routes of this node for the other nodes (see `announce`).
+    pub announcer: Arc<crate::cluster::announce::Announcer>,
 }
 
 impl PeerLinks {
@@ -91,6 +95,7 @@ impl PeerLinks {
             settings,
             links: RwLock::new(HashMap::new()),
             counters: PeerCounters::default(),
+            announcer: Arc::default(),
         })
     }
 
@@ -104,19 +109,24 @@ impl PeerLinks {
         self.me
     }
 
-    /// Sends `message` once to each of `nodes`. For QoS 1 and 2 with
+    /// The control plane's view as last heard.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.load_full()
+    }
+
+    /// Sends `message` once to each of `targets`. For QoS 1 and 2 with
     /// `publisher`, returns what the publisher's acknowledgement waits for
     /// (`None` when no node needs waiting for: all down, or none).
     pub fn forward(
         self: &Arc<Self>,
         message: &Arc<Message>,
-        nodes: &[u64],
+        targets: Vec<Target>,
         publisher: Option<&Arc<crate::mailbox::Mailbox>>,
     ) -> Option<Arc<RemoteAck>> {
         let view = self.view.load();
-        let waited: Vec<bool> = nodes
+        let waited: Vec<bool> = targets
             .iter()
-            .map(|node| publisher.is_some() && view.peers.get(node).is_some_and(|peer| peer.up))
+            .map(|t| publisher.is_some() && view.peers.get(&t.node).is_some_and(|peer| peer.up))
             .collect();
         let count = waited.iter().filter(|w| **w).count();
         let ack = match publisher {
@@ -125,9 +135,10 @@ impl PeerLinks {
             }
             _ => None,
         };
-        for (node, waits) in nodes.iter().zip(waited) {
-            let item = Outgoing { message: message.clone(), ack: ack.clone().filter(|_| waits) };
-            self.send(*node, item);
+        for (target, waits) in targets.into_iter().zip(waited) {
+            let node = target.node;
+            let item = Outgoing { message: message.clone(), target, ack: ack.clone().filter(|_| waits) };
+            self.send(node, item);
         }
         ack
     }
@@ -227,7 +238,11 @@ impl Link {
                 bytes = 0;
             }
             bytes += item.message.payload.len() + item.message.topic.len();
-            batch.messages.push(super::to_wire(&item.message, now));
+            let mut wire = super::to_wire(&item.message, now);
+            wire.shares_only = !item.target.plain;
+            wire.shares = item.target.shares;
+            wire.redirected = item.target.redirected;
+            batch.messages.push(wire);
             if let Some(ack) = item.ack {
                 if down {
                     links.counters.acks_released.fetch_add(1, Ordering::Relaxed);

@@ -51,6 +51,16 @@ struct Receiver {
     senders: Mutex<HashMap<u64, Arc<Mutex<Sender>>>>,
 }
 
+/// How a forwarded message came: from which node, for this node's plain
+/// subscriptions or not, and for which shared groups' members here.
+#[derive(Debug, Default)]
+pub struct Arrival {
+    pub from: u64,
+    pub plain: bool,
+    pub shares: Vec<pb::ShareMember>,
+    pub redirected: bool,
+}
+
 /// Why one batch was not taken.
 #[derive(Debug, PartialEq, Eq)]
 enum Refusal {
@@ -65,7 +75,7 @@ impl PeerService {
 }
 
 impl Receiver {
-    fn authorize(&self, request: &Request<Streaming<pb::Batch>>) -> Result<(), Status> {
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let secret = self.broker.access.view().peer_secret.clone();
         if secret.is_empty() {
             return Err(Status::unavailable("no peer secret from the control plane yet"));
@@ -94,13 +104,19 @@ impl Receiver {
         }
         let now = Instant::now();
         let counters = self.broker.peers().map(|peers| &peers.counters);
-        for wire in batch.messages {
+        for mut wire in batch.messages {
+            let arrival = Arrival {
+                from: batch.from_node,
+                plain: !wire.shares_only,
+                shares: std::mem::take(&mut wire.shares),
+                redirected: wire.redirected,
+            };
             match super::from_wire(wire, now) {
                 Ok(message) => {
                     if let Some(counters) = counters {
                         counters.received.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.broker.publish_from_peer(Arc::new(message));
+                    self.broker.publish_from_peer(Arc::new(message), arrival);
                 }
                 Err(error) => {
                     debug!(from = batch.from_node, %error, "malformed forwarded message dropped");
@@ -158,7 +174,32 @@ impl Peer for PeerService {
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(receiver)))
     }
+
+    async fn announce(&self, request: Request<pb::Announcement>) -> Result<Response<pb::Announced>, Status> {
+        self.inner.authorize(&request)?;
+        let announcement = request.into_inner();
+        let me = self.inner.broker.peers().map(|peers| peers.me());
+        if me == Some(announcement.from_node) {
+            return Err(Status::invalid_argument("an announcement from this node's own id"));
+        }
+        if announcement.filters.len() + announcement.members.len() > MAX_ANNOUNCED {
+            return Err(Status::invalid_argument("too many routes in one announcement"));
+        }
+        let bad_filter =
+            |f: &str| !matches!(crate::topic::parse_filter(f), Ok(crate::topic::ParsedFilter::Plain(_)));
+        if announcement.filters.iter().any(|f| bad_filter(f))
+            || announcement.members.iter().any(|m| bad_filter(&m.topic_filter) || m.group.is_empty())
+        {
+            return Err(Status::invalid_argument("a malformed topic filter"));
+        }
+        self.inner.broker.announced.add(announcement.from_node, &announcement.filters, &announcement.members);
+        Ok(Response::new(pb::Announced {}))
+    }
 }
+
+/// Routes in one announcement, at most (a larger burst is split by the
+/// sender's batching only in time, so this is generous).
+const MAX_ANNOUNCED: usize = 1_000_000;
 
 /// Serves the `Peer` service on `listener` until the task is aborted.
 pub async fn serve(broker: Arc<Broker>, listener: tokio::net::TcpListener) {
@@ -280,5 +321,39 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         assert_eq!(mailbox.len(), 2);
         drop(broker);
+    }
+
+    #[tokio::test]
+    async fn announcements_need_the_secret_and_well_formed_plain_filters() {
+        let (broker, _mailbox, url) = node().await;
+        let announcement = |filters: &[&str], members: Vec<pb::ShareMember>| pb::Announcement {
+            from_node: 7,
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+            members,
+        };
+        let mut stranger = client(&url, "not-the-secret").await;
+        let status = stranger.announce(announcement(&["a/+"], vec![])).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(broker.announced.is_empty());
+
+        let mut peer = client(&url, SECRET).await;
+        for bad in ["a/#/b", "$share/g/a", "$local/a", ""] {
+            let status = peer.announce(announcement(&[bad], vec![])).await.expect_err(bad);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+        let member = |group: &str, filter: &str| pb::ShareMember {
+            group: group.into(),
+            topic_filter: filter.into(),
+            client_id: "c".into(),
+        };
+        let status = peer.announce(announcement(&[], vec![member("", "s")])).await.expect_err("no group");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(broker.announced.is_empty(), "a refused announcement changes nothing");
+
+        peer.announce(announcement(&["a/+"], vec![member("g", "s/#")])).await.expect("taken");
+        let mut nodes = Vec::new();
+        broker.announced.routes.nodes_for("a/b", 0, &mut nodes);
+        assert_eq!(nodes, vec![7]);
+        assert_eq!(broker.announced.shares.len(), 1);
     }
 }

@@ -1,0 +1,283 @@
+//! Routes announced over peer links, so that a message published on any
+//! live node after a SUBACK reaches the new subscription even before the
+//! control plane's route does.
+//!
+//! - `Announcer` (sending side): a node whose subscribe made a new route
+//!   (its first subscriber to a filter, or a new shared-group member)
+//!   queues it; one task sends what is queued to every live node
+//!   (`Peer.Announce`) and wakes the connections waiting to send their
+//!   SUBACK once every node answered (or did not within
+//!   [`ANNOUNCE_TIMEOUT`]: a node that cannot be reached cannot be
+//!   promised anything). Announcements made while one is out go in the
+//!   next, so a burst of subscribes is a few calls.
+//! - `Announced` (receiving side): what other nodes announced, used on
+//!   every publish next to the control plane's routes until the control
+//!   plane's view lists them, or [`ANNOUNCED_FOR`] passes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use proto::auth::BearerToken;
+use proto::peer as pb;
+use proto::peer::peer_client::PeerClient;
+use tokio::sync::Notify;
+use tracing::debug;
+
+use super::peer::ack::RemoteAck;
+use super::peer::outbox::PeerLinks;
+use super::route_table::RouteTable;
+use super::share_table::{Member, ShareTable};
+use crate::config::ShareStrategy;
+use crate::message::ShareKey;
+
+/// How long a SUBACK waits for a node that answers, at most.
+pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long an announced route is used without the control plane listing it.
+pub const ANNOUNCED_FOR: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default)]
+struct Pending {
+    filters: Vec<String>,
+    members: Vec<pb::ShareMember>,
+    waiters: Vec<Arc<RemoteAck>>,
+}
+
+/// The sending side: new routes of this node, waiting to be announced.
+#[derive(Debug, Default)]
+pub struct Announcer {
+    pending: Mutex<Pending>,
+    notify: Notify,
+}
+
+impl Announcer {
+    /// Queues a new plain route of this node.
+    pub fn filter(&self, filter: &str) {
+        self.pending.lock().filters.push(filter.to_string());
+    }
+
+    /// Queues a new shared-group member of this node.
+    pub fn member(&self, group: &str, filter: &str, client_id: &str) {
+        self.pending.lock().members.push(pb::ShareMember {
+            group: group.to_string(),
+            topic_filter: filter.to_string(),
+            client_id: client_id.to_string(),
+        });
+    }
+
+    /// Settles `waiter` once everything queued so far is announced.
+    pub fn barrier(&self, waiter: Arc<RemoteAck>) {
+        self.pending.lock().waiters.push(waiter);
+        self.notify.notify_one();
+    }
+}
+
+type Client =
+    PeerClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>>;
+
+/// Sends announcements, and expires what others announced, until the
+/// links shut down.
+pub async fn run(links: Arc<PeerLinks>, announced: Arc<Announced>) {
+    let announcer = links.announcer.clone();
+    let mut clients: HashMap<u64, (String, Client)> = HashMap::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = announcer.notify.notified() => {}
+            _ = sweep.tick() => {
+                announced.expire(ANNOUNCED_FOR);
+                continue;
+            }
+        }
+        let batch = std::mem::take(&mut *announcer.pending.lock());
+        if !batch.filters.is_empty() || !batch.members.is_empty() {
+            send(&links, &mut clients, &batch).await;
+        }
+        batch.waiters.iter().for_each(|waiter| waiter.settle());
+    }
+}
+
+async fn send(links: &PeerLinks, clients: &mut HashMap<u64, (String, Client)>, batch: &Pending) {
+    let view = links.view();
+    let secret = view.peer_secret.to_string();
+    let message = pb::Announcement {
+        from_node: links.me(),
+        filters: batch.filters.clone(),
+        members: batch.members.clone(),
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for (&node, peer) in view.peers.iter() {
+        if node == links.me() || !peer.up || peer.address.is_empty() {
+            continue;
+        }
+        let key = format!("{}\n{secret}", peer.address);
+        if clients.get(&node).is_none_or(|(held, _)| *held != key) {
+            match client(&peer.address, &secret) {
+                Some(fresh) => {
+                    clients.insert(node, (key, fresh));
+                }
+                None => continue,
+            }
+        }
+        let Some((_, client)) = clients.get(&node) else { continue };
+        let mut client = client.clone();
+        let message = message.clone();
+        calls.spawn(async move {
+            let result = tokio::time::timeout(ANNOUNCE_TIMEOUT, client.announce(message)).await;
+            (node, result)
+        });
+    }
+    while let Some(Ok((node, result))) = calls.join_next().await {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => debug!(node, %status, "announcement refused"),
+            Err(_) => debug!(node, "announcement not answered in time"),
+        }
+    }
+    clients.retain(|node, _| view.peers.contains_key(node));
+}
+
+fn client(address: &str, secret: &str) -> Option<Client> {
+    let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .ok()?
+        .connect_timeout(ANNOUNCE_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let token = BearerToken::new((!secret.is_empty()).then_some(secret)).ok()?;
+    Some(PeerClient::with_interceptor(channel, token))
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    routes: HashMap<String, Vec<(u64, Instant)>>,
+    shares: HashMap<ShareKey, Vec<(Member, Instant)>>,
+}
+
+/// The receiving side: routes other nodes announced and the control plane
+/// has not listed yet.
+#[derive(Debug)]
+pub struct Announced {
+    pub routes: RouteTable,
+    pub shares: ShareTable,
+    held: Mutex<Held>,
+}
+
+impl Announced {
+    pub fn new(strategy: ShareStrategy) -> Announced {
+        Announced { routes: RouteTable::new(), shares: ShareTable::new(strategy), held: Mutex::default() }
+    }
+
+    /// True when nothing announced is held (the common case).
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.shares.is_empty()
+    }
+
+    /// Takes in an announcement of `node`.
+    pub fn add(&self, node: u64, filters: &[String], members: &[pb::ShareMember]) {
+        let now = Instant::now();
+        let mut held = self.held.lock();
+        for filter in filters {
+            let nodes = held.routes.entry(filter.clone()).or_default();
+            nodes.retain(|(n, _)| *n != node);
+            nodes.push((node, now));
+            self.routes.set(filter, &nodes.iter().map(|(n, _)| *n).collect::<Vec<_>>());
+        }
+        for member in members {
+            let key = ShareKey {
+                group: Arc::from(member.group.as_str()),
+                filter: Arc::from(member.topic_filter.as_str()),
+            };
+            let entry = Member { node, client_id: Arc::from(member.client_id.as_str()) };
+            let list = held.shares.entry(key.clone()).or_default();
+            list.retain(|(m, _)| *m != entry);
+            list.push((entry, now));
+            self.shares.set(
+                &key.group,
+                &key.filter,
+                list.iter().map(|(m, _)| (m.node, m.client_id.to_string())),
+            );
+        }
+    }
+
+    /// The control plane's view lists `nodes` for `filter`: their
+    /// announcements for it are no longer needed.
+    pub fn route_listed(&self, filter: &str, nodes: &[u64]) {
+        let mut held = self.held.lock();
+        let Some(list) = held.routes.get_mut(filter) else { return };
+        list.retain(|(n, _)| !nodes.contains(n));
+        let left: Vec<u64> = list.iter().map(|(n, _)| *n).collect();
+        if left.is_empty() {
+            held.routes.remove(filter);
+        }
+        self.routes.set(filter, &left);
+    }
+
+    /// The control plane's view lists `members` for a group.
+    pub fn group_listed(&self, group: &str, filter: &str, members: &[(u64, String)]) {
+        let key = ShareKey { group: Arc::from(group), filter: Arc::from(filter) };
+        let mut held = self.held.lock();
+        let Some(list) = held.shares.get_mut(&key) else { return };
+        list.retain(|(m, _)| !members.iter().any(|(n, c)| *n == m.node && **c == *m.client_id));
+        let left: Vec<(u64, String)> = list.iter().map(|(m, _)| (m.node, m.client_id.to_string())).collect();
+        if left.is_empty() {
+            held.shares.remove(&key);
+        }
+        self.shares.set(group, filter, left);
+    }
+
+    /// Forgets announcements older than `age`.
+    pub fn expire(&self, age: Duration) {
+        let now = Instant::now();
+        let mut held = self.held.lock();
+        let held = &mut *held;
+        held.routes.retain(|filter, list| {
+            let before = list.len();
+            list.retain(|(_, since)| now.duration_since(*since) < age);
+            if list.len() != before {
+                self.routes.set(filter, &list.iter().map(|(n, _)| *n).collect::<Vec<_>>());
+            }
+            !list.is_empty()
+        });
+        held.shares.retain(|key, list| {
+            let before = list.len();
+            list.retain(|(_, since)| now.duration_since(*since) < age);
+            if list.len() != before {
+                self.shares.set(
+                    &key.group,
+                    &key.filter,
+                    list.iter().map(|(m, _)| (m.node, m.client_id.to_string())),
+                );
+            }
+            !list.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_routes_hold_until_listed_or_expired() {
+        let announced = Announced::new(ShareStrategy::RoundRobin);
+        assert!(announced.is_empty());
+        let member = pb::ShareMember { group: "g".into(), topic_filter: "s/+".into(), client_id: "c".into() };
+        announced.add(2, &["a/+".to_string(), "b".to_string()], std::slice::from_ref(&member));
+        announced.add(3, &["a/+".to_string()], &[]);
+        let mut nodes = Vec::new();
+        announced.routes.nodes_for("a/x", 1, &mut nodes);
+        assert_eq!(nodes, vec![2, 3]);
+        announced.route_listed("a/+", &[2]);
+        nodes.clear();
+        announced.routes.nodes_for("a/x", 1, &mut nodes);
+        assert_eq!(nodes, vec![3], "node 2's route is the control plane's now");
+        assert_eq!(announced.shares.len(), 1);
+        announced.group_listed("g", "s/+", &[(2, "c".to_string())]);
+        assert!(announced.shares.is_empty());
+        announced.expire(Duration::ZERO);
+        assert!(announced.is_empty(), "everything expired");
+    }
+}
