@@ -506,3 +506,91 @@ async fn a_shared_group_across_three_nodes_gets_each_message_once_spread_evenly(
     // node: 180 messages from each of two nodes over six members.
     assert!(counts.iter().all(|&c| c == 60), "an uneven spread: {counts:?}");
 }
+
+/// Subscribes a new client on node `i` to `filter` and returns the
+/// retained messages it gets (topic, payload) within `wait`.
+async fn retained_on(
+    fleet: &Fleet,
+    i: usize,
+    client_id: &str,
+    filter: &str,
+    wait: Duration,
+) -> Vec<(String, String)> {
+    let mut client = fleet.client(i, client_id).await;
+    client.subscribe(filter, QoS::AtLeastOnce).await;
+    let mut got = Vec::new();
+    while let Some(packet) = client.recv_within(wait).await {
+        let Packet::Publish(publish) = packet else { panic!("unexpected {packet:?}") };
+        assert!(publish.retain, "a retained message keeps its flag: {publish:?}");
+        if let Some(packet_id) = publish.packet_id {
+            client.send(&Packet::PubAck(PubAck { packet_id, ..Default::default() })).await;
+        }
+        got.push((publish.topic.clone(), String::from_utf8_lossy(&publish.payload).to_string()));
+    }
+    got.sort();
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_reach_every_node_and_outlive_the_node_they_were_set_on() {
+    let mut fleet = fleet(3).await;
+    let mut publisher = fleet.client(0, "retainer-a").await;
+    let retained = |topic: &str, payload: &str| Publish {
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: topic.into(),
+        packet_id: Some(1),
+        payload: payload.as_bytes().to_vec().into(),
+        ..Default::default()
+    };
+    for (topic, payload) in [("cfg/a", "v1"), ("cfg/gone", "x"), ("cfg/a", "v2"), ("cfg/gone", "")] {
+        publisher.send(&Packet::Publish(retained(topic, payload))).await;
+        assert!(matches!(publisher.recv().await, Some(Packet::PubAck(a)) if a.reason.is_success()));
+    }
+    let expected = vec![("cfg/a".to_string(), "v2".to_string())];
+    // Acknowledged: every live node holds it (and the deletion) already.
+    assert_eq!(retained_on(&fleet, 1, "late-b", "cfg/#", Duration::from_millis(500)).await, expected);
+    assert_eq!(retained_on(&fleet, 2, "late-c", "cfg/#", Duration::from_millis(500)).await, expected);
+
+    // Many retained publishes, and the control plane's log hardly moves
+    // (no Raft write per retained message).
+    let before = state_index(&fleet.url).await.expect("index");
+    for n in 0..500u16 {
+        let publish = Publish { retain: true, ..retained(&format!("bulk/{n}"), "r") };
+        publisher.send(&Packet::Publish(Publish { qos: QoS::AtMostOnce, packet_id: None, ..publish })).await;
+    }
+    // Acknowledged once every node has it, and the ones before it (in order).
+    publisher.send(&Packet::Publish(retained("bulk/last", "r"))).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(a)) if a.reason.is_success()));
+    let after = state_index(&fleet.url).await.expect("index");
+    assert!(after - before < 100, "500 retained publishes moved the Raft log by {}", after - before);
+    drop(publisher);
+
+    // The node they were set on dies: the others still have them.
+    fleet.nodes[0].kill9();
+    assert_eq!(retained_on(&fleet, 1, "after-b", "cfg/#", Duration::from_millis(500)).await, expected);
+    // It comes back empty, and takes them from the others.
+    fleet.nodes[0].restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let got =
+            retained_on(&fleet, 0, &format!("back-a-{attempt}"), "cfg/#", Duration::from_millis(300)).await;
+        if got == expected {
+            break;
+        }
+        assert!(got.is_empty(), "node A came back with {got:?}");
+        assert!(Instant::now() < deadline, "node A never took the retained messages back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let bulk = retained_on(&fleet, 0, "bulk-a", "bulk/#", Duration::from_millis(500)).await;
+    // (Fewer than a session's queue limit of 1,000, so that one client gets all.)
+    let missing: Vec<String> = (0..500)
+        .map(|n| format!("bulk/{n}"))
+        .chain(["bulk/last".to_string()])
+        .filter(|t| !bulk.iter().any(|(topic, _)| topic == t))
+        .collect();
+    assert!(missing.is_empty(), "node A did not take back {missing:?}");
+    assert_eq!(bulk.len(), 501);
+}

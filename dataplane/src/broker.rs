@@ -21,7 +21,7 @@ use crate::cluster::announce::Announced;
 use crate::cluster::peer::ack::RemoteAck;
 use crate::cluster::peer::outbox::PeerLinks;
 use crate::cluster::peer::server::Arrival;
-use crate::cluster::peer::{add_share, Target};
+use crate::cluster::peer::{add_retained, add_share, Target};
 use crate::cluster::route_table::RouteTable;
 use crate::cluster::routes::RouteRegistrar;
 use crate::cluster::share_table::{Member, ShareTable};
@@ -33,7 +33,7 @@ use crate::mailbox::{PushOutcome, QueueLimits};
 use crate::message::{Delivery, Message, ShareKey, Will};
 use crate::metrics::Metrics;
 use crate::registry::{ConnectionId, PendingWill, Registry};
-use crate::retained::{RetainOutcome, RetainStore};
+use crate::retained::{RetainOutcome, RetainStore, Version};
 use crate::router::{Route, Router, SessionId, SharePick, Subscriber};
 use crate::session::SessionState;
 use crate::topic::{self, ParsedFilter};
@@ -236,11 +236,15 @@ impl Broker {
         publisher: Option<&Arc<crate::mailbox::Mailbox>>,
     ) -> Published {
         Metrics::add(&self.metrics.messages_received, 1);
-        if message.retain
-            && self.config.mqtt.retain_available
-            && self.retained.store(&message) == RetainOutcome::Refused
-        {
-            Metrics::add(&self.metrics.messages_retained_refused, 1);
+        let me = self.peers.get().map_or(0, |peers| peers.me());
+        let mut retained_change = None;
+        if message.retain && self.config.mqtt.retain_available {
+            let version = Version::now(me);
+            match self.retained.store_at(&message, version) {
+                RetainOutcome::Refused => Metrics::add(&self.metrics.messages_retained_refused, 1),
+                RetainOutcome::Stored | RetainOutcome::Deleted => retained_change = Some(version),
+                RetainOutcome::Stale => {}
+            }
         }
         let Some(peers) = self.peers.get() else {
             let mut routes = Vec::new();
@@ -250,7 +254,6 @@ impl Broker {
                 ..Default::default()
             };
         };
-        let me = peers.me();
         // Shared groups: one member in the whole cluster.
         let mut picks = Vec::new();
         self.shares.pick(&message, None, &mut picks);
@@ -305,6 +308,11 @@ impl Broker {
                 None => targets.push(Target::plain(node)),
             }
         }
+        // Every node holds every retained message (not the node's own `$SYS`).
+        if let Some(version) = retained_change.filter(|_| !message.topic.starts_with("$SYS/")) {
+            let view = peers.view();
+            add_retained(&mut targets, view.peers.keys().copied().filter(|&node| node != me), version);
+        }
         let mut published = Published { local, ..Default::default() };
         if !targets.is_empty() {
             published.remote = targets.len();
@@ -319,6 +327,11 @@ impl Broker {
     /// forwarded again, except once to another node's member of a group
     /// that has none left here.
     pub fn publish_from_peer(&self, message: Arc<Message>, arrival: Arrival) -> usize {
+        if let Some(version) = arrival.retained.filter(|_| self.config.mqtt.retain_available) {
+            if self.retained.store_at(&message, version) == RetainOutcome::Refused {
+                Metrics::add(&self.metrics.messages_retained_refused, 1);
+            }
+        }
         let mut routes = Vec::new();
         if arrival.plain {
             self.router.route_with(&message, true, &mut |_| SharePick::Skip, &mut routes);

@@ -123,7 +123,8 @@ impl Node {
                 let peers =
                     cluster::peer::outbox::PeerLinks::new(link.node_id, view.clone(), link.peers.clone());
                 broker.set_peers(peers.clone());
-                tasks.push(tokio::spawn(cluster::announce::run(peers, broker.announced.clone())));
+                tasks.push(tokio::spawn(cluster::announce::run(peers.clone(), broker.announced.clone())));
+                tasks.push(tokio::spawn(cluster::retained_sync::run(broker.clone(), peers)));
                 tasks.push(tokio::spawn(cluster::peer::server::serve(broker.clone(), socket)));
             }
             tasks.push(tokio::spawn(cluster::link::watch(link.clone(), view.clone(), broker.clone())));

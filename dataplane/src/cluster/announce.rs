@@ -19,14 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use proto::auth::BearerToken;
 use proto::peer as pb;
-use proto::peer::peer_client::PeerClient;
 use tokio::sync::Notify;
 use tracing::debug;
 
 use super::peer::ack::RemoteAck;
 use super::peer::outbox::PeerLinks;
+use super::peer::{client, Client};
 use super::route_table::RouteTable;
 use super::share_table::{Member, ShareTable};
 use crate::config::ShareStrategy;
@@ -74,9 +73,6 @@ impl Announcer {
     }
 }
 
-type Client =
-    PeerClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>>;
-
 /// Sends announcements, and expires what others announced, until the
 /// links shut down.
 pub async fn run(links: Arc<PeerLinks>, announced: Arc<Announced>) {
@@ -114,7 +110,7 @@ async fn send(links: &PeerLinks, clients: &mut HashMap<u64, (String, Client)>, b
         }
         let key = format!("{}\n{secret}", peer.address);
         if clients.get(&node).is_none_or(|(held, _)| *held != key) {
-            match client(&peer.address, &secret) {
+            match client(&peer.address, &secret, ANNOUNCE_TIMEOUT) {
                 Some(fresh) => {
                     clients.insert(node, (key, fresh));
                 }
@@ -137,17 +133,6 @@ async fn send(links: &PeerLinks, clients: &mut HashMap<u64, (String, Client)>, b
         }
     }
     clients.retain(|node, _| view.peers.contains_key(node));
-}
-
-fn client(address: &str, secret: &str) -> Option<Client> {
-    let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .ok()?
-        .connect_timeout(ANNOUNCE_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy();
-    let token = BearerToken::new((!secret.is_empty()).then_some(secret)).ok()?;
-    Some(PeerClient::with_interceptor(channel, token))
 }
 
 #[derive(Debug, Default)]

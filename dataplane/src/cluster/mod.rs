@@ -3,8 +3,9 @@
 //! the link that keeps it current (`link`), route registration (`routes`),
 //! the other nodes' routes (`route_table`) and shared groups
 //! (`share_table`), the peer links that carry messages to those nodes
-//! (`peer`), and the routes nodes announce to each other before a SUBACK
-//! (`announce`).
+//! (`peer`), the routes nodes announce to each other before a SUBACK
+//! (`announce`), and the retained messages a starting node takes from the
+//! others (`retained_sync`).
 //!
 //! Architecture invariant: the data plane speaks to the control plane only
 //! through `proto`; it never imports the `controlplane` crate.
@@ -15,6 +16,7 @@ pub mod announce;
 pub mod link;
 pub mod peer;
 pub mod recent_checks;
+pub mod retained_sync;
 pub mod route_table;
 pub mod routes;
 pub mod share_table;

@@ -43,6 +43,28 @@ impl Default for PeerSettings {
     }
 }
 
+/// A client of another node's `Peer` service.
+pub type Client = pb::peer_client::PeerClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, proto::auth::BearerToken>,
+>;
+
+/// A client for the node at `address` (connected on first use) presenting
+/// `secret`; `None` for an address or secret that cannot be used.
+pub fn client(address: &str, secret: &str, connect_timeout: Duration) -> Option<Client> {
+    let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .ok()?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let token = proto::auth::BearerToken::new((!secret.is_empty()).then_some(secret)).ok()?;
+    Some(
+        pb::peer_client::PeerClient::with_interceptor(channel, token)
+            .max_decoding_message_size(MAX_BATCH_BYTES)
+            .max_encoding_message_size(MAX_BATCH_BYTES),
+    )
+}
+
 /// What one remote node gets of a message: its plain subscriptions (when
 /// it has a matching route), and the shared groups whose chosen member it
 /// holds.
@@ -53,6 +75,8 @@ pub struct Target {
     pub shares: Vec<pb::ShareMember>,
     /// The message was already redirected once (see `peer.proto`).
     pub redirected: bool,
+    /// The node stores it as its topic's retained message, if newer.
+    pub retained: Option<crate::retained::Version>,
 }
 
 impl Target {
@@ -65,8 +89,32 @@ impl Target {
 pub fn add_share(targets: &mut Vec<Target>, node: u64, member: pb::ShareMember) {
     match targets.iter_mut().find(|t| t.node == node) {
         Some(target) => target.shares.push(member),
-        None => targets.push(Target { node, plain: false, shares: vec![member], redirected: false }),
+        None => targets.push(Target { node, shares: vec![member], ..Target::default() }),
     }
+}
+
+/// Marks every node in `nodes` to store a retained change of `version`.
+pub fn add_retained(
+    targets: &mut Vec<Target>,
+    nodes: impl IntoIterator<Item = u64>,
+    version: crate::retained::Version,
+) {
+    for node in nodes {
+        match targets.iter_mut().find(|t| t.node == node) {
+            Some(target) => target.retained = Some(version),
+            None => targets.push(Target { node, retained: Some(version), ..Target::default() }),
+        }
+    }
+}
+
+/// The wire form of a retained message's version.
+pub fn version_to_wire(version: crate::retained::Version) -> pb::RetainVersion {
+    pb::RetainVersion { micros: version.micros, node: version.node }
+}
+
+/// A retained message's version from the wire.
+pub fn version_from_wire(version: &pb::RetainVersion) -> crate::retained::Version {
+    crate::retained::Version { micros: version.micros, node: version.node }
 }
 
 /// Messages in one batch, at most.
@@ -101,6 +149,7 @@ pub fn to_wire(message: &Message, now: Instant) -> pb::PeerMessage {
         shares_only: false,
         shares: Vec::new(),
         redirected: false,
+        retained: None,
     }
 }
 

@@ -242,6 +242,7 @@ impl Link {
             wire.shares_only = !item.target.plain;
             wire.shares = item.target.shares;
             wire.redirected = item.target.redirected;
+            wire.retained = item.target.retained.map(super::version_to_wire);
             batch.messages.push(wire);
             if let Some(ack) = item.ack {
                 if down {

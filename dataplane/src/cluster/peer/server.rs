@@ -59,6 +59,8 @@ pub struct Arrival {
     pub plain: bool,
     pub shares: Vec<pb::ShareMember>,
     pub redirected: bool,
+    /// Store it as its topic's retained message, if newer than what is held.
+    pub retained: Option<crate::retained::Version>,
 }
 
 /// Why one batch was not taken.
@@ -110,6 +112,7 @@ impl Receiver {
                 plain: !wire.shares_only,
                 shares: std::mem::take(&mut wire.shares),
                 redirected: wire.redirected,
+                retained: wire.retained.as_ref().map(super::version_from_wire),
             };
             match super::from_wire(wire, now) {
                 Ok(message) => {
@@ -133,9 +136,41 @@ impl Receiver {
 
 type AckStream = tokio_stream::wrappers::ReceiverStream<Result<pb::Ack, Status>>;
 
+type RetainedStream = tokio_stream::wrappers::ReceiverStream<Result<pb::RetainedChunk, Status>>;
+
+/// Payload bytes in one chunk of retained messages, about.
+const RETAINED_CHUNK_BYTES: usize = 1024 * 1024;
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     type ForwardStream = AckStream;
+    type RetainedStream = RetainedStream;
+
+    async fn retained(
+        &self,
+        request: Request<pb::RetainedRequest>,
+    ) -> Result<Response<Self::RetainedStream>, Status> {
+        self.inner.authorize(&request)?;
+        let chunks = self.inner.broker.retained.versions(RETAINED_CHUNK_BYTES);
+        let (sender, receiver) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let now = Instant::now();
+            for chunk in chunks {
+                let messages = chunk
+                    .into_iter()
+                    .map(|(message, version)| pb::PeerMessage {
+                        retained: Some(super::version_to_wire(version)),
+                        shares_only: true,
+                        ..super::to_wire(&message, now)
+                    })
+                    .collect();
+                if sender.send(Ok(pb::RetainedChunk { messages })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(receiver)))
+    }
 
     async fn forward(
         &self,
