@@ -594,3 +594,116 @@ async fn retained_messages_reach_every_node_and_outlive_the_node_they_were_set_o
     assert!(missing.is_empty(), "node A did not take back {missing:?}");
     assert_eq!(bulk.len(), 501);
 }
+
+/// Connects `client_id` to node `i` with Clean Start 0 and a session that
+/// outlives the connection; returns the client and whether a session was
+/// present.
+async fn connect_persistent(fleet: &Fleet, i: usize, client_id: &str) -> (Client, bool) {
+    let mut connect = connect_packet(ProtocolVersion::V5, client_id, false);
+    connect.properties.session_expiry_interval = Some(300);
+    let (client, ack) = Client::connect_with_at(IPS[i], fleet.ports[i], connect).await;
+    assert!(ack.reason.is_success(), "CONNACK {ack:?}");
+    (client, ack.session_present)
+}
+
+/// Receives publishes until `wait` passes with none; acknowledges each one
+/// unless `ack` is false; returns (payload, dup) in arrival order.
+async fn drain(client: &mut Client, ack: bool, wait: Duration) -> Vec<(String, bool)> {
+    let mut got = Vec::new();
+    while let Some(packet) = client.recv_within(wait).await {
+        let Packet::Publish(publish) = packet else { panic!("unexpected {packet:?}") };
+        if let (true, Some(packet_id)) = (ack, publish.packet_id) {
+            client.send(&Packet::PubAck(PubAck { packet_id, ..Default::default() })).await;
+        }
+        got.push((String::from_utf8_lossy(&publish.payload).to_string(), publish.dup));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moving_between_nodes_keeps_its_session_and_its_id_is_live_once() {
+    let fleet = fleet(3).await;
+    let mut publisher = fleet.client(2, "move-pub").await;
+    let (mut on_a, present) = connect_persistent(&fleet, 0, "mover").await;
+    assert!(!present);
+    on_a.subscribe("move/#", QoS::AtLeastOnce).await;
+    wait_route(&mut publisher, &mut on_a, "move/probe").await;
+
+    // Ten messages reach the client on A; it acknowledges none of them.
+    for n in 0..10u16 {
+        publish_acked(&mut publisher, "move/x", format!("m{n:02}").into_bytes(), QoS::AtLeastOnce, n + 1)
+            .await;
+    }
+    let unacked = drain(&mut on_a, false, Duration::from_millis(500)).await;
+    assert_eq!(unacked.len(), 10, "{unacked:?}");
+
+    // The same client id connects on B while the connection on A is live.
+    let (mut on_b, present) = connect_persistent(&fleet, 1, "mover").await;
+    assert!(present, "the session moved from A to B");
+    on_a.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER).await;
+    // In flight on A: sent again, in order, marked DUP.
+    let resent = drain(&mut on_b, true, Duration::from_millis(500)).await;
+    let expected: Vec<(String, bool)> = (0..10).map(|n| (format!("m{n:02}"), true)).collect();
+    assert_eq!(resent, expected, "the unacknowledged messages follow the session");
+
+    // Offline on B: queued there, then the client comes back on C.
+    drop(on_b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 10..20u16 {
+        publish_acked(&mut publisher, "move/x", format!("m{n:02}").into_bytes(), QoS::AtLeastOnce, n + 1)
+            .await;
+    }
+    let (mut on_c, present) = connect_persistent(&fleet, 2, "mover").await;
+    assert!(present, "the parked session moved from B to C");
+    // And while it moves on, more messages, from a publisher on A.
+    let mut publisher_a = fleet.client(0, "move-pub-a").await;
+    for n in 20..30u16 {
+        publish_acked(&mut publisher_a, "move/x", format!("m{n:02}").into_bytes(), QoS::AtLeastOnce, n + 1)
+            .await;
+    }
+    let got = drain(&mut on_c, true, Duration::from_millis(700)).await;
+    let payloads: Vec<String> = got.into_iter().map(|(p, _)| p).collect();
+    let expected: Vec<String> = (10..30).map(|n| format!("m{n:02}")).collect();
+    assert_eq!(payloads, expected, "queued while it moved, then new: each once, in order");
+    on_c.expect_silence(Duration::from_millis(200)).await;
+
+    // The subscription lives on C only now: B has no route left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while has_route(&fleet.url, "move/#", 2).await != Some(false)
+        || has_route(&fleet.url, "move/#", 1).await != Some(false)
+    {
+        assert!(Instant::now() < deadline, "old nodes kept their routes: {:?}", routes(&fleet.url).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether `client` is told nothing within `wait` and then still answers
+/// a PINGREQ (a closed connection is not live).
+async fn stays_live(client: &mut Client, wait: Duration) -> bool {
+    if client.recv_within(wait).await.is_some() {
+        return false;
+    }
+    client.send(&Packet::PingReq).await;
+    matches!(client.recv_within(Duration::from_secs(2)).await, Some(Packet::PingResp))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_id_connecting_on_two_nodes_at_once_ends_with_one_live_connection() {
+    let fleet = fleet(2).await;
+    for round in 0..8 {
+        let id = format!("twin-{round}");
+        let connect = |i: usize| {
+            let mut packet = connect_packet(ProtocolVersion::V5, &id, round % 2 == 0);
+            packet.properties.session_expiry_interval = Some(60);
+            Client::connect_with_at(IPS[i], fleet.ports[i], packet)
+        };
+        let ((mut a, ack_a), (mut b, ack_b)) = tokio::join!(connect(0), connect(1));
+        let mut live = 0;
+        for (client, ack) in [(&mut a, &ack_a), (&mut b, &ack_b)] {
+            if ack.reason.is_success() && stays_live(client, Duration::from_millis(1500)).await {
+                live += 1;
+            }
+        }
+        assert_eq!(live, 1, "round {round}: CONNACKs {:?} and {:?}", ack_a.reason, ack_b.reason);
+    }
+}

@@ -80,6 +80,7 @@ fn fill(router: &Router, filters: &[String], sessions: &[Subscriber]) {
 
 fn message(topic: &str) -> Arc<Message> {
     Arc::new(Message {
+        id: dataplane::message::next_id(),
         topic: topic.into(),
         payload: Bytes::from_static(&[b'x'; 64]),
         qos: QoS::AtLeastOnce,

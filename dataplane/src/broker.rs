@@ -73,6 +73,8 @@ pub struct Broker {
     /// Routes and members other nodes announced before the control plane
     /// listed them.
     pub(crate) announced: Arc<Announced>,
+    /// Sessions given up to other nodes, until those release them.
+    pub(crate) moves: crate::cluster::sessions::Moves,
     /// Links to the other nodes, set when this node is part of a fleet.
     peers: OnceLock<Arc<PeerLinks>>,
     pub(crate) started: Instant,
@@ -118,6 +120,7 @@ impl Broker {
             remote_routes: RouteTable::new(),
             shares: ShareTable::new(config.shared_subscription.strategy),
             announced: Arc::new(Announced::new(config.shared_subscription.strategy)),
+            moves: Default::default(),
             peers: OnceLock::new(),
             router: Router::new(config.shared_subscription.strategy),
             retained: RetainStore::new(config.retainer.clone()),

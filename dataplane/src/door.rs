@@ -164,12 +164,13 @@ impl Broker {
         control: &Arc<ControlSlot>,
     ) -> Result<Opened, ReasonCode> {
         let client_id = identity.client_id.clone();
+        let since = crate::cluster::sessions::now_micros();
         let mut previous = None;
         let mut resumed_will = None;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.registry.claim(&client_id, connection, control) {
+            match self.registry.claim(&client_id, connection, control, since) {
                 Claim::Fresh => break,
                 Claim::Resumed(state, will) => {
                     previous = Some(state);
@@ -184,7 +185,7 @@ impl Broker {
                     drop(holder);
                     let state =
                         tokio::time::timeout(TAKEOVER_TIMEOUT, reply_rx).await.ok().and_then(Result::ok);
-                    if self.registry.claim_from(&client_id, holder_id, connection, control) {
+                    if self.registry.claim_from(&client_id, holder_id, connection, control, since) {
                         previous = state;
                         break;
                     }
@@ -195,6 +196,49 @@ impl Broker {
                         return Err(ReasonCode::SERVER_BUSY);
                     }
                 }
+            }
+        }
+        // In a fleet, the other nodes give the client id up, and its
+        // session if they hold it (see `cluster::sessions`).
+        let mut moved: Option<(u64, Vec<crate::message::Delivery>)> = None;
+        let mut other_holders = Vec::new();
+        if let Some(peers) = self.peers() {
+            use proto::peer::claim_result::Outcome;
+            let claim = proto::peer::ClientClaim {
+                client_id: client_id.to_string(),
+                connected_at: since,
+                clean_start,
+            };
+            let results = peers.claimer.claim(claim).await;
+            if results.iter().any(|(_, r)| r.outcome == Outcome::NewerHere as i32) {
+                debug!("a newer connection for this client id on another node: refused");
+                match previous {
+                    Some(state) if expiry > 0 => self.park_session(connection, state, expiry, resumed_will),
+                    Some(state) => {
+                        self.registry.release(&client_id, connection);
+                        self.end_session(state);
+                    }
+                    None => self.registry.release(&client_id, connection),
+                }
+                return Err(ReasonCode::SERVER_BUSY);
+            }
+            for (node, result) in results {
+                let Some(transfer) = result.session else { continue };
+                if previous.is_none() {
+                    let (state, queued) =
+                        crate::cluster::sessions::from_transfer(transfer, self.next_id(), client_id.clone());
+                    debug!(from = node, "session moved here from another node");
+                    previous = Some(state);
+                    moved = Some((node, queued));
+                } else {
+                    other_holders.push(node);
+                }
+            }
+        }
+        // Two nodes held a session (after a partition): this one's is kept.
+        for node in other_holders {
+            if let Some(peers) = self.peers() {
+                crate::cluster::sessions::release(peers, node, &client_id).await;
             }
         }
         let owned = previous.as_ref().is_none_or(|state| state.identity.username == identity.username);
@@ -213,10 +257,21 @@ impl Broker {
             Some(state) if !clean_start => (state, true),
             Some(state) => {
                 self.end_session(state);
-                (Box::new(SessionState::new(self.next_id(), client_id)), false)
+                (Box::new(SessionState::new(self.next_id(), client_id.clone())), false)
             }
-            None => (Box::new(SessionState::new(self.next_id(), client_id)), false),
+            None => (Box::new(SessionState::new(self.next_id(), client_id.clone())), false),
         };
+        if let (Some((node, queued)), Some(peers)) = (moved, self.peers()) {
+            if present {
+                self.resubscribe_moved(&mut session).await;
+            }
+            // The old node drops it now, and hands over what came meanwhile.
+            let late = crate::cluster::sessions::release(peers, node, &client_id).await;
+            if present {
+                let direct = session.mailbox.take_all();
+                session.mailbox.push_front_all(crate::cluster::sessions::merge_queues(queued, late, direct));
+            }
+        }
         let wants = self.hooks.wants().sessions;
         if wants && present {
             self.hooks.each(|i| i.sessions, |hook| hook.session_resumed(&identity));
@@ -241,6 +296,25 @@ impl Broker {
         }
         session.mailbox.set_online(true);
         Ok(Opened { session, present })
+    }
+
+    /// Subscribes a session that came from another node to its filters
+    /// here, and waits until every live node knows the new routes.
+    async fn resubscribe_moved(&self, session: &mut SessionState) {
+        let mut announced = false;
+        let subscriptions: Vec<(Box<str>, SessionSubscription)> =
+            session.subscriptions.iter().map(|(f, s)| (f.clone(), *s)).collect();
+        for (filter, sub) in subscriptions {
+            if let Ok(parsed) = topic::parse_filter(&filter) {
+                let (_, new_route) =
+                    self.subscribe(&parsed, session.subscriber(), sub.options, sub.identifier);
+                announced |= new_route;
+            }
+        }
+        if let (true, Some(peers)) = (announced, self.peers()) {
+            let wait = crate::cluster::announce::ANNOUNCE_TIMEOUT * 2;
+            let _ = tokio::time::timeout(wait, peers.announcer.barrier_async()).await;
+        }
     }
 
     /// A client is connected (its CONNACK is on its way).

@@ -309,6 +309,7 @@ mod tests {
         let mut hooks = Hooks::default();
         hooks.add_observer(observer.clone());
         let mut message = Message {
+            id: crate::message::next_id(),
             topic: "t".into(),
             payload: "p".into(),
             qos: mqtt_codec::QoS::AtMostOnce,

@@ -124,6 +124,8 @@ impl Node {
                     cluster::peer::outbox::PeerLinks::new(link.node_id, view.clone(), link.peers.clone());
                 broker.set_peers(peers.clone());
                 tasks.push(tokio::spawn(cluster::announce::run(peers.clone(), broker.announced.clone())));
+                tasks.push(tokio::spawn(cluster::sessions::run_claimer(peers.clone())));
+                tasks.push(tokio::spawn(cluster::reconcile::run(broker.clone(), peers.clone())));
                 tasks.push(tokio::spawn(cluster::retained_sync::run(broker.clone(), peers)));
                 tasks.push(tokio::spawn(cluster::peer::server::serve(broker.clone(), socket)));
             }

@@ -304,6 +304,7 @@ mod tests {
     fn delivery(qos: QoS, n: u8) -> Delivery {
         Delivery {
             message: Arc::new(Message {
+                id: crate::message::next_id(),
                 topic: "t".into(),
                 payload: bytes::Bytes::from(vec![n]),
                 qos,

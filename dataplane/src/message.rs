@@ -10,6 +10,9 @@ use mqtt_codec::{PublishProperties, QoS};
 /// A published application message, as routed inside the broker.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// Unique in the fleet (see [`next_id`]): tells the copies of one
+    /// message apart from a second message with the same content.
+    pub id: u64,
     pub topic: String,
     pub payload: Bytes,
     pub qos: QoS,
@@ -20,6 +23,17 @@ pub struct Message {
     pub publisher: Option<Arc<str>>,
     /// When the Message Expiry Interval runs out.
     pub expires_at: Option<Instant>,
+}
+
+/// A message id no process of the fleet hands out twice, as far as
+/// 64 bits allow: a random 24-bit prefix per process, then a counter.
+pub fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let prefix = *PREFIX.get_or_init(|| (rand::random::<u64>() & 0xff_ffff) << 40);
+    prefix | (COUNTER.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1))
 }
 
 impl Message {

@@ -32,6 +32,7 @@ fn publish(broker: &Broker, client_id: &str, event: &str, payload: serde_json::V
         return;
     }
     let message = Message {
+        id: crate::message::next_id(),
         topic: format!("$SYS/brokers/{}/clients/{client_id}/{event}", broker.node_name),
         payload: payload.to_string().into(),
         qos: QoS::AtMostOnce,

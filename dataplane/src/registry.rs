@@ -158,8 +158,18 @@ pub type PendingWill = Box<Will>;
 /// A registry entry.
 #[derive(Debug)]
 pub enum Entry {
-    Online { connection: ConnectionId, control: Arc<ControlSlot> },
-    Offline { state: Box<SessionState>, generation: u64, will: Option<PendingWill> },
+    Online {
+        connection: ConnectionId,
+        control: Arc<ControlSlot>,
+        /// When the connection came (microseconds since the Unix epoch):
+        /// across nodes, the newest connection for a client id wins.
+        since: u64,
+    },
+    Offline {
+        state: Box<SessionState>,
+        generation: u64,
+        will: Option<PendingWill>,
+    },
 }
 
 /// Sessions by client identifier.
@@ -180,12 +190,19 @@ pub enum Claim {
 }
 
 impl Registry {
-    /// Claims `client_id` for `connection` unless a live connection holds it.
-    pub fn claim(&self, client_id: &Arc<str>, connection: ConnectionId, control: &Arc<ControlSlot>) -> Claim {
+    /// Claims `client_id` for `connection` (that came at `since`) unless a
+    /// live connection holds it.
+    pub fn claim(
+        &self,
+        client_id: &Arc<str>,
+        connection: ConnectionId,
+        control: &Arc<ControlSlot>,
+        since: u64,
+    ) -> Claim {
         let mut entries = self.entries.lock();
-        let online = Entry::Online { connection, control: control.clone() };
+        let online = Entry::Online { connection, control: control.clone(), since };
         match entries.get(client_id) {
-            Some(Entry::Online { connection: holder, control: holder_control }) => {
+            Some(Entry::Online { connection: holder, control: holder_control, .. }) => {
                 Claim::Busy { connection: *holder, control: holder_control.clone() }
             }
             Some(Entry::Offline { .. }) => match entries.insert(client_id.clone(), online) {
@@ -206,19 +223,52 @@ impl Registry {
         previous: ConnectionId,
         connection: ConnectionId,
         control: &Arc<ControlSlot>,
+        since: u64,
     ) -> bool {
         let mut entries = self.entries.lock();
+        let online = Entry::Online { connection, control: control.clone(), since };
         match entries.get(client_id) {
             Some(Entry::Online { connection: holder, .. }) if *holder == previous => {
-                entries.insert(client_id.clone(), Entry::Online { connection, control: control.clone() });
+                entries.insert(client_id.clone(), online);
                 true
             }
             None => {
-                entries.insert(client_id.clone(), Entry::Online { connection, control: control.clone() });
+                entries.insert(client_id.clone(), online);
                 true
             }
             _ => false,
         }
+    }
+
+    /// When the live connection holding `client_id` came, if one does.
+    pub fn online_since(&self, client_id: &str) -> Option<u64> {
+        match self.entries.lock().get(client_id) {
+            Some(Entry::Online { since, .. }) => Some(*since),
+            _ => None,
+        }
+    }
+
+    /// The live connection holding `client_id`: its id, control slot and
+    /// when it came.
+    pub fn online_holder(&self, client_id: &str) -> Option<(ConnectionId, Arc<ControlSlot>, u64)> {
+        match self.entries.lock().get(client_id) {
+            Some(Entry::Online { connection, control, since }) => {
+                Some((*connection, control.clone(), *since))
+            }
+            _ => None,
+        }
+    }
+
+    /// Every live connection's client id and when it came.
+    pub fn online_ids(&self) -> Vec<(Arc<str>, u64)> {
+        self.entries
+            .lock()
+            .iter()
+            .filter_map(|(id, entry)| match entry {
+                Entry::Online { since, .. } => Some((id.clone(), *since)),
+                Entry::Offline { .. } => None,
+            })
+            .collect()
     }
 
     /// Parks a session when its connection ends. Returns false (and gives the

@@ -213,6 +213,7 @@ mod tests {
 
     fn msg(topic: &str, payload: &'static [u8]) -> Arc<Message> {
         Arc::new(Message {
+            id: crate::message::next_id(),
             topic: topic.into(),
             payload: Bytes::from_static(payload),
             qos: QoS::AtMostOnce,

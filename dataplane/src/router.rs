@@ -465,6 +465,7 @@ mod tests {
 
     fn message(topic: &str) -> Arc<Message> {
         Arc::new(Message {
+            id: crate::message::next_id(),
             topic: topic.into(),
             payload: Default::default(),
             qos: QoS::AtLeastOnce,

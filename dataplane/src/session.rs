@@ -107,6 +107,18 @@ impl SessionState {
         self.inflight.insert(packet_id, Inflight { seq, delivery, state: OutgoingState::Published });
     }
 
+    /// Records an outgoing message that came with a session from another
+    /// node (after those already recorded, in the order they come).
+    pub fn restore_inflight(&mut self, packet_id: u16, delivery: Delivery, released: bool) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let state = if released { OutgoingState::Released } else { OutgoingState::Published };
+        self.inflight.insert(packet_id, Inflight { seq, delivery, state });
+        if packet_id >= self.next_packet_id {
+            self.next_packet_id = packet_id.checked_add(1).unwrap_or(1);
+        }
+    }
+
     /// Outgoing messages in the order they were first sent.
     pub fn inflight_in_order(&self) -> Vec<(u16, Inflight)> {
         let mut entries: Vec<(u16, Inflight)> =
@@ -128,6 +140,7 @@ mod tests {
         assert_eq!(first, Some(u16::MAX));
         let delivery = Delivery {
             message: Arc::new(crate::message::Message {
+                id: crate::message::next_id(),
                 topic: "t".into(),
                 payload: Default::default(),
                 qos: mqtt_codec::QoS::AtLeastOnce,

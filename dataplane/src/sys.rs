@@ -66,6 +66,7 @@ fn publish_all(broker: &Broker) {
     broker.retained.purge_expired();
     for (suffix, value) in values(broker) {
         let message = Message {
+            id: crate::message::next_id(),
             topic: format!("$SYS/brokers/{}/{}", broker.node_name, suffix),
             payload: Bytes::from(value),
             qos: QoS::AtMostOnce,

@@ -42,6 +42,7 @@ struct Pending {
     filters: Vec<String>,
     members: Vec<pb::ShareMember>,
     waiters: Vec<Arc<RemoteAck>>,
+    tasks: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The sending side: new routes of this node, waiting to be announced.
@@ -64,6 +65,14 @@ impl Announcer {
             topic_filter: filter.to_string(),
             client_id: client_id.to_string(),
         });
+    }
+
+    /// Resolves once everything queued so far is announced.
+    pub fn barrier_async(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.pending.lock().tasks.push(sender);
+        self.notify.notify_one();
+        receiver
     }
 
     /// Settles `waiter` once everything queued so far is announced.
@@ -92,6 +101,9 @@ pub async fn run(links: Arc<PeerLinks>, announced: Arc<Announced>) {
             send(&links, &mut clients, &batch).await;
         }
         batch.waiters.iter().for_each(|waiter| waiter.settle());
+        batch.tasks.into_iter().for_each(|task| {
+            let _ = task.send(());
+        });
     }
 }
 

@@ -274,6 +274,7 @@ mod tests {
 
     fn message(topic: &str) -> Message {
         Message {
+            id: crate::message::next_id(),
             topic: topic.into(),
             payload: Default::default(),
             qos: QoS::AtLeastOnce,

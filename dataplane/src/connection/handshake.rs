@@ -293,6 +293,7 @@ fn build_will(
         return Err(ReasonCode::PAYLOAD_FORMAT_INVALID);
     }
     let message = Message {
+        id: crate::message::next_id(),
         topic: will.topic.clone(),
         payload: will.payload.clone(),
         qos: will.qos,

@@ -335,6 +335,7 @@ impl<T: Transport> Connection<T> {
         let expires_at =
             properties.message_expiry_interval.map(|s| StdInstant::now() + Duration::from_secs(s as u64));
         Ok(Message {
+            id: crate::message::next_id(),
             topic: publish.topic,
             payload: publish.payload,
             qos: publish.qos,

@@ -131,6 +131,7 @@ pub const MAX_BATCH_BYTES: usize = 300 * 1024 * 1024;
 pub fn to_wire(message: &Message, now: Instant) -> pb::PeerMessage {
     let p = &message.properties;
     pb::PeerMessage {
+        id: message.id,
         topic: message.topic.clone(),
         payload: message.payload.clone(),
         qos: message.qos as u32,
@@ -189,7 +190,17 @@ pub fn from_wire(wire: pb::PeerMessage, now: Instant) -> Result<Message, WireErr
     };
     let expires_at = wire.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s)));
     let publisher = (!wire.publisher.is_empty()).then(|| Arc::<str>::from(wire.publisher));
-    Ok(Message { topic, payload: wire.payload, qos, retain: wire.retain, properties, publisher, expires_at })
+    let id = if wire.id == 0 { crate::message::next_id() } else { wire.id };
+    Ok(Message {
+        id,
+        topic,
+        payload: wire.payload,
+        qos,
+        retain: wire.retain,
+        properties,
+        publisher,
+        expires_at,
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +213,7 @@ mod tests {
     fn a_message_survives_the_wire_and_bad_shapes_are_refused() {
         let now = Instant::now();
         let message = Message {
+            id: crate::message::next_id(),
             topic: "a/b".into(),
             payload: Bytes::from_static(b"hi"),
             qos: QoS::ExactlyOnce,

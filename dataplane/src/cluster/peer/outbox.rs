@@ -84,6 +84,8 @@ pub struct PeerLinks {
     pub counters: PeerCounters,
     /// New routes of this node for the other nodes (see `announce`).
     pub announcer: Arc<crate::cluster::announce::Announcer>,
+    /// Client ids this node claims from the others (see `sessions`).
+    pub claimer: Arc<crate::cluster::sessions::Claimer>,
 }
 
 impl PeerLinks {
@@ -96,6 +98,7 @@ impl PeerLinks {
             links: RwLock::new(HashMap::new()),
             counters: PeerCounters::default(),
             announcer: Arc::default(),
+            claimer: Arc::default(),
         })
     }
 

@@ -90,6 +90,14 @@ impl Receiver {
         }
     }
 
+    /// Refuses a request that says it comes from this node.
+    fn check_sender(&self, from: u64) -> Result<(), Status> {
+        if self.broker.peers().map(|peers| peers.me()) == Some(from) {
+            return Err(Status::invalid_argument("a request from this node's own id"));
+        }
+        Ok(())
+    }
+
     /// Delivers `batch` unless it was already; returns the sequence number to acknowledge.
     fn take(&self, batch: pb::Batch) -> Result<u64, Refusal> {
         let sender = self.senders.lock().entry(batch.from_node).or_default().clone();
@@ -210,13 +218,45 @@ impl Peer for PeerService {
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(receiver)))
     }
 
+    async fn claim(&self, request: Request<pb::ClaimBatch>) -> Result<Response<pb::ClaimResults>, Status> {
+        self.inner.authorize(&request)?;
+        let batch = request.into_inner();
+        self.inner.check_sender(batch.from_node)?;
+        if batch.claims.len() > MAX_CLAIMS {
+            return Err(Status::invalid_argument("too many claims in one batch"));
+        }
+        let results =
+            crate::cluster::sessions::give_up(&self.inner.broker, batch.from_node, batch.claims).await;
+        Ok(Response::new(pb::ClaimResults { results }))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseReply>, Status> {
+        self.inner.authorize(&request)?;
+        let request = request.into_inner();
+        self.inner.check_sender(request.from_node)?;
+        let queued = crate::cluster::sessions::release_moved(
+            &self.inner.broker,
+            request.from_node,
+            &request.client_id,
+        );
+        Ok(Response::new(pb::ReleaseReply { queued }))
+    }
+
+    async fn reconcile(&self, request: Request<pb::ClientList>) -> Result<Response<pb::ClientList>, Status> {
+        self.inner.authorize(&request)?;
+        let list = request.into_inner();
+        self.inner.check_sender(list.from_node)?;
+        let me = self.inner.broker.peers().map_or(0, |peers| peers.me());
+        Ok(Response::new(crate::cluster::reconcile::answer(&self.inner.broker, list, me)))
+    }
+
     async fn announce(&self, request: Request<pb::Announcement>) -> Result<Response<pb::Announced>, Status> {
         self.inner.authorize(&request)?;
         let announcement = request.into_inner();
-        let me = self.inner.broker.peers().map(|peers| peers.me());
-        if me == Some(announcement.from_node) {
-            return Err(Status::invalid_argument("an announcement from this node's own id"));
-        }
+        self.inner.check_sender(announcement.from_node)?;
         if announcement.filters.len() + announcement.members.len() > MAX_ANNOUNCED {
             return Err(Status::invalid_argument("too many routes in one announcement"));
         }
@@ -231,6 +271,9 @@ impl Peer for PeerService {
         Ok(Response::new(pb::Announced {}))
     }
 }
+
+/// Claims in one batch, at most.
+const MAX_CLAIMS: usize = 100_000;
 
 /// Routes in one announcement, at most (a larger burst is split by the
 /// sender's batching only in time, so this is generous).
