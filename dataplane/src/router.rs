@@ -188,6 +188,35 @@ impl Router {
         out
     }
 
+    /// Whether `filter` has a plain subscriber here (one that makes a route).
+    pub fn routes_filter(&self, filter: &str) -> bool {
+        let root = self.root.read();
+        let mut node = &*root;
+        for level in filter.split('/') {
+            match node.children.get(level) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        let routed = node.subscribers.values().any(|e| !e.local);
+        routed
+    }
+
+    /// The client ids of this node's members of `group` on `filter`.
+    pub fn group_members(&self, group: &str, filter: &str) -> Vec<Arc<str>> {
+        let root = self.root.read();
+        let mut node = &*root;
+        for level in filter.split('/') {
+            match node.children.get(level) {
+                Some(child) => node = child,
+                None => return Vec::new(),
+            }
+        }
+        node.shared
+            .get(group)
+            .map_or_else(Vec::new, |g| g.members.iter().map(|m| m.subscriber.client_id.clone()).collect())
+    }
+
     /// Every (group, filter, client id) of the shared groups here.
     pub fn share_members(&self) -> std::collections::HashSet<(String, String, String)> {
         fn walk(node: &Node, out: &mut std::collections::HashSet<(String, String, String)>) {

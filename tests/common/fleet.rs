@@ -148,6 +148,20 @@ impl Process {
         Process { child, args }
     }
 
+    /// `mqttd` with `args` inside the network namespace `netns`.
+    pub fn spawn_in(netns: &str, args: Vec<String>) -> Process {
+        let mut full: Vec<String> = vec!["netns".into(), "exec".into(), netns.into()];
+        full.push(env!("CARGO_BIN_EXE_mqttd").into());
+        full.extend(args.iter().cloned());
+        let child = Command::new("ip")
+            .args(&full)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mqttd in a network namespace");
+        Process { child, args }
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -210,6 +224,19 @@ pub fn dataplane_on(
     token_file: &Path,
     extra: &[&str],
 ) -> Process {
+    Process::spawn(dataplane_args(id, ip, port, members, dir, token_file, extra))
+}
+
+/// The command line of [`dataplane_on`].
+pub fn dataplane_args(
+    id: u64,
+    ip: &str,
+    port: u16,
+    members: &str,
+    dir: &Path,
+    token_file: &Path,
+    extra: &[&str],
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "dataplane".into(),
         "--set".into(),
@@ -239,7 +266,7 @@ pub fn dataplane_on(
         args.push("--set".into());
         args.push(setting.to_string());
     }
-    Process::spawn(args)
+    args
 }
 
 pub async fn connect_as(

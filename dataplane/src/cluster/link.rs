@@ -166,11 +166,33 @@ async fn watch_once(
                         Some(pb::change::Change::RouteSet(route)) => {
                             broker.remote_routes.set(&route.topic_filter, &route.node_ids);
                             broker.announced.route_listed(&route.topic_filter, &route.node_ids);
+                            // Our route went (we were declared down, say)
+                            // while we still serve it: register it again.
+                            if let Some(registrar) = &broker.routes {
+                                if !route.node_ids.contains(&config.node_id)
+                                    && broker.router.routes_filter(&route.topic_filter)
+                                {
+                                    registrar.filter_added(&route.topic_filter);
+                                }
+                            }
                         }
                         Some(pb::change::Change::ShareGroupSet(group)) => {
                             let members = members(group);
                             broker.shares.set(&group.group, &group.topic_filter, members.clone());
                             broker.announced.group_listed(&group.group, &group.topic_filter, &members);
+                            if let Some(registrar) = &broker.routes {
+                                for client in broker.router.group_members(&group.group, &group.topic_filter) {
+                                    let listed =
+                                        members.iter().any(|(n, c)| *n == config.node_id && **c == *client);
+                                    if !listed {
+                                        registrar.share_joined((
+                                            group.group.clone(),
+                                            group.topic_filter.clone(),
+                                            client.to_string(),
+                                        ));
+                                    }
+                                }
+                            }
                         }
                         _ => {}
                     }
