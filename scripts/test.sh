@@ -24,8 +24,10 @@ if ! venv_ok && [ -z "${MQTTD_VENV:-}" ] && ! { mkdir -p "$venv" 2>/dev/null && 
 fi
 
 # Debian packages: a C toolchain with make (ring and jemalloc build from C
-# sources), the mosquitto clients (and the broker, for side-by-side runs).
+# sources), the mosquitto clients (and the broker, for side-by-side runs),
+# iproute2 (tests/partition.rs puts a node in its own network namespace).
 need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
