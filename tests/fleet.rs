@@ -707,3 +707,57 @@ async fn one_client_id_connecting_on_two_nodes_at_once_ends_with_one_live_connec
         assert_eq!(live, 1, "round {round}: CONNACKs {:?} and {:?}", ack_a.reason, ack_b.reason);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_claimed_from_two_nodes_at_once_survives_on_the_newest() {
+    let fleet = fleet(3).await;
+    let mut publisher = fleet.client(0, "race-pub").await;
+    for round in 0..4u16 {
+        let id = format!("racer-{round}");
+        let (mut first, _) = connect_persistent(&fleet, 0, &id).await;
+        first.subscribe(&format!("race/{round}"), QoS::AtLeastOnce).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for n in 0..5u16 {
+            let payload = format!("r{round}-{n}").into_bytes();
+            publish_acked(&mut publisher, &format!("race/{round}"), payload, QoS::AtLeastOnce, n + 1).await;
+        }
+        // The client comes back on B and, a moment later, on C.
+        let on_b = async { connect_persistent(&fleet, 1, &id).await };
+        let on_c = async {
+            tokio::time::sleep(Duration::from_millis(u64::from(round) * 3)).await;
+            let mut connect = connect_packet(ProtocolVersion::V5, &id, false);
+            connect.properties.session_expiry_interval = Some(300);
+            Client::connect_with_at(IPS[2], fleet.ports[2], connect).await
+        };
+        let ((mut b, _), (mut c, ack_c)) = tokio::join!(on_b, on_c);
+        let mut survivors = Vec::new();
+        for (name, client) in [("B", &mut b), ("C", &mut c)] {
+            // What it gets until it is told to go (0x8E) or nothing more comes.
+            let mut got = Vec::new();
+            let mut closed = false;
+            while let Some(packet) = client.recv_within(Duration::from_millis(800)).await {
+                match packet {
+                    Packet::Publish(publish) => {
+                        if let Some(packet_id) = publish.packet_id {
+                            client.send(&Packet::PubAck(PubAck { packet_id, ..Default::default() })).await;
+                        }
+                        got.push(String::from_utf8_lossy(&publish.payload).to_string());
+                    }
+                    Packet::Disconnect(d) if d.reason == ReasonCode::SESSION_TAKEN_OVER => closed = true,
+                    other => panic!("{name}: unexpected {other:?}"),
+                }
+            }
+            client.send(&Packet::PingReq).await;
+            let live =
+                !closed && matches!(client.recv_within(Duration::from_secs(2)).await, Some(Packet::PingResp));
+            if live {
+                survivors.push((name, got));
+            }
+        }
+        assert_eq!(survivors.len(), 1, "round {round}: live {survivors:?} (C's CONNACK {:?})", ack_c.reason);
+        let payloads: Vec<String> = survivors[0].1.clone();
+        let expected: Vec<String> = (0..5).map(|n| format!("r{round}-{n}")).collect();
+        assert_eq!(payloads, expected, "round {round}: the session's queue, on {}", survivors[0].0);
+    }
+}

@@ -294,7 +294,7 @@ impl Broker {
         // Chosen here, but no member is left here: another node's takes it.
         for (key, _, used) in here {
             if !used {
-                match self.shares.pick_in(&key, &message, Some(me)) {
+                match self.other_node_member(&key, &message, Some(me)) {
                     Some(member) => add_share(&mut targets, member.node, share_member(&key, &member)),
                     None => Metrics::add(&self.metrics.messages_dropped, 1),
                 }
@@ -330,7 +330,9 @@ impl Broker {
     /// forwarded again, except once to another node's member of a group
     /// that has none left here.
     pub fn publish_from_peer(&self, message: Arc<Message>, arrival: Arrival) -> usize {
-        if let Some(version) = arrival.retained.filter(|_| self.config.mqtt.retain_available) {
+        let retainable =
+            message.retain && !message.topic.starts_with("$SYS/") && self.config.mqtt.retain_available;
+        if let Some(version) = arrival.retained.filter(|_| retainable) {
             if self.retained.store_at(&message, version) == RetainOutcome::Refused {
                 Metrics::add(&self.metrics.messages_retained_refused, 1);
             }
@@ -350,7 +352,7 @@ impl Broker {
                 None => {
                     let me = self.peers.get().map(|p| p.me());
                     let other =
-                        (!arrival.redirected).then(|| self.shares.pick_in(&key, &message, me)).flatten();
+                        (!arrival.redirected).then(|| self.other_node_member(&key, &message, me)).flatten();
                     match other {
                         Some(other) => add_share(&mut redirect, other.node, share_member(&key, &other)),
                         None => Metrics::add(&self.metrics.messages_dropped, 1),
@@ -440,7 +442,7 @@ impl Broker {
                 None => match (&delivery.share, self.peers.get()) {
                     // None here: a member on another node takes it.
                     (Some(key), Some(peers)) => {
-                        match self.shares.pick_in(key, &delivery.message, Some(peers.me())) {
+                        match self.other_node_member(key, &delivery.message, Some(peers.me())) {
                             Some(member) => {
                                 let mut targets = Vec::new();
                                 add_share(&mut targets, member.node, share_member(key, &member));
@@ -491,6 +493,19 @@ impl Broker {
             }
         }
         (existed, announced)
+    }
+
+    /// Routes of this node are being announced (see `cluster::announce`).
+    pub fn announcing(&self) -> bool {
+        self.peers.get().is_some_and(|peers| peers.announcer.busy())
+    }
+
+    /// A member of the group `key` on another node than `except`: from the
+    /// control plane's list, else from what nodes announced.
+    fn other_node_member(&self, key: &ShareKey, message: &Message, except: Option<u64>) -> Option<Member> {
+        self.shares
+            .pick_in(key, message, except)
+            .or_else(|| self.announced.shares.pick_in(key, message, except))
     }
 
     /// What a SUBACK waits for after a subscribe that announced a route:

@@ -268,8 +268,7 @@ impl Broker {
             // The old node drops it now, and hands over what came meanwhile.
             let late = crate::cluster::sessions::release(peers, node, &client_id).await;
             if present {
-                let direct = session.mailbox.take_all();
-                session.mailbox.push_front_all(crate::cluster::sessions::merge_queues(queued, late, direct));
+                crate::cluster::sessions::settle_moved(&session, queued, late);
             }
         }
         let wants = self.hooks.wants().sessions;
@@ -311,7 +310,8 @@ impl Broker {
                 announced |= new_route;
             }
         }
-        if let (true, Some(peers)) = (announced, self.peers()) {
+        // Also when an earlier announcement of these routes is still out.
+        if let Some(peers) = self.peers().filter(|p| announced || p.announcer.busy()) {
             let wait = crate::cluster::announce::ANNOUNCE_TIMEOUT * 2;
             let _ = tokio::time::timeout(wait, peers.announcer.barrier_async()).await;
         }

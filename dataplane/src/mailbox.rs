@@ -69,7 +69,14 @@ struct Inner {
     notified: bool,
     /// Who to wake on the next push.
     waker: Option<Waker>,
+    /// After the session moved here from another node: deliveries it
+    /// already has (message id, through a shared group), refused until the
+    /// deadline, so that a copy still on its way is not delivered twice.
+    already: Option<Box<Copies>>,
 }
+
+/// Deliveries a moved session already has, refused until a deadline.
+type Copies = (std::collections::HashSet<(u64, bool)>, std::time::Instant);
 
 impl Inner {
     /// Records a wake-up; returns the waker to call once the lock is released.
@@ -122,6 +129,14 @@ impl Mailbox {
     /// Like [`Mailbox::push`], also saying whether the publisher should wait.
     pub fn push_with_pressure(&self, delivery: Delivery, limits: QueueLimits) -> Pushed {
         let mut inner = self.inner.lock();
+        if let Some(already) = &inner.already {
+            if already.1 <= std::time::Instant::now() {
+                inner.already = None;
+            } else if already.0.contains(&(delivery.message.id, delivery.share.is_some())) {
+                // A copy of a delivery the session has: not a drop.
+                return Pushed { outcome: PushOutcome::Queued, pressure: false };
+            }
+        }
         if !inner.online && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
             return Pushed { outcome: PushOutcome::Dropped, pressure: false };
         }
@@ -217,6 +232,12 @@ impl Mailbox {
             inner.pressured = false;
             release_waiters(inner);
         }
+    }
+
+    /// Refuses, until `until`, deliveries of the messages in `ids` (message
+    /// id, through a shared group) that the session already has.
+    pub fn refuse_copies(&self, ids: std::collections::HashSet<(u64, bool)>, until: std::time::Instant) {
+        self.inner.lock().already = (!ids.is_empty()).then(|| Box::new((ids, until)));
     }
 
     /// Takes every queued delivery out (the session is going away).

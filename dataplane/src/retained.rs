@@ -56,7 +56,7 @@ impl Version {
 /// does not bring the message back.
 pub const TOMBSTONE_FOR: Duration = Duration::from_secs(600);
 
-/// Deletions remembered at most (the oldest go first).
+/// Deletions remembered at most.
 const MAX_TOMBSTONES: usize = 100_000;
 
 #[derive(Debug)]
@@ -111,13 +111,10 @@ impl RetainStore {
                 }
                 tombstones.remove(&message.topic);
             }
-            if message.payload.is_empty() {
-                if tombstones.len() >= MAX_TOMBSTONES {
-                    let oldest = tombstones.iter().min_by_key(|(_, (_, at))| *at).map(|(t, _)| t.clone());
-                    if let Some(oldest) = oldest {
-                        tombstones.remove(&oldest);
-                    }
-                }
+            // A deletion of what is held is remembered (while there is room:
+            // a full set of recent deletions takes no more until they expire).
+            let held = messages.contains_key(&message.topic);
+            if message.payload.is_empty() && held && tombstones.len() < MAX_TOMBSTONES {
                 tombstones.insert(message.topic.clone(), (version, Instant::now()));
             }
         }

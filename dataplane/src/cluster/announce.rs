@@ -50,6 +50,8 @@ struct Pending {
 pub struct Announcer {
     pending: Mutex<Pending>,
     notify: Notify,
+    /// An announcement is being sent.
+    sending: std::sync::atomic::AtomicBool,
 }
 
 impl Announcer {
@@ -65,6 +67,15 @@ impl Announcer {
             topic_filter: filter.to_string(),
             client_id: client_id.to_string(),
         });
+    }
+
+    /// Routes are queued or being announced: a subscribe to one of them
+    /// must wait for the announcement too.
+    pub fn busy(&self) -> bool {
+        self.sending.load(std::sync::atomic::Ordering::Acquire) || {
+            let pending = self.pending.lock();
+            !pending.filters.is_empty() || !pending.members.is_empty()
+        }
     }
 
     /// Resolves once everything queued so far is announced.
@@ -96,10 +107,15 @@ pub async fn run(links: Arc<PeerLinks>, announced: Arc<Announced>) {
                 continue;
             }
         }
-        let batch = std::mem::take(&mut *announcer.pending.lock());
+        let batch = {
+            let mut pending = announcer.pending.lock();
+            announcer.sending.store(true, std::sync::atomic::Ordering::Release);
+            std::mem::take(&mut *pending)
+        };
         if !batch.filters.is_empty() || !batch.members.is_empty() {
             send(&links, &mut clients, &batch).await;
         }
+        announcer.sending.store(false, std::sync::atomic::Ordering::Release);
         batch.waiters.iter().for_each(|waiter| waiter.settle());
         batch.tasks.into_iter().for_each(|task| {
             let _ = task.send(());

@@ -39,18 +39,25 @@ use crate::message::{Delivery, ShareKey};
 use crate::registry::{Claim, ConnectionId, Control, ControlSlot};
 use crate::session::{SessionState, SessionSubscription};
 
-/// How long a claim waits for a node that answers.
-pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a claim waits for a node that answers: longer than a holder
+/// may take to give a session up (two handovers), so that a session is not
+/// given up to a claimer that stopped waiting.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a node that did not answer the last claim is waited for.
 const UNHEALTHY_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// How long a given-up session waits for the claimer's release before it
-/// is ended (the claimer died).
+/// is parked here again (the claimer died, or refused its client, or
+/// stopped waiting).
 const MOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a live connection has to hand its session over.
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a live connection has to hand its session over (twice at most
+/// per claim: below [`CLAIM_TIMEOUT`]).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a session that moved here refuses copies of what it brought.
+const COPIES_FOR: Duration = Duration::from_secs(30);
 
 /// Microseconds since the Unix epoch.
 pub fn now_micros() -> u64 {
@@ -178,16 +185,41 @@ pub fn from_transfer(
     (state, queued)
 }
 
+/// What tells two deliveries of one message to one session apart: the
+/// message id, and whether it came through a shared group (a session may
+/// get a message both ways).
+fn copy_key(delivery: &Delivery) -> (u64, bool) {
+    (delivery.message.id, delivery.share.is_some())
+}
+
 /// Merges what a session had when it moved (`queued`), what arrived for it
 /// on the old node since (`late`) and what it got here meanwhile
-/// (`direct`), in that order, each message once.
-pub fn merge_queues(queued: Vec<Delivery>, late: Vec<Delivery>, direct: Vec<Delivery>) -> Vec<Delivery> {
-    let mut seen: HashSet<u64> = queued.iter().map(|d| d.message.id).collect();
-    seen.extend(direct.iter().map(|d| d.message.id));
+/// (`direct`), in that order, each delivery once. Also returns what the
+/// session now has from the old node, so that copies still on their way
+/// here can be refused ([`crate::mailbox::Mailbox::refuse_copies`]).
+pub fn merge_queues(
+    queued: Vec<Delivery>,
+    late: Vec<Delivery>,
+    direct: Vec<Delivery>,
+) -> (Vec<Delivery>, HashSet<(u64, bool)>) {
+    let mut seen: HashSet<(u64, bool)> = queued.iter().map(copy_key).collect();
+    seen.extend(direct.iter().map(copy_key));
     let mut out = queued;
-    out.extend(late.into_iter().filter(|d| !seen.contains(&d.message.id)));
+    out.extend(late.into_iter().filter(|d| !seen.contains(&copy_key(d))));
+    let brought = out.iter().map(copy_key).collect();
     out.extend(direct);
-    out
+    (out, brought)
+}
+
+/// Puts a moved session's queues together in its mailbox (see
+/// [`merge_queues`]) and refuses copies for a while.
+pub fn settle_moved(state: &SessionState, queued: Vec<Delivery>, late: Vec<Delivery>) {
+    let direct = state.mailbox.take_all();
+    let (merged, brought) = merge_queues(queued, late, direct);
+    let mut brought = brought;
+    brought.extend(state.inflight.values().map(|entry| copy_key(&entry.delivery)));
+    state.mailbox.push_front_all(merged);
+    state.mailbox.refuse_copies(brought, Instant::now() + COPIES_FOR);
 }
 
 // ---------------------------------------------------------------- claimer
@@ -301,8 +333,18 @@ pub async fn release(links: &PeerLinks, node: u64, client_id: &str) -> Vec<Deliv
 #[derive(Debug)]
 struct Moving {
     state: Box<SessionState>,
+    /// The registry entry held for it (a placeholder connection, served by
+    /// a task that lets a local takeover through at once).
     connection: ConnectionId,
+    /// The claimer, and when its connection came.
     to: u64,
+    since: u64,
+    /// What it had queued when it was given up (sent with it).
+    queued: Vec<Delivery>,
+    /// Tells this move from a later one of the same client id.
+    generation: u64,
+    /// Dropped when the move ends: stops the placeholder's task.
+    _serving: oneshot::Sender<()>,
 }
 
 /// Sessions on their way to other nodes.
@@ -329,6 +371,26 @@ fn outcome(outcome: pb::claim_result::Outcome) -> pb::ClaimResult {
     pb::ClaimResult { outcome: outcome as i32, session: None }
 }
 
+/// Serves the placeholder connection of a moving session: a local takeover
+/// (the client came back here) or a reconcile gets its answer at once
+/// (no session: the move goes on), never a wait.
+fn serve_placeholder(control: Arc<ControlSlot>) -> oneshot::Sender<()> {
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                request = control.recv() => match request {
+                    Control::TakeOver { reply } => drop(reply),
+                    Control::Shutdown => return,
+                    Control::Revalidate => {}
+                },
+            }
+        }
+    });
+    stop
+}
+
 async fn give_up_one(broker: &Arc<Broker>, from: u64, claim: pb::ClientClaim) -> pb::ClaimResult {
     use pb::claim_result::Outcome;
     if claim.client_id.is_empty() {
@@ -338,16 +400,15 @@ async fn give_up_one(broker: &Arc<Broker>, from: u64, claim: pb::ClientClaim) ->
         return outcome(Outcome::NewerHere);
     }
     let client_id: Arc<str> = Arc::from(claim.client_id.as_str());
-    // A session already moving elsewhere: that claim came first.
-    if let Some(moving) = broker.moves.moving.lock().remove(&client_id) {
-        end_moved(broker, &client_id, moving);
+    if let Some(result) = claim_moving(broker, from, &claim, &client_id) {
+        return result;
     }
     let connection = broker.next_id();
     let control = Arc::new(ControlSlot::default());
     let mut taken = None;
     let mut will = None;
     let mut held = false;
-    for _ in 0..4 {
+    for _ in 0..2 {
         match broker.registry.claim(&client_id, connection, &control, claim.connected_at) {
             Claim::Fresh => {
                 held = true;
@@ -398,18 +459,75 @@ async fn give_up_one(broker: &Arc<Broker>, from: u64, claim: pb::ClientClaim) ->
     state.mailbox.set_online(false);
     let queued = state.mailbox.take_all();
     let transfer = to_transfer(&state, &queued);
-    broker.moves.moving.lock().insert(client_id.clone(), Moving { state, connection, to: from });
+    let generation = broker.next_id();
+    let moving = Moving {
+        state,
+        connection,
+        to: from,
+        since: claim.connected_at,
+        queued,
+        generation,
+        _serving: serve_placeholder(control),
+    };
+    broker.moves.moving.lock().insert(client_id.clone(), moving);
     let broker = broker.clone();
-    let id = client_id.clone();
     tokio::spawn(async move {
         tokio::time::sleep(MOVE_TIMEOUT).await;
-        let moving = broker.moves.moving.lock().remove(&id);
+        let moving = {
+            let mut moves = broker.moves.moving.lock();
+            match moves.get(&client_id) {
+                Some(m) if m.generation == generation => moves.remove(&client_id),
+                _ => None,
+            }
+        };
         if let Some(moving) = moving {
-            debug!(client_id = %id, "a moved session was never released: ended");
-            end_moved(&broker, &id, moving);
+            debug!(client_id = %client_id, "a moved session was never released: kept here");
+            restore_moved(&broker, moving);
         }
     });
     pb::ClaimResult { outcome: Outcome::Taken as i32, session: Some(transfer) }
+}
+
+/// A claim for a session that is already moving to another node (the
+/// client connected again elsewhere before that node released it): the
+/// newer claimer gets it instead (with what came since), or a clean claim
+/// ends it. `None` when it is not moving.
+fn claim_moving(
+    broker: &Arc<Broker>,
+    from: u64,
+    claim: &pb::ClientClaim,
+    client_id: &Arc<str>,
+) -> Option<pb::ClaimResult> {
+    use pb::claim_result::Outcome;
+    let mut moves = broker.moves.moving.lock();
+    let moving = moves.get_mut(client_id)?;
+    if moving.since > claim.connected_at {
+        return Some(outcome(Outcome::NewerHere));
+    }
+    if claim.clean_start {
+        let moving = moves.remove(client_id)?;
+        drop(moves);
+        let Moving { state, connection, queued, .. } = moving;
+        state.mailbox.push_front_all(queued);
+        broker.registry.release(client_id, connection);
+        broker.end_session(state);
+        return Some(outcome(Outcome::Taken));
+    }
+    let late = moving.state.mailbox.take_all();
+    moving.queued.extend(late);
+    moving.to = from;
+    moving.since = claim.connected_at;
+    let transfer = to_transfer(&moving.state, &moving.queued);
+    Some(pb::ClaimResult { outcome: Outcome::Taken as i32, session: Some(transfer) })
+}
+
+/// A session given up but never released: parked here again, with what it
+/// had and what came since, for the longest expiry a session may have.
+fn restore_moved(broker: &Arc<Broker>, moving: Moving) {
+    let Moving { state, connection, queued, .. } = moving;
+    state.mailbox.push_front_all(queued);
+    let expiry = broker.config.session.max_expiry_interval;
+    broker.park_session(connection, state, expiry, None);
 }
 
 /// Drops a given-up session: its subscriptions here go, its registry entry
@@ -424,10 +542,6 @@ fn drop_moved(broker: &Broker, client_id: &Arc<str>, moving: Moving) -> Vec<Deli
     state.subscriptions.clear();
     broker.registry.release(client_id, connection);
     state.mailbox.take_all()
-}
-
-fn end_moved(broker: &Broker, client_id: &Arc<str>, moving: Moving) {
-    let _late = drop_moved(broker, client_id, moving);
 }
 
 /// The claimer `from` resumed the session of `client_id`: drops it here and
@@ -507,12 +621,22 @@ mod tests {
     #[test]
     fn merged_queues_keep_order_and_drop_copies() {
         let (a, b, c, d) = (message("a"), message("b"), message("c"), message("d"));
-        let merged = merge_queues(
+        let shared = Delivery {
+            share: Some(ShareKey { group: Arc::from("g"), filter: Arc::from("b") }),
+            ..delivery(&b)
+        };
+        let (merged, brought) = merge_queues(
             vec![delivery(&a)],
-            vec![delivery(&b), delivery(&c)],
+            vec![delivery(&b), shared, delivery(&c)],
             vec![delivery(&c), delivery(&d)],
         );
         let topics: Vec<&str> = merged.iter().map(|d| d.message.topic.as_str()).collect();
-        assert_eq!(topics, vec!["a", "b", "c", "d"], "c came both ways: once");
+        assert_eq!(
+            topics,
+            vec!["a", "b", "b", "c", "d"],
+            "c came both ways: once; b plain and shared: twice"
+        );
+        assert!(brought.contains(&(b.id, true)) && brought.contains(&(a.id, false)));
+        assert!(!brought.contains(&(d.id, false)), "what came here directly is not refused later");
     }
 }

@@ -408,7 +408,13 @@ impl<T: Transport> Connection<T> {
         }
         let ack = SubAck { packet_id: subscribe.packet_id, reasons, properties: AckProperties::default() };
         // A new route: the other nodes hear of it before the client does.
-        let wait = if announced { self.broker.announced_barrier(&self.session.mailbox) } else { None };
+        // (Also when an announcement is still out: it may be this route's,
+        // made for another subscriber a moment ago.)
+        let wait = if announced || self.broker.announcing() {
+            self.broker.announced_barrier(&self.session.mailbox)
+        } else {
+            None
+        };
         self.suback_in_order(ack, retained_to_send, wait);
         Ok(())
     }
