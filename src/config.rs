@@ -114,6 +114,21 @@ pub struct LinkSection {
     pub heartbeat_interval: u64,
     /// `[dataplane.tls]`: TLS to the control plane.
     pub tls: LinkTlsSection,
+    /// `[dataplane.peer_tls]`: mutual TLS on the peer links.
+    pub peer_tls: PeerTlsSection,
+}
+
+/// `[dataplane.peer_tls]`: mutual TLS on peer links. Every node serves its
+/// certificate and presents it to the others; both sides must come from
+/// `cacertfile`. The certificate names the address others reach the node on
+/// (`peer_advertise`, else `peer_bind`): an IP address SAN for an IP.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerTlsSection {
+    pub enabled: bool,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub cacertfile: Option<PathBuf>,
 }
 
 impl Default for LinkSection {
@@ -128,6 +143,7 @@ impl Default for LinkSection {
             peer_ack_timeout_ms: 30_000,
             heartbeat_interval: 2,
             tls: LinkTlsSection::default(),
+            peer_tls: PeerTlsSection::default(),
         }
     }
 }
@@ -275,6 +291,15 @@ fn from_table(mut root: toml::Table) -> anyhow::Result<Config> {
     }
     if link.peer_ack_timeout_ms == 0 {
         bail!("dataplane.peer_ack_timeout_ms: expected at least 1 millisecond");
+    }
+    if link.peer_tls.enabled {
+        let tls = &link.peer_tls;
+        if tls.certfile.is_none() || tls.keyfile.is_none() || tls.cacertfile.is_none() {
+            bail!(
+                "dataplane.peer_tls.certfile, dataplane.peer_tls.keyfile and dataplane.peer_tls.cacertfile: \
+                 all required when dataplane.peer_tls.enabled (peer links use mutual TLS)"
+            );
+        }
     }
     let dataplane: DataplaneConfig = deserialize(toml::Value::Table(root), None)?;
     dataplane.validate()?;

@@ -88,10 +88,29 @@ fn link_config(config: &Config, endpoints: Vec<String>, token: Option<String>, t
         heartbeat_interval: Duration::from_secs(config.link.heartbeat_interval),
         peer_bind: None,
         peers: dataplane::cluster::peer::PeerSettings {
+            tls: None,
             queue_messages: config.link.peer_queue_messages,
             ack_timeout: Duration::from_millis(config.link.peer_ack_timeout_ms),
         },
     }
+}
+
+/// Mutual TLS on peer links, from `[dataplane.peer_tls]` (checked complete
+/// when the configuration was read).
+fn peer_tls(
+    section: &crate::config::PeerTlsSection,
+) -> anyhow::Result<Option<dataplane::cluster::peer::PeerTls>> {
+    let (true, Some(certfile), Some(keyfile), Some(cacertfile)) =
+        (section.enabled, &section.certfile, &section.keyfile, &section.cacertfile)
+    else {
+        return Ok(None);
+    };
+    let read = |key: &str, path: &std::path::Path| {
+        proto::tls::read_pem(path).map_err(|e| anyhow::anyhow!("dataplane.peer_tls.{key}: {e}"))
+    };
+    let (cert, key, ca) =
+        (read("certfile", certfile)?, read("keyfile", keyfile)?, read("cacertfile", cacertfile)?);
+    Ok(Some(dataplane::cluster::peer::PeerTls::from_pem(cert, key, ca)))
 }
 
 /// The embedded node's TLS when the gRPC port serves TLS: it trusts
@@ -183,6 +202,7 @@ async fn dataplane_only(config: Config) -> anyhow::Result<()> {
         format!("dataplane.peer_bind: expected ADDR:PORT, got {:?}", config.link.peer_bind)
     })?;
     link.peer_bind = Some(peer_bind);
+    link.peers.tls = peer_tls(&config.link.peer_tls)?;
     let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await?;
     info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started (data plane)");
     crate::wait_for_signal().await?;

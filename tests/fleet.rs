@@ -28,6 +28,11 @@ struct Fleet {
 /// A bootstrapped control plane and `n` data-plane nodes (ids 1..=n) that
 /// let anonymous clients in.
 async fn fleet(n: usize) -> Fleet {
+    fleet_with(n, &[]).await
+}
+
+/// Like [`fleet`], each node with `extra` settings too.
+async fn fleet_with(n: usize, extra: &[String]) -> Fleet {
     let dir = tempfile::tempdir().unwrap();
     let [grpc] = common::free_ports();
     let cp = controlplane(1, "127.0.0.1", grpc, dir.path(), true);
@@ -36,7 +41,7 @@ async fn fleet(n: usize) -> Fleet {
         .await;
     let token = token_file(dir.path(), "member.token", MEMBER_TOKEN);
     let ports: Vec<u16> = (0..n).map(|_| common::free_port()).collect();
-    let nodes = (0..n).map(|i| start_node(i, ports[i], &url, dir.path(), &token)).collect();
+    let nodes = (0..n).map(|i| start_node(i, ports[i], &url, dir.path(), &token, extra)).collect();
     let fleet = Fleet { _cp: cp, url, nodes, ports, _dir: dir };
     for i in 0..n {
         drop(fleet.client(i, &format!("probe-{i}")).await);
@@ -44,17 +49,11 @@ async fn fleet(n: usize) -> Fleet {
     fleet
 }
 
-fn start_node(i: usize, port: u16, url: &str, dir: &Path, token: &Path) -> Process {
+fn start_node(i: usize, port: u16, url: &str, dir: &Path, token: &Path, extra: &[String]) -> Process {
     let members = url.trim_start_matches("http://");
-    dataplane_on(
-        i as u64 + 1,
-        IPS[i],
-        port,
-        members,
-        dir,
-        token,
-        &["auth.allow_anonymous=allow", "sys.interval=1"],
-    )
+    let mut settings = vec!["auth.allow_anonymous=allow", "sys.interval=1"];
+    settings.extend(extra.iter().map(String::as_str));
+    dataplane_on(i as u64 + 1, IPS[i], port, members, dir, token, &settings)
 }
 
 impl Fleet {
@@ -760,4 +759,92 @@ async fn a_session_claimed_from_two_nodes_at_once_survives_on_the_newest() {
         let expected: Vec<String> = (0..5).map(|n| format!("r{round}-{n}")).collect();
         assert_eq!(payloads, expected, "round {round}: the session's queue, on {}", survivors[0].0);
     }
+}
+
+/// A CA, and a certificate signed by it for `ips` (server and client use):
+/// (CA PEM, certificate PEM, key PEM).
+fn pki(name: &str, ips: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} ca"));
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>()).unwrap();
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// The peer-link address a node was started with.
+fn peer_address(node: &Process) -> String {
+    node.args
+        .iter()
+        .find_map(|a| a.strip_prefix("dataplane.peer_bind="))
+        .expect("a peer_bind setting")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_links_over_mutual_tls_deliver_and_refuse_strangers() {
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert, key) = pki("fleet", &IPS);
+    let (ca, cert, key) = (write("ca.pem", &ca), write("peer.pem", &cert), write("peer.key", &key));
+    let extra = vec![
+        "dataplane.peer_tls.enabled=true".to_string(),
+        format!("dataplane.peer_tls.certfile={cert}"),
+        format!("dataplane.peer_tls.keyfile={key}"),
+        format!("dataplane.peer_tls.cacertfile={ca}"),
+    ];
+    let fleet = fleet_with(2, &extra).await;
+    let mut subscriber = fleet.client(0, "tls-sub").await;
+    let mut publisher = fleet.client(1, "tls-pub").await;
+    subscriber.subscribe("tls/#", QoS::AtLeastOnce).await;
+    wait_route(&mut publisher, &mut subscriber, "tls/probe").await;
+    publish_acked(&mut publisher, "tls/x", b"over-tls".to_vec(), QoS::AtLeastOnce, 1).await;
+    assert_eq!(&subscriber.expect_publish().await.payload[..], b"over-tls");
+
+    // With the cluster's secret, a peer is served only over TLS with a
+    // certificate from the cluster's CA.
+    use proto::peer::peer_client::PeerClient;
+    let secret = snapshot(&fleet.url).await.expect("state").peer_secret;
+    let token = proto::auth::BearerToken::new(Some(&secret)).unwrap();
+    let address = peer_address(&fleet.nodes[0]);
+    let batch = proto::peer::Batch { from_node: 9, epoch: 1, seq: 1, messages: Vec::new() };
+    let served = |endpoint: tonic::transport::Endpoint| {
+        let (token, batch) = (token.clone(), batch.clone());
+        async move {
+            let Ok(channel) = endpoint.connect().await else { return false };
+            let mut client = PeerClient::with_interceptor(channel, token);
+            let Ok(response) = client.forward(futures_util::stream::iter([batch])).await else {
+                return false;
+            };
+            matches!(response.into_inner().message().await, Ok(Some(ack)) if ack.seq == 1)
+        }
+    };
+    let tls_as = |cert: &str, key: &str| {
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&ca).unwrap()))
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        tonic::transport::Endpoint::from_shared(format!("https://{address}"))
+            .unwrap()
+            .tls_config(config)
+            .unwrap()
+    };
+    let member = tls_as(&std::fs::read_to_string(&cert).unwrap(), &std::fs::read_to_string(&key).unwrap());
+    assert!(served(member).await, "a peer with the cluster's certificate and secret is served");
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap();
+    assert!(!served(plain).await, "a plaintext peer was served");
+    let (_, stranger_cert, stranger_key) = pki("stranger", &IPS);
+    assert!(
+        !served(tls_as(&stranger_cert, &stranger_key)).await,
+        "a peer with another CA's certificate was served"
+    );
 }

@@ -221,6 +221,7 @@ fn bad_config_exits_non_zero_naming_the_key() {
         ("mqtt.max_qos=7", "mqtt.max_qos"),
         ("session.queue_full_policy=keep_all", "session.queue_full_policy"),
         ("listeners.tcp.bind=not-an-address", "listeners.tcp.bind"),
+        ("dataplane.peer_tls.enabled=true", "dataplane.peer_tls.cacertfile"),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqttd"))
             .args(["--set", setting])

@@ -102,6 +102,20 @@ pub async fn share_groups(server: &str) -> Option<Vec<((String, String), Vec<(u6
     }
 }
 
+/// The control plane's whole state, as a data-plane node's Watch stream
+/// starts with it.
+pub async fn snapshot(server: &str) -> Option<proto::controlplane::StateSnapshot> {
+    use proto::controlplane::{control_plane_client::ControlPlaneClient, watch_event::Event, WatchRequest};
+    let channel = tonic::transport::Endpoint::from_shared(server.to_string()).ok()?.connect().await.ok()?;
+    let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN)).ok()?;
+    let mut client = ControlPlaneClient::with_interceptor(channel, token);
+    let mut stream = client.watch(WatchRequest { node_id: 0, last_index: None }).await.ok()?.into_inner();
+    match stream.message().await.ok()??.event? {
+        Event::Snapshot(snapshot) => Some(snapshot),
+        _ => None,
+    }
+}
+
 /// The Raft index the control plane's state is at (its Watch snapshot's).
 pub async fn state_index(server: &str) -> Option<u64> {
     use proto::controlplane::{control_plane_client::ControlPlaneClient, watch_event::Event, WatchRequest};

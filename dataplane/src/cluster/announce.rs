@@ -138,7 +138,7 @@ async fn send(links: &PeerLinks, clients: &mut HashMap<u64, (String, Client)>, b
         }
         let key = format!("{}\n{secret}", peer.address);
         if clients.get(&node).is_none_or(|(held, _)| *held != key) {
-            match client(&peer.address, &secret, ANNOUNCE_TIMEOUT) {
+            match client(&peer.address, &secret, links.tls(), ANNOUNCE_TIMEOUT) {
                 Some(fresh) => {
                     clients.insert(node, (key, fresh));
                 }

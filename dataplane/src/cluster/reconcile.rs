@@ -16,7 +16,6 @@ use std::time::Duration;
 use proto::peer as pb;
 use tracing::{debug, info};
 
-use super::peer::client;
 use super::peer::outbox::PeerLinks;
 use crate::broker::Broker;
 use crate::registry::Control;
@@ -94,7 +93,7 @@ pub async fn run(broker: Arc<Broker>, links: Arc<PeerLinks>) {
             if !peer.up || before || peer.address.is_empty() {
                 continue;
             }
-            let Some(mut client) = client(&peer.address, &view.peer_secret, Duration::from_secs(2)) else {
+            let Some(mut client) = links.client(&peer.address, Duration::from_secs(2)) else {
                 continue;
             };
             let request = live_clients(&broker, me);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
 use super::peer::outbox::PeerLinks;
-use super::peer::{client, from_wire, version_from_wire};
+use super::peer::{from_wire, version_from_wire};
 use crate::broker::Broker;
 use crate::retained::RetainOutcome;
 
@@ -39,7 +39,7 @@ pub async fn run(broker: Arc<Broker>, links: Arc<PeerLinks>) {
                 break;
             }
             for (node, address) in todo {
-                match fetch(&broker, &address, &view.peer_secret).await {
+                match fetch(&broker, &links, &address).await {
                     Ok(count) => {
                         taken += count;
                         done.insert(node);
@@ -56,8 +56,8 @@ pub async fn run(broker: Arc<Broker>, links: Arc<PeerLinks>) {
     info!(nodes = done.len(), messages = taken, "retained messages taken from the other nodes");
 }
 
-async fn fetch(broker: &Broker, address: &str, secret: &str) -> Result<usize, String> {
-    let mut client = client(address, secret, Duration::from_secs(2)).ok_or("an unusable address")?;
+async fn fetch(broker: &Broker, links: &PeerLinks, address: &str) -> Result<usize, String> {
+    let mut client = links.client(address, Duration::from_secs(2)).ok_or("an unusable address")?;
     let request = proto::peer::RetainedRequest { from_node: broker.peers().map_or(0, |p| p.me()) };
     let mut stream = client.retained(request).await.map_err(|s| s.to_string())?.into_inner();
     let mut count = 0;

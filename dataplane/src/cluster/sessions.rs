@@ -266,7 +266,9 @@ pub async fn run_claimer(links: Arc<PeerLinks>) {
             }
             let key = format!("{}\n{secret}", peer.address);
             if clients.get(&node).is_none_or(|(held, _)| *held != key) {
-                let Some(fresh) = client(&peer.address, &secret, CLAIM_TIMEOUT) else { continue };
+                let Some(fresh) = client(&peer.address, &secret, links.tls(), CLAIM_TIMEOUT) else {
+                    continue;
+                };
                 clients.insert(node, (key, fresh));
             }
             let Some((_, client)) = clients.get(&node) else { continue };
@@ -308,7 +310,7 @@ pub async fn run_claimer(links: Arc<PeerLinks>) {
 pub async fn release(links: &PeerLinks, node: u64, client_id: &str) -> Vec<Delivery> {
     let view = links.view();
     let Some(peer) = view.peers.get(&node) else { return Vec::new() };
-    let Some(mut client) = client(&peer.address, &view.peer_secret, CLAIM_TIMEOUT) else { return Vec::new() };
+    let Some(mut client) = links.client(&peer.address, CLAIM_TIMEOUT) else { return Vec::new() };
     let request = pb::ReleaseRequest { from_node: links.me(), client_id: client_id.to_string() };
     match tokio::time::timeout(CLAIM_TIMEOUT, client.release(request)).await {
         Ok(Ok(reply)) => {

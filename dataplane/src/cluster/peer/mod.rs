@@ -26,9 +26,33 @@ use proto::peer as pb;
 
 use crate::message::Message;
 
+/// Mutual TLS on peer links (`[dataplane.peer_tls]`): what this node
+/// serves and presents, and the CA both sides' certificates come from.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    pub server: tonic::transport::ServerTlsConfig,
+    pub client: proto::tls::ClientTls,
+}
+
+impl PeerTls {
+    /// Serves `cert`/`key` (PEM), asks every client for a certificate from
+    /// `ca`, and presents the same certificate to the nodes it reaches,
+    /// trusting `ca` for theirs.
+    pub fn from_pem(cert: Vec<u8>, key: Vec<u8>, ca: Vec<u8>) -> PeerTls {
+        proto::tls::install_crypto_provider();
+        let server = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&cert, &key))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&ca));
+        let client = proto::tls::ClientTls::new(ca, Some((cert, key)));
+        PeerTls { server, client }
+    }
+}
+
 /// How peer links behave (`dataplane.peer_*` keys).
 #[derive(Debug, Clone)]
 pub struct PeerSettings {
+    /// TLS on every peer link, both ways; `None`: plain TCP.
+    pub tls: Option<PeerTls>,
     /// Messages buffered for one remote node before new ones are dropped
     /// (QoS 0) or refused (QoS 1 and 2).
     pub queue_messages: usize,
@@ -39,7 +63,7 @@ pub struct PeerSettings {
 
 impl Default for PeerSettings {
     fn default() -> Self {
-        PeerSettings { queue_messages: 100_000, ack_timeout: Duration::from_secs(30) }
+        PeerSettings { tls: None, queue_messages: 100_000, ack_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -48,15 +72,25 @@ pub type Client = pb::peer_client::PeerClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, proto::auth::BearerToken>,
 >;
 
+/// The endpoint of the node at `address` (`HOST:PORT`): `https://` with
+/// `tls`, else `http://`.
+pub fn endpoint(address: &str, tls: Option<&PeerTls>) -> Option<tonic::transport::Endpoint> {
+    let host = address.split_once("://").map_or(address, |(_, rest)| rest);
+    match tls {
+        Some(tls) => tls.client.endpoint(&format!("https://{host}")).ok(),
+        None => tonic::transport::Endpoint::from_shared(format!("http://{host}")).ok(),
+    }
+}
+
 /// A client for the node at `address` (connected on first use) presenting
 /// `secret`; `None` for an address or secret that cannot be used.
-pub fn client(address: &str, secret: &str, connect_timeout: Duration) -> Option<Client> {
-    let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .ok()?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy();
+pub fn client(
+    address: &str,
+    secret: &str,
+    tls: Option<&PeerTls>,
+    connect_timeout: Duration,
+) -> Option<Client> {
+    let channel = endpoint(address, tls)?.connect_timeout(connect_timeout).tcp_nodelay(true).connect_lazy();
     let token = proto::auth::BearerToken::new((!secret.is_empty()).then_some(secret)).ok()?;
     Some(
         pb::peer_client::PeerClient::with_interceptor(channel, token)

@@ -112,6 +112,18 @@ impl PeerLinks {
         self.me
     }
 
+    /// TLS on peer links, if configured.
+    pub fn tls(&self) -> Option<&super::PeerTls> {
+        self.settings.tls.as_ref()
+    }
+
+    /// A client for the node at `address`, with the cluster's peer secret
+    /// and this node's TLS settings.
+    pub fn client(&self, address: &str, connect_timeout: Duration) -> Option<super::Client> {
+        let secret = self.view.load().peer_secret.clone();
+        super::client(address, &secret, self.tls(), connect_timeout)
+    }
+
     /// The control plane's view as last heard.
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.load_full()
@@ -414,7 +426,7 @@ impl Link {
         items: &mut Vec<Outgoing>,
         ticker: &mut tokio::time::Interval,
     ) -> Option<Result<(mpsc::Sender<pb::Batch>, tonic::Streaming<pb::Ack>), String>> {
-        let attempt = open(address.to_owned(), secret.to_owned());
+        let attempt = open(address.to_owned(), secret.to_owned(), links.settings.tls.clone());
         tokio::pin!(attempt);
         loop {
             tokio::select! {
@@ -478,10 +490,10 @@ impl Link {
 async fn open(
     address: String,
     secret: String,
+    tls: Option<super::PeerTls>,
 ) -> Result<(mpsc::Sender<pb::Batch>, tonic::Streaming<pb::Ack>), String> {
-    let url = if address.contains("://") { address } else { format!("http://{address}") };
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|e| e.to_string())?
+    let channel = super::endpoint(&address, tls.as_ref())
+        .ok_or_else(|| format!("cannot reach {address} (a bad address, or TLS settings)"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .connect()

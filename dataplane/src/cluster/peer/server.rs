@@ -282,16 +282,38 @@ const MAX_ANNOUNCED: usize = 1_000_000;
 /// Serves the `Peer` service on `listener` until the task is aborted.
 pub async fn serve(broker: Arc<Broker>, listener: tokio::net::TcpListener) {
     let address = listener.local_addr().ok();
+    let server_broker = broker.clone();
     let service = PeerService::new(broker);
     let server = PeerServer::new(service)
         .max_decoding_message_size(MAX_BATCH_BYTES)
         .max_encoding_message_size(MAX_BATCH_BYTES);
-    info!(?address, "peer link serving");
+    let mut builder = tonic::transport::Server::builder();
+    let tls = broker_tls(&server_broker);
+    if let Some(tls) = tls {
+        builder = match builder.tls_config(tls.server) {
+            Ok(builder) => builder,
+            Err(error) => {
+                tracing::error!(%error, "peer link TLS settings refused; not serving");
+                return;
+            }
+        };
+    }
+    info!(?address, tls = builder_tls_name(&server_broker), "peer link serving");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    if let Err(error) =
-        tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming).await
-    {
+    if let Err(error) = builder.add_service(server).serve_with_incoming(incoming).await {
         tracing::error!(%error, "peer link server stopped");
+    }
+}
+
+fn broker_tls(broker: &Broker) -> Option<super::PeerTls> {
+    broker.peers().and_then(|peers| peers.tls().cloned())
+}
+
+fn builder_tls_name(broker: &Broker) -> &'static str {
+    if broker_tls(broker).is_some() {
+        "mutual TLS"
+    } else {
+        "plain TCP"
     }
 }
 
