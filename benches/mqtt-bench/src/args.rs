@@ -52,9 +52,26 @@ pub struct ConnectionArgs {
     pub threads: usize,
     /// Broker process whose CPU time (user + system, all threads, from
     /// /proc/PID/stat) is read at the start and end of the measured window,
-    /// reported as broker_cpu_s.
-    #[arg(long, value_name = "PID")]
-    pub broker_pid: Option<u32>,
+    /// reported as broker_cpu_s. Several (PID,PID,... or the flag repeated):
+    /// their times are summed, e.g. every process of a fleet.
+    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
+    pub broker_pid: Vec<u32>,
+}
+
+/// Several brokers for one run (e.g. the data-plane nodes of a fleet);
+/// shared by fanin, fanout, pairs and latency. Each list is
+/// IP:PORT,IP:PORT,... of loopback addresses; clients are dealt round
+/// robin: subscriber i connects to the (i mod n)-th of --sub-hosts,
+/// publisher i to the (i mod n)-th of --pub-hosts. A list not given is
+/// --host and --port.
+#[derive(Debug, Args)]
+pub struct SpreadArgs {
+    /// Brokers for the subscribers, dealt round robin.
+    #[arg(long, value_name = "IP:PORT,...")]
+    pub sub_hosts: Option<String>,
+    /// Brokers for the publishers, dealt round robin.
+    #[arg(long, value_name = "IP:PORT,...")]
+    pub pub_hosts: Option<String>,
 }
 
 /// How messages are published; shared by the message scenarios.
@@ -104,18 +121,31 @@ pub struct ConnArgs {
     pub keep_alive: u16,
     /// Broker process whose VmRSS (and CPU time) is read before and after
     /// connecting and at the end of the hold; --broker-pid does the same.
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// Several (PID,PID,...): their sizes and times are summed.
+    #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// Have each client subscribe (QoS 1) to a topic of its own right after
     /// its CONNACK, as part of its handshake.
     #[arg(long)]
     pub subscribe: bool,
+    /// With --subscribe, subscribe every client to this one topic filter
+    /// instead of a topic of its own, so that one publish reaches them all;
+    /// deliveries while holding are counted (and acknowledged).
+    #[arg(long, value_name = "FILTER", requires = "subscribe")]
+    pub subscribe_topic: Option<String>,
+    /// Brokers to spread the connections over, IP:PORT,IP:PORT,... of
+    /// loopback addresses: client i connects to the (i mod n)-th. Default:
+    /// --host and --port.
+    #[arg(long, value_name = "IP:PORT,...")]
+    pub hosts: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct FaninArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub spread: SpreadArgs,
     #[command(flatten)]
     pub traffic: TrafficArgs,
     /// Publishers, each on bench/in/{i}.
@@ -128,6 +158,8 @@ pub struct FanoutArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
     #[command(flatten)]
+    pub spread: SpreadArgs,
+    #[command(flatten)]
     pub traffic: TrafficArgs,
     /// Subscribers on bench/out.
     #[arg(long, visible_alias = "clients", default_value_t = 10)]
@@ -139,6 +171,8 @@ pub struct PairsArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
     #[command(flatten)]
+    pub spread: SpreadArgs,
+    #[command(flatten)]
     pub traffic: TrafficArgs,
     /// Publisher/subscriber pairs, pair i on bench/pair/{i}.
     #[arg(long, visible_alias = "clients", default_value_t = 10)]
@@ -149,6 +183,8 @@ pub struct PairsArgs {
 pub struct LatencyArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub spread: SpreadArgs,
     #[command(flatten)]
     pub traffic: TrafficArgs,
     /// Publishers sharing --rate, each on bench/lat/{i}.

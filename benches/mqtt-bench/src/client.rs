@@ -445,7 +445,7 @@ mod tests {
             socket
         };
         let request = ConnectRequest {
-            broker: Broker { addr, version: ProtocolVersion::V311, pid: None },
+            broker: Broker { addr, version: ProtocolVersion::V311 },
             source: None,
             client_id: "t".into(),
             keep_alive: 0,

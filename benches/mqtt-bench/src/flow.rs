@@ -17,7 +17,11 @@
 //! count, and so does the time the broker took to hand them out. The
 //! broker's CPU time, when its pid is known, is read as publishing starts
 //! and again when the drain ends (at most [`DRAIN_QUIET`] after the last
-//! delivery), so it leaves out connecting and subscribing.
+//! delivery), so it leaves out connecting and subscribing. With several
+//! broker processes (a fleet), their CPU times are summed.
+//!
+//! Subscriber `i` connects to `brokers.subscriber(i)` and publisher `i` to
+//! `brokers.publisher(i)`: one broker, or several dealt round robin.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,9 +34,8 @@ use tokio::time::{sleep, timeout_at, Instant};
 use tracing::info;
 
 use crate::client::{source_address, Client, ConnectRequest, CONNECT_TIMEOUT};
-use crate::config::{Broker, Traffic};
+use crate::config::{Broker, Brokers, Traffic};
 use crate::payload::{Clock, SequenceCounts};
-use crate::proc_status::cpu_seconds;
 use crate::publisher::{
     self, Expected, Pacing, PublishSettings, PublisherPlan, TopicSource, Window, KEEP_ALIVE,
 };
@@ -147,8 +150,8 @@ impl FlowOutcome {
     }
 }
 
-/// Runs `plan` against `broker`.
-pub async fn run(broker: Broker, traffic: Traffic, plan: FlowPlan) -> anyhow::Result<FlowOutcome> {
+/// Runs `plan` against `brokers`.
+pub async fn run(brokers: &Brokers, traffic: Traffic, plan: FlowPlan) -> anyhow::Result<FlowOutcome> {
     let FlowPlan { subscribers, publishers, checks } = plan;
     let setup_deadline = Instant::now() + SETUP_TIMEOUT;
     let clock = Clock::new();
@@ -156,7 +159,7 @@ pub async fn run(broker: Broker, traffic: Traffic, plan: FlowPlan) -> anyhow::Re
     let publisher_count = publishers.len();
 
     let subscribe_start = Instant::now();
-    let subscriber_clients = open_clients(broker, traffic, Role::Subscriber, subscribers, 0, setup_deadline)
+    let subscriber_clients = open_clients(brokers, traffic, Role::Subscriber, subscribers, 0, setup_deadline)
         .await
         .context("subscribers")?;
     let subscribe_secs = subscribe_start.elapsed().as_secs_f64();
@@ -174,12 +177,12 @@ pub async fn run(broker: Broker, traffic: Traffic, plan: FlowPlan) -> anyhow::Re
 
     let no_filters = vec![Vec::new(); publisher_count];
     let publisher_clients =
-        open_clients(broker, traffic, Role::Publisher, no_filters, subscriber_count, setup_deadline)
+        open_clients(brokers, traffic, Role::Publisher, no_filters, subscriber_count, setup_deadline)
             .await
             .context("publishers")?;
     info!(publishers = publisher_count, "publishers connected; publishing");
 
-    let cpu_before = broker.pid.map(cpu_seconds).transpose().context("--broker-pid")?;
+    let cpu_before = brokers.pids.cpu_seconds().context("--broker-pid")?;
     let start = Instant::now();
     let end = start + traffic.duration;
     let settings = PublishSettings {
@@ -219,7 +222,7 @@ pub async fn run(broker: Broker, traffic: Traffic, plan: FlowPlan) -> anyhow::Re
     info!(sent = outcome.sent, secs = (publishers_done - start).as_secs_f64(), "publishing done; draining");
 
     drain(&received_total, outcome.expected, &subscriber_tasks).await;
-    let cpu_after = broker.pid.map(cpu_seconds).transpose().context("--broker-pid")?;
+    let cpu_after = brokers.pids.cpu_seconds().context("--broker-pid")?;
     outcome.broker_cpu_s = cpu_before.zip(cpu_after).map(|(before, after)| after - before);
     let _ = stop.send(true);
     let last_delivery = collect_subscribers(subscriber_tasks, &mut outcome).await?;
@@ -280,9 +283,10 @@ async fn drain<T>(received_total: &AtomicU64, expected: Expected, subscriber_tas
 
 /// Connects one client per entry of `filters` (subscribing it to those
 /// filters when there are any), a bounded number at a time, all by
-/// `deadline`. Client `i` binds source address number `first_source + i`.
+/// `deadline`. Client `i` binds source address number `first_source + i`
+/// and connects to the `i`-th broker of its role.
 async fn open_clients(
-    broker: Broker,
+    brokers: &Brokers,
     traffic: Traffic,
     role: Role,
     filters: Vec<Vec<String>>,
@@ -293,6 +297,10 @@ async fn open_clients(
     let mut tasks = JoinSet::new();
     let count = filters.len();
     for (index, filters) in filters.into_iter().enumerate() {
+        let broker: Broker = match role {
+            Role::Subscriber => brokers.subscriber(index),
+            Role::Publisher => brokers.publisher(index),
+        };
         let request = ConnectRequest {
             broker,
             source: Some(source_address(first_source + index)),
@@ -318,7 +326,7 @@ async fn open_clients(
                 .await
                 .map_err(|_| anyhow!("setup did not finish within {SETUP_TIMEOUT:?}"))
                 .and_then(|result| result)
-                .with_context(|| format!("{} {index}", role.name()))?;
+                .with_context(|| format!("{} {index} (broker {})", role.name(), broker.addr))?;
             anyhow::Ok((index, client))
         });
     }

@@ -10,7 +10,7 @@ use crate::flow::{self, FlowPlan, PublisherSpec};
 use crate::publisher::FixedTopic;
 use crate::subscriber::Checks;
 
-use super::{flow_budget, order_check, quotas, round, within, BrokerCpu, Deliveries, Report};
+use super::{flow_budget, order_check, quotas, round, within, BrokerCpu, Deliveries, Endpoints, Report};
 
 #[derive(Debug, Serialize)]
 struct FaninReport {
@@ -28,10 +28,12 @@ struct FaninReport {
     msgs_per_sec: f64,
     #[serde(flatten)]
     broker_cpu: BrokerCpu,
+    #[serde(flatten)]
+    endpoints: Endpoints,
 }
 
 pub async fn run(args: FaninArgs) -> anyhow::Result<Report> {
-    let broker = config::broker(&args.connection)?;
+    let brokers = config::brokers(&args.connection, &args.spread)?;
     let traffic = config::traffic(&args.traffic)?;
     let publishers = at_least_one(args.publishers, "--publishers")?;
     let plan = FlowPlan {
@@ -47,11 +49,11 @@ pub async fn run(args: FaninArgs) -> anyhow::Result<Report> {
             .collect(),
         checks: Checks { order: order_check(&traffic, publishers), latency: false },
     };
-    let outcome = within(flow_budget(&traffic), flow::run(broker, traffic, plan)).await?;
+    let outcome = within(flow_budget(&traffic), flow::run(&brokers, traffic, plan)).await?;
     Report::new(
         &FaninReport {
             scenario: "fanin",
-            version: broker.version.level(),
+            version: brokers.version.level(),
             qos: traffic.qos as u8,
             size: traffic.payload_size,
             publishers,
@@ -62,6 +64,7 @@ pub async fn run(args: FaninArgs) -> anyhow::Result<Report> {
             seconds: round(outcome.seconds, 3),
             msgs_per_sec: round(outcome.deliveries_per_sec(), 1),
             broker_cpu: BrokerCpu::of(&outcome),
+            endpoints: Endpoints::of(&brokers, 1, publishers),
         },
         None,
     )

@@ -10,7 +10,7 @@ use crate::flow::{self, FlowPlan, PublisherSpec};
 use crate::publisher::FixedTopic;
 use crate::subscriber::Checks;
 
-use super::{flow_budget, order_check, quotas, round, within, BrokerCpu, Deliveries, Report};
+use super::{flow_budget, order_check, quotas, round, within, BrokerCpu, Deliveries, Endpoints, Report};
 
 #[derive(Debug, Serialize)]
 struct FanoutReport {
@@ -31,10 +31,12 @@ struct FanoutReport {
     msgs_per_sec: f64,
     #[serde(flatten)]
     broker_cpu: BrokerCpu,
+    #[serde(flatten)]
+    endpoints: Endpoints,
 }
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
-    let broker = config::broker(&args.connection)?;
+    let brokers = config::brokers(&args.connection, &args.spread)?;
     let traffic = config::traffic(&args.traffic)?;
     let subscribers = at_least_one(args.subscribers, "--subscribers")?;
     let plan = FlowPlan {
@@ -46,11 +48,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
         }],
         checks: Checks { order: order_check(&traffic, 1), latency: false },
     };
-    let outcome = within(flow_budget(&traffic), flow::run(broker, traffic, plan)).await?;
+    let outcome = within(flow_budget(&traffic), flow::run(&brokers, traffic, plan)).await?;
     Report::new(
         &FanoutReport {
             scenario: "fanout",
-            version: broker.version.level(),
+            version: brokers.version.level(),
             qos: traffic.qos as u8,
             size: traffic.payload_size,
             subscribers,
@@ -63,6 +65,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
             deliveries_per_sec: round(outcome.deliveries_per_sec(), 1),
             msgs_per_sec: round(outcome.deliveries_per_sec(), 1),
             broker_cpu: BrokerCpu::of(&outcome),
+            endpoints: Endpoints::of(&brokers, subscribers, 1),
         },
         None,
     )

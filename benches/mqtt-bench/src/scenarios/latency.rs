@@ -21,7 +21,7 @@ use crate::publisher::FixedTopic;
 use crate::stats::{percentiles, Percentiles};
 use crate::subscriber::Checks;
 
-use super::{flow_budget, quotas, round, within, BrokerCpu, Deliveries, Report};
+use super::{flow_budget, quotas, round, within, BrokerCpu, Deliveries, Endpoints, Report};
 
 #[derive(Debug, Serialize)]
 struct LatencyReport {
@@ -44,10 +44,12 @@ struct LatencyReport {
     percentiles: Option<Percentiles>,
     #[serde(flatten)]
     broker_cpu: BrokerCpu,
+    #[serde(flatten)]
+    endpoints: Endpoints,
 }
 
 pub async fn run(args: LatencyArgs) -> anyhow::Result<Report> {
-    let broker = config::broker(&args.connection)?;
+    let brokers = config::brokers(&args.connection, &args.spread)?;
     let traffic = config::traffic(&args.traffic)?;
     let publishers = at_least_one(args.publishers, "--publishers")?;
     if traffic.payload_size < STAMP_LEN {
@@ -70,14 +72,14 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<Report> {
             .collect(),
         checks: Checks { order: Some(publishers), latency: true },
     };
-    let mut outcome = within(flow_budget(&traffic), flow::run(broker, traffic, plan)).await?;
+    let mut outcome = within(flow_budget(&traffic), flow::run(&brokers, traffic, plan)).await?;
     let count = outcome.latencies_ns.len() as u64;
     let percentiles = percentiles(&mut outcome.latencies_ns);
     let publish_secs = outcome.publish_secs;
     Report::new(
         &LatencyReport {
             scenario: "latency",
-            version: broker.version.level(),
+            version: brokers.version.level(),
             qos: traffic.qos as u8,
             size: traffic.payload_size,
             publishers,
@@ -94,6 +96,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<Report> {
             seconds: round(outcome.seconds, 3),
             percentiles,
             broker_cpu: BrokerCpu::of(&outcome),
+            endpoints: Endpoints::of(&brokers, 1, publishers),
         },
         None,
     )

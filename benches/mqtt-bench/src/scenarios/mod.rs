@@ -19,7 +19,7 @@ use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::args::ScenarioArgs;
-use crate::config::Traffic;
+use crate::config::{self, Brokers, Traffic};
 use crate::flow::{self, FlowOutcome};
 use crate::payload::STAMP_LEN;
 
@@ -82,6 +82,24 @@ impl BrokerCpu {
         BrokerCpu {
             broker_cpu_s: outcome.broker_cpu_s.map(|cpu| round(cpu, 3)),
             msgs_per_broker_cpu_s: outcome.deliveries_per_broker_cpu_sec().map(|rate| round(rate, 1)),
+        }
+    }
+}
+
+/// The brokers a message run's clients connected to, as `IP:PORT`: one
+/// each with `--host`/`--port`, those used of `--sub-hosts` and
+/// `--pub-hosts` otherwise (in the order clients were dealt to them).
+#[derive(Debug, Serialize)]
+struct Endpoints {
+    sub_hosts: Vec<String>,
+    pub_hosts: Vec<String>,
+}
+
+impl Endpoints {
+    fn of(brokers: &Brokers, subscribers: usize, publishers: usize) -> Endpoints {
+        Endpoints {
+            sub_hosts: config::used(&brokers.subscribers, subscribers),
+            pub_hosts: config::used(&brokers.publishers, publishers),
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::flow::{self, FlowPlan, PublisherSpec};
 use crate::publisher::{Expected, TopicSource};
 use crate::subscriber::Checks;
 
-use super::{flow_budget, quotas, round, within, BrokerCpu, Report};
+use super::{flow_budget, quotas, round, within, BrokerCpu, Endpoints, Report};
 
 #[derive(Debug, Serialize)]
 struct WildcardsReport {
@@ -54,10 +54,12 @@ struct WildcardsReport {
     msgs_per_sec: f64,
     #[serde(flatten)]
     broker_cpu: BrokerCpu,
+    #[serde(flatten)]
+    endpoints: Endpoints,
 }
 
 pub async fn run(args: WildcardsArgs) -> anyhow::Result<Report> {
-    let broker = config::broker(&args.connection)?;
+    let brokers = config::broker(&args.connection)?;
     let traffic = config::traffic(&args.traffic)?;
     let set = Arc::new(FilterSet {
         filters: at_least_one(args.filters, "--filters")?,
@@ -78,13 +80,13 @@ pub async fn run(args: WildcardsArgs) -> anyhow::Result<Report> {
         // Messages of one publisher go to many topics, so order is not kept.
         checks: Checks { order: None, latency: false },
     };
-    let outcome = within(flow_budget(&traffic), flow::run(broker, traffic, plan)).await?;
+    let outcome = within(flow_budget(&traffic), flow::run(&brokers, traffic, plan)).await?;
     let per_second =
         |count: u64| round(if outcome.seconds > 0.0 { count as f64 / outcome.seconds } else { 0.0 }, 1);
     Report::new(
         &WildcardsReport {
             scenario: "wildcards",
-            version: broker.version.level(),
+            version: brokers.version.level(),
             qos: traffic.qos as u8,
             size: traffic.payload_size,
             filters: set.filters,
@@ -102,6 +104,7 @@ pub async fn run(args: WildcardsArgs) -> anyhow::Result<Report> {
             deliveries_per_sec: per_second(outcome.received),
             msgs_per_sec: per_second(outcome.received),
             broker_cpu: BrokerCpu::of(&outcome),
+            endpoints: Endpoints::of(&brokers, set.subscribers, publishers),
         },
         None,
     )
