@@ -848,3 +848,68 @@ async fn peer_links_over_mutual_tls_deliver_and_refuse_strangers() {
         "a peer with another CA's certificate was served"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_too_large_for_one_message_reaches_a_new_node_in_parts() {
+    use proto::controlplane::control_plane_client::ControlPlaneClient;
+    use proto::controlplane::{HeartbeatRequest, RouteBatch};
+    let mut fleet = fleet(1).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(fleet.url.clone()).unwrap().connect().await.unwrap();
+    let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN)).unwrap();
+    let mut client = ControlPlaneClient::with_interceptor(channel, token);
+    // 120,000 routes of a node that is alive (it heartbeats) but has no
+    // peer address: about 4 MB of routes, past the 2 MiB a snapshot part holds.
+    let fake = 77;
+    let mut beats = client.clone();
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            let request = HeartbeatRequest { node_id: fake, address: String::new(), ..Default::default() };
+            let _ = beats.heartbeat(request).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let total = 120_000;
+    for chunk in 0..12 {
+        let add = (chunk * 10_000..(chunk + 1) * 10_000).map(|i| format!("bulk/device-{i:07}/cmd")).collect();
+        client.register_routes(RouteBatch { node_id: fake, add, ..Default::default() }).await.unwrap();
+    }
+    let held = snapshot(&fleet.url).await.expect("state").routes.len();
+    assert!(held >= total, "the control plane holds {held} routes");
+    // It comes in parts: the first event holds none of them.
+    let mut stream = client
+        .watch(proto::controlplane::WatchRequest { node_id: 0, last_index: None })
+        .await
+        .unwrap()
+        .into_inner();
+    match stream.message().await.unwrap().and_then(|e| e.event) {
+        Some(proto::controlplane::watch_event::Event::Snapshot(first)) => {
+            assert!(first.parts_follow && first.routes.is_empty(), "a {held}-route snapshot in one message")
+        }
+        other => panic!("expected a snapshot first, got {other:?}"),
+    }
+    drop(stream);
+
+    // A node that joins now takes the whole state in parts.
+    let dir = fleet._dir.path().to_path_buf();
+    let token = dir.join("member.token");
+    fleet.nodes.push(start_node(1, common::free_port(), &fleet.url, &dir, &token, &[]));
+    let port = fleet.nodes[1]
+        .args
+        .iter()
+        .find_map(|a| a.strip_prefix("listeners.tcp.bind=").and_then(|b| b.rsplit(':').next()))
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("node 2's port");
+    fleet.ports.push(port);
+    let mut watcher = fleet.client(1, "parts-watcher").await;
+    watcher.subscribe("$SYS/brokers/dp2/stats/routes/remote/count", QoS::AtMostOnce).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = 0u64;
+    while seen < total as u64 {
+        if let Some(Packet::Publish(p)) = watcher.recv_within(Duration::from_secs(2)).await {
+            seen = String::from_utf8_lossy(&p.payload).parse().unwrap_or(0);
+        }
+        assert!(Instant::now() < deadline, "node 2 knows {seen} of {total} remote routes");
+    }
+    heartbeat.abort();
+}

@@ -11,7 +11,8 @@
 //! - [`tls`]: TLS settings of gRPC clients (`https://` endpoints).
 //!
 //! Architecture invariant: this crate depends on nothing of ours and holds no
-//! logic beyond the generated code and the token helpers; both planes and the
+//! logic beyond the generated code, the token helpers and the assembly of a
+//! snapshot sent in parts; both planes and the
 //! tools depend on it, never on each other.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -29,6 +30,20 @@ pub mod raft {
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod controlplane {
     tonic::include_proto!("mqttd.controlplane");
+}
+
+impl controlplane::StateSnapshot {
+    /// Takes in one part of a snapshot sent in parts; returns true once the
+    /// last part is in (then `parts_follow` is false again).
+    pub fn absorb(&mut self, part: controlplane::SnapshotPart) -> bool {
+        self.users.extend(part.users);
+        self.routes.extend(part.routes);
+        self.share_groups.extend(part.share_groups);
+        if part.last {
+            self.parts_follow = false;
+        }
+        part.last
+    }
 }
 
 /// Peer links between data-plane nodes (package `mqttd.peer.v1`).

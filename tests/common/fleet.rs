@@ -66,40 +66,23 @@ pub fn status(server: &str) -> Option<serde_json::Value> {
 /// from the snapshot a Watch stream starts with, as a data-plane node sees
 /// them; `None` while the control plane does not answer.
 pub async fn routes(server: &str) -> Option<Vec<(String, Vec<u64>)>> {
-    use proto::controlplane::{control_plane_client::ControlPlaneClient, watch_event::Event, WatchRequest};
-    let channel = tonic::transport::Endpoint::from_shared(server.to_string()).ok()?.connect().await.ok()?;
-    let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN)).ok()?;
-    let mut client = ControlPlaneClient::with_interceptor(channel, token);
-    let mut stream = client.watch(WatchRequest { node_id: 0, last_index: None }).await.ok()?.into_inner();
-    match stream.message().await.ok()??.event? {
-        Event::Snapshot(snapshot) => {
-            Some(snapshot.routes.into_iter().map(|route| (route.topic_filter, route.node_ids)).collect())
-        }
-        _ => None,
-    }
+    let snapshot = snapshot(server).await?;
+    Some(snapshot.routes.into_iter().map(|route| (route.topic_filter, route.node_ids)).collect())
 }
 
 /// The shared groups the control plane holds: (group, filter) -> members
 /// as (node, client id); `None` while the control plane does not answer.
 pub async fn share_groups(server: &str) -> Option<Vec<((String, String), Vec<(u64, String)>)>> {
-    use proto::controlplane::{control_plane_client::ControlPlaneClient, watch_event::Event, WatchRequest};
-    let channel = tonic::transport::Endpoint::from_shared(server.to_string()).ok()?.connect().await.ok()?;
-    let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN)).ok()?;
-    let mut client = ControlPlaneClient::with_interceptor(channel, token);
-    let mut stream = client.watch(WatchRequest { node_id: 0, last_index: None }).await.ok()?.into_inner();
-    match stream.message().await.ok()??.event? {
-        Event::Snapshot(snapshot) => Some(
-            snapshot
-                .share_groups
-                .into_iter()
-                .map(|g| {
-                    let members = g.members.into_iter().map(|m| (m.node_id, m.client_id)).collect();
-                    ((g.group, g.topic_filter), members)
-                })
-                .collect(),
-        ),
-        _ => None,
-    }
+    let snapshot = snapshot(server).await?;
+    let groups = snapshot
+        .share_groups
+        .into_iter()
+        .map(|g| {
+            let members = g.members.into_iter().map(|m| (m.node_id, m.client_id)).collect();
+            ((g.group, g.topic_filter), members)
+        })
+        .collect();
+    Some(groups)
 }
 
 /// The control plane's whole state, as a data-plane node's Watch stream
@@ -108,25 +91,19 @@ pub async fn snapshot(server: &str) -> Option<proto::controlplane::StateSnapshot
     use proto::controlplane::{control_plane_client::ControlPlaneClient, watch_event::Event, WatchRequest};
     let channel = tonic::transport::Endpoint::from_shared(server.to_string()).ok()?.connect().await.ok()?;
     let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN)).ok()?;
-    let mut client = ControlPlaneClient::with_interceptor(channel, token);
+    let mut client = ControlPlaneClient::with_interceptor(channel, token).max_decoding_message_size(64 << 20);
     let mut stream = client.watch(WatchRequest { node_id: 0, last_index: None }).await.ok()?.into_inner();
-    match stream.message().await.ok()??.event? {
-        Event::Snapshot(snapshot) => Some(snapshot),
-        _ => None,
+    let Event::Snapshot(mut snapshot) = stream.message().await.ok()??.event? else { return None };
+    while snapshot.parts_follow {
+        let Event::SnapshotPart(part) = stream.message().await.ok()??.event? else { return None };
+        snapshot.absorb(part);
     }
+    Some(snapshot)
 }
 
 /// The Raft index the control plane's state is at (its Watch snapshot's).
 pub async fn state_index(server: &str) -> Option<u64> {
-    use proto::controlplane::{control_plane_client::ControlPlaneClient, watch_event::Event, WatchRequest};
-    let channel = tonic::transport::Endpoint::from_shared(server.to_string()).ok()?.connect().await.ok()?;
-    let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN)).ok()?;
-    let mut client = ControlPlaneClient::with_interceptor(channel, token);
-    let mut stream = client.watch(WatchRequest { node_id: 0, last_index: None }).await.ok()?.into_inner();
-    match stream.message().await.ok()??.event? {
-        Event::Snapshot(snapshot) => Some(snapshot.index),
-        _ => None,
-    }
+    Some(snapshot(server).await?.index)
 }
 
 /// Whether data-plane node `node` holds a route for `filter`.

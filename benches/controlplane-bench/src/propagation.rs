@@ -67,9 +67,22 @@ impl Watcher {
         let record = arrivals.clone();
         let task = tokio::spawn(async move {
             let mut view = Arc::new(ClusterView::default());
+            let mut partial: Option<proto::controlplane::StateSnapshot> = None;
             while let Some(event) = stream.message().await? {
                 let received = Instant::now();
                 let (next, snapshot) = match event.event {
+                    Some(Event::Snapshot(snapshot)) if snapshot.parts_follow => {
+                        partial = Some(snapshot);
+                        continue;
+                    }
+                    Some(Event::SnapshotPart(part)) => {
+                        let Some(mut held) = partial.take() else { continue };
+                        if !held.absorb(part) {
+                            partial = Some(held);
+                            continue;
+                        }
+                        (ClusterView::from_snapshot(&held), true)
+                    }
                     Some(Event::Snapshot(snapshot)) => (ClusterView::from_snapshot(&snapshot), true),
                     Some(Event::Delta(delta)) => (view.apply(&delta), false),
                     None => continue,

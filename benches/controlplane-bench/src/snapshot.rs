@@ -15,7 +15,7 @@ use dataplane::cluster::view::ClusterView;
 use prost::Message;
 use proto::controlplane::control_plane_client::ControlPlaneClient;
 use proto::controlplane::watch_event::Event;
-use proto::controlplane::WatchRequest;
+use proto::controlplane::{WatchEvent, WatchRequest};
 use serde_json::json;
 
 use crate::args::Config;
@@ -81,10 +81,21 @@ async fn one_run(
             bail!("a new data-plane node could not take the snapshot: {status}");
         }
     };
-    let received = started.elapsed();
-    let Some(Event::Snapshot(snapshot)) = event.event else {
+    let Some(Event::Snapshot(mut snapshot)) = event.event else {
         bail!("the first Watch event was not a snapshot");
     };
+    // A large snapshot comes in parts, as the data plane's link takes it.
+    let mut parts = 0usize;
+    while snapshot.parts_follow {
+        match stream.message().await? {
+            Some(WatchEvent { event: Some(Event::SnapshotPart(part)) }) => {
+                parts += 1;
+                snapshot.absorb(part);
+            }
+            other => bail!("expected a snapshot part, got {other:?}"),
+        }
+    }
+    let received = started.elapsed();
     let view = ClusterView::from_snapshot(&snapshot);
     // Routes go to the route table, as a data-plane node's link does.
     let routes = dataplane::cluster::route_table::RouteTable::new();
@@ -95,13 +106,13 @@ async fn one_run(
     let encoded = snapshot.encoded_len();
     let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
     say(format!(
-        "snapshot run {run} (voter {}, {role}): {} routes, {} users, {:.1} MiB encoded ({:.0}% of the {:.0} MiB limit); \
+        "snapshot run {run} (voter {}, {role}): {} routes, {} users, {:.1} MiB encoded in {} parts (each under the {:.0} MiB limit); \
          connect {:.1} ms, stream open {:.1} ms, first byte {:.1} ms, received {:.1} ms, view built {:.1} ms",
         position + 1,
         routes.len(),
         view.users.len(),
         mib(encoded),
-        100.0 * encoded as f64 / config.watch_max_message_bytes as f64,
+        parts.max(1),
         mib(config.watch_max_message_bytes),
         ms(connected),
         ms(headers),
@@ -119,6 +130,7 @@ async fn one_run(
         "routes": routes.len(),
         "users": view.users.len(),
         "encoded_bytes": encoded,
+        "parts": parts,
         "wire_bytes": probe.bytes(),
         "max_message_bytes": config.watch_max_message_bytes,
         "connect_ms": round(ms(connected)),

@@ -134,9 +134,16 @@ impl Watcher {
                     let (index, snapshot) = self.shared.read(|applied| {
                         (applied.last_applied_index(), crate::pb_impl::state_snapshot(applied))
                     });
-                    tracing::debug!(?index, "sending a snapshot");
+                    let (snapshot, parts) =
+                        crate::pb_impl::split_snapshot(snapshot, crate::pb_impl::SNAPSHOT_PART_BYTES);
+                    tracing::debug!(?index, parts = parts.len(), "sending a snapshot");
                     if !self.send(Event::Snapshot(snapshot)).await {
                         return;
+                    }
+                    for part in parts {
+                        if !self.send(Event::SnapshotPart(part)).await {
+                            return;
+                        }
                     }
                     cursor = index;
                     need_snapshot = false;

@@ -18,7 +18,7 @@ mod user;
 
 pub(crate) use config::config_kind;
 pub(crate) use membership::members_of;
-pub(crate) use snapshot::state_snapshot;
+pub(crate) use snapshot::{split_snapshot, state_snapshot, SNAPSHOT_PART_BYTES};
 pub(crate) use token::token_role;
 
 /// Operator input that does not make a valid command.

@@ -55,5 +55,89 @@ pub(crate) fn state_snapshot(applied: &Applied) -> pb::StateSnapshot {
             .map(Into::into)
             .collect(),
         peer_secret: state.peer_secret().unwrap_or_default().to_owned(),
+        parts_follow: false,
+    }
+}
+
+/// The encoded size a snapshot is sent whole up to; a larger one goes in
+/// parts of about this size (far under the 64 MiB message limit, and under
+/// tonic's 4 MiB default, so any client can read them).
+pub(crate) const SNAPSHOT_PART_BYTES: usize = 2 * 1024 * 1024;
+
+/// Splits a snapshot larger than `part_bytes` (encoded): its users, routes
+/// and share groups move into parts of about `part_bytes` each, the last one
+/// marked. A smaller one comes back whole, with no parts.
+pub(crate) fn split_snapshot(
+    mut snapshot: pb::StateSnapshot,
+    part_bytes: usize,
+) -> (pb::StateSnapshot, Vec<pb::SnapshotPart>) {
+    use prost::Message;
+    if snapshot.encoded_len() <= part_bytes {
+        return (snapshot, Vec::new());
+    }
+    let mut parts = vec![pb::SnapshotPart::default()];
+    let mut size = 0usize;
+    let mut room = |item: usize, parts: &mut Vec<pb::SnapshotPart>| {
+        if size > 0 && size + item > part_bytes {
+            parts.push(pb::SnapshotPart::default());
+            size = 0;
+        }
+        size += item + 8;
+    };
+    for user in std::mem::take(&mut snapshot.users) {
+        room(user.encoded_len(), &mut parts);
+        if let Some(part) = parts.last_mut() {
+            part.users.push(user);
+        }
+    }
+    for route in std::mem::take(&mut snapshot.routes) {
+        room(route.encoded_len(), &mut parts);
+        if let Some(part) = parts.last_mut() {
+            part.routes.push(route);
+        }
+    }
+    for group in std::mem::take(&mut snapshot.share_groups) {
+        room(group.encoded_len(), &mut parts);
+        if let Some(part) = parts.last_mut() {
+            part.share_groups.push(group);
+        }
+    }
+    if let Some(last) = parts.last_mut() {
+        last.last = true;
+    }
+    snapshot.parts_follow = true;
+    (snapshot, parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_snapshot_splits_into_bounded_parts_and_keeps_everything() {
+        use prost::Message;
+        let routes: Vec<pb::Route> = (0..5000)
+            .map(|i| pb::Route { topic_filter: format!("devices/{i:06}/cmd/+"), node_ids: vec![1, 2] })
+            .collect();
+        let users: Vec<pb::User> = (0..300)
+            .map(|i| pb::User { username: format!("u{i}"), password_hash: "x".repeat(90), superuser: false })
+            .collect();
+        let whole = pb::StateSnapshot {
+            index: 7,
+            routes: routes.clone(),
+            users: users.clone(),
+            ..Default::default()
+        };
+        let (head, parts) = split_snapshot(whole.clone(), 16 * 1024);
+        assert!(head.parts_follow && head.routes.is_empty() && head.users.is_empty());
+        assert!(parts.len() > 5, "{} parts", parts.len());
+        assert!(parts.iter().all(|p| p.encoded_len() <= 17 * 1024), "each part near the bound");
+        assert_eq!(parts.iter().filter(|p| p.last).count(), 1);
+        assert!(parts.last().is_some_and(|p| p.last));
+        let back: Vec<pb::Route> = parts.iter().flat_map(|p| p.routes.clone()).collect();
+        assert_eq!(back, routes);
+        assert_eq!(parts.iter().map(|p| p.users.len()).sum::<usize>(), users.len());
+        let (small, none) = split_snapshot(pb::StateSnapshot { index: 1, ..Default::default() }, 16 * 1024);
+        assert!(!small.parts_follow && none.is_empty());
     }
 }

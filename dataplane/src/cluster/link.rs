@@ -48,6 +48,8 @@ pub enum LinkError {
     Address(String),
     #[error(transparent)]
     Tls(#[from] proto::tls::TlsError),
+    #[error("control plane: {0}")]
+    Protocol(&'static str),
     #[error("cannot reach {endpoint}: {source}")]
     Connect { endpoint: String, source: tonic::transport::Error },
     #[error("{0}")]
@@ -128,8 +130,29 @@ async fn watch_once(
     let held = view.load().index;
     let request = pb::WatchRequest { node_id: config.node_id, last_index: (held > 0).then_some(held) };
     let mut stream = client.watch(request).await?.into_inner();
+    // A snapshot sent in parts, until its last part came.
+    let mut partial: Option<pb::StateSnapshot> = None;
     while let Some(event) = stream.message().await? {
-        match event.event {
+        let event = match (event.event, partial.take()) {
+            (Some(pb::watch_event::Event::SnapshotPart(part)), Some(mut snapshot)) => {
+                if !snapshot.absorb(part) {
+                    partial = Some(snapshot);
+                    continue;
+                }
+                Some(pb::watch_event::Event::Snapshot(snapshot))
+            }
+            (Some(pb::watch_event::Event::Snapshot(snapshot)), _) if snapshot.parts_follow => {
+                partial = Some(snapshot);
+                continue;
+            }
+            (Some(pb::watch_event::Event::SnapshotPart(_)), None) => {
+                return Err(LinkError::Protocol("a snapshot part without its snapshot"))
+            }
+            (event, None) => event,
+            (_, Some(_)) => return Err(LinkError::Protocol("a snapshot's parts were interrupted")),
+        };
+        match event {
+            Some(pb::watch_event::Event::SnapshotPart(_)) | None => {}
             Some(pb::watch_event::Event::Snapshot(snapshot)) => {
                 let next = ClusterView::from_snapshot(&snapshot);
                 broker.remote_routes.replace(
@@ -207,7 +230,6 @@ async fn watch_once(
                     broker.access_changed();
                 }
             }
-            None => {}
         }
     }
     Ok(())
