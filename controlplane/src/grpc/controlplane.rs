@@ -131,11 +131,17 @@ impl Watcher {
             let next = if need_snapshot { Since::Snapshot } else { self.shared.feed().since(cursor) };
             match next {
                 Since::Snapshot => {
-                    let (index, snapshot) = self.shared.read(|applied| {
-                        (applied.last_applied_index(), crate::pb_impl::state_snapshot(applied))
-                    });
-                    let (snapshot, parts) =
-                        crate::pb_impl::split_snapshot(snapshot, crate::pb_impl::SNAPSHOT_PART_BYTES);
+                    // A cheap copy (persistent maps) under the lock; the
+                    // snapshot is built from it on a blocking thread, so a
+                    // new node never holds up writes.
+                    let applied = self.shared.copy();
+                    let index = applied.last_applied_index();
+                    let built = tokio::task::spawn_blocking(move || {
+                        let snapshot = crate::pb_impl::state_snapshot(&applied);
+                        crate::pb_impl::split_snapshot(snapshot, crate::pb_impl::SNAPSHOT_PART_BYTES)
+                    })
+                    .await;
+                    let Ok((snapshot, parts)) = built else { return };
                     tracing::debug!(?index, parts = parts.len(), "sending a snapshot");
                     if !self.send(Event::Snapshot(snapshot)).await {
                         return;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::change::Change;
 use super::command::{Command, CommandError, Response};
+use super::node_set::NodeSet;
 use super::types::{
     AclRule, AclRuleSpec, AclWho, ApiToken, Ban, BanKey, BanKind, ConfigKind, DataPlaneNode, DataPlaneState,
     ShareGroupKey, ShareMember, ShareSubscription, TokenRole, User,
@@ -22,12 +23,14 @@ use crate::NodeId;
 /// membership (kept beside it by the store).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ControlState {
-    pub(super) users: BTreeMap<String, User>,
+    pub(super) users: imbl::OrdMap<String, User>,
     pub(super) acl: Vec<AclRule>,
     /// The id the next ACL rule gets; ids are never reused.
     pub(super) next_acl_id: u64,
-    pub(super) routes: BTreeMap<String, BTreeSet<NodeId>>,
-    pub(super) share_groups: BTreeMap<ShareGroupKey, BTreeSet<ShareMember>>,
+    /// Persistent maps: a copy (for a Raft snapshot) costs nothing and
+    /// shares every node until either side changes it.
+    pub(super) routes: imbl::OrdMap<String, NodeSet>,
+    pub(super) share_groups: imbl::OrdMap<ShareGroupKey, BTreeSet<ShareMember>>,
     pub(super) bans: BTreeMap<BanKey, Ban>,
     pub(super) bridges: BTreeMap<String, String>,
     pub(super) plugins: BTreeMap<String, String>,
@@ -67,11 +70,11 @@ impl ControlState {
     }
 
     /// Topic filter → the data-plane nodes with subscribers for it.
-    pub fn routes(&self) -> &BTreeMap<String, BTreeSet<NodeId>> {
+    pub fn routes(&self) -> &imbl::OrdMap<String, NodeSet> {
         &self.routes
     }
 
-    pub fn share_groups(&self) -> &BTreeMap<ShareGroupKey, BTreeSet<ShareMember>> {
+    pub fn share_groups(&self) -> &imbl::OrdMap<ShareGroupKey, BTreeSet<ShareMember>> {
         &self.share_groups
     }
 
@@ -390,12 +393,20 @@ impl ControlState {
             }
         }
         for filter in add {
-            if self.routes.entry(filter.clone()).or_default().insert(node_id) {
+            let added = match self.routes.get_mut(&filter) {
+                Some(nodes) => nodes.insert(node_id),
+                None => {
+                    self.routes.insert(filter.clone(), NodeSet::one(node_id));
+                    true
+                }
+            };
+            if added {
                 touched_routes.insert(filter);
             }
         }
         for topic_filter in touched_routes {
-            let node_ids = self.routes.get(&topic_filter).cloned().unwrap_or_default();
+            let node_ids: BTreeSet<NodeId> =
+                self.routes.get(&topic_filter).map(Into::into).unwrap_or_default();
             if node_ids.is_empty() {
                 self.routes.remove(&topic_filter);
             }
@@ -412,7 +423,14 @@ impl ControlState {
         }
         for share in share_add {
             let (key, member) = share_parts(node_id, share);
-            if self.share_groups.entry(key.clone()).or_default().insert(member) {
+            let added = match self.share_groups.get_mut(&key) {
+                Some(members) => members.insert(member),
+                None => {
+                    self.share_groups.insert(key.clone(), BTreeSet::from([member]));
+                    true
+                }
+            };
+            if added {
                 touched_groups.insert(key);
             }
         }
@@ -435,7 +453,7 @@ impl ControlState {
             if !node_ids.is_empty() {
                 self.routes.insert(topic_filter.clone(), node_ids.clone());
             }
-            changes.push(Change::RouteSet { topic_filter, node_ids });
+            changes.push(Change::RouteSet { topic_filter, node_ids: (&node_ids).into() });
         }
         let groups: Vec<ShareGroupKey> = self
             .share_groups

@@ -9,6 +9,7 @@
 mod change;
 mod command;
 mod machine;
+mod node_set;
 mod password;
 mod snapshot;
 mod types;
@@ -17,6 +18,7 @@ pub mod validate;
 pub use change::Change;
 pub use command::{Command, CommandError, ErrorKind, Response};
 pub use machine::ControlState;
+pub use node_set::NodeSet;
 pub use password::{hash_password, verify_password, PasswordError};
 pub use snapshot::{SnapshotFormatError, SNAPSHOT_FORMAT_VERSION};
 pub use types::{

@@ -89,7 +89,7 @@ impl ControlState {
             routes: self
                 .routes
                 .iter()
-                .map(|(filter, nodes)| RouteEntry { topic_filter: filter.clone(), node_ids: nodes.clone() })
+                .map(|(filter, nodes)| RouteEntry { topic_filter: filter.clone(), node_ids: nodes.into() })
                 .collect(),
             share_groups: self
                 .share_groups
@@ -124,7 +124,11 @@ impl ControlState {
             users: document.users.into_iter().map(|user| (user.username.clone(), user)).collect(),
             acl: document.acl,
             next_acl_id: document.next_acl_id.max(max_acl_id + 1),
-            routes: document.routes.into_iter().map(|entry| (entry.topic_filter, entry.node_ids)).collect(),
+            routes: document
+                .routes
+                .into_iter()
+                .map(|entry| (entry.topic_filter, super::NodeSet::from(entry.node_ids)))
+                .collect(),
             share_groups: document.share_groups.into_iter().map(|entry| (entry.key, entry.members)).collect(),
             bans: document.bans.into_iter().map(|ban| (ban.key.clone(), ban)).collect(),
             bridges: document.bridges,

@@ -83,11 +83,14 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        // The copy is cheap (the large maps are persistent, see
+        // `ControlState`), and serializing it runs on a blocking thread: a
+        // snapshot of a million routes never holds up writes or Raft's RPCs.
         let applied = self.shared.copy();
-        let data = applied
-            .state
-            .to_snapshot_bytes()
-            .map_err(|error| StorageIOError::read_state_machine(any_error(error.to_string())))?;
+        let state = applied.state.clone();
+        let data = blocking(move || state.to_snapshot_bytes().map_err(|error| error.to_string()))
+            .await
+            .map_err(|error| StorageIOError::read_state_machine(any_error(error)))?;
         let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let snapshot_id = match applied.last_applied {
             Some(log_id) => format!("{}-{}-{stamp}", log_id.leader_id, log_id.index),
