@@ -1,57 +1,254 @@
 //! The cluster's routes as this node reads them on every publish: which
 //! other data-plane nodes have subscribers for a topic.
 //!
-//! A trie over topic levels (as the local `router`), each filter's node
-//! holding the ids of the nodes that subscribe to it. Matching a topic walks
-//! the trie, not the table, and applying a route change touches only that
-//! filter's path, so a change costs the change whatever the table's size.
-//! A snapshot is built aside and swapped in. Publishes only take the read
-//! side of the lock; the link's task is the only writer.
+//! A trie over topic levels (as the local `router`) with chains of levels
+//! that do not branch kept in one node (a radix trie): the commonest IoT
+//! pattern, every device subscribed to its own `devices/{id}/+/cmd`, costs
+//! one node and one string per route, not one per level. A node holds the
+//! ids of the data-plane nodes subscribed to the filter ending there (one
+//! inline). Matching a topic walks the trie, not the table, and applying a
+//! route change touches only that filter's path, so a change costs the
+//! change whatever the table's size. A snapshot is built aside and swapped
+//! in. Publishes only take the read side of the lock; the link's task is
+//! the only writer.
+//!
+//! Invariants: a node's label is one or more levels joined by `/`; siblings
+//! differ in their first level; a node other than the root holds ids or has
+//! at least two children (a chain is merged back when a removal leaves one).
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use hashbrown::HashTable;
 use parking_lot::RwLock;
 
-use crate::smallmap::SmallMap;
+/// Children kept in a vector up to this many; past it in a hash table.
+const SMALL: usize = 8;
 
+/// The data-plane nodes subscribed to one filter.
 #[derive(Debug, Default)]
-struct Level {
-    children: SmallMap<Box<str>, Level>,
-    /// Nodes with subscribers to the filter that ends here (a handful).
-    nodes: Vec<u64>,
+enum Ids {
+    #[default]
+    None,
+    One(u64),
+    Many(Box<[u64]>),
 }
 
-impl Level {
-    fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.nodes.is_empty()
+impl Ids {
+    fn new(ids: &[u64]) -> Ids {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        match ids.as_slice() {
+            [] => Ids::None,
+            [one] => Ids::One(*one),
+            _ => Ids::Many(ids.into_boxed_slice()),
+        }
     }
 
-    /// Sets the nodes of `levels` below this level; returns how the number of
-    /// filters held changed (-1, 0 or 1).
-    fn set(&mut self, levels: &[&str], nodes: &[u64]) -> isize {
-        match levels.split_first() {
-            None => {
-                let before = !self.nodes.is_empty();
-                self.nodes.clear();
-                self.nodes.extend_from_slice(nodes);
-                self.nodes.sort_unstable();
-                self.nodes.dedup();
-                self.nodes.shrink_to_fit();
-                (!self.nodes.is_empty()) as isize - before as isize
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Ids::None => &[],
+            Ids::One(one) => std::slice::from_ref(one),
+            Ids::Many(many) => many,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Ids::None)
+    }
+}
+
+/// The first level of a label.
+fn head(label: &str) -> &str {
+    label.split('/').next().unwrap_or(label)
+}
+
+/// A node's children, found by the first level of their labels.
+#[derive(Debug, Default)]
+enum Children {
+    #[default]
+    None,
+    Small(Vec<Node>),
+    Large(Box<(RandomState, HashTable<Node>)>),
+}
+
+impl Children {
+    fn len(&self) -> usize {
+        match self {
+            Children::None => 0,
+            Children::Small(nodes) => nodes.len(),
+            Children::Large(large) => large.1.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, level: &str) -> Option<&Node> {
+        match self {
+            Children::None => None,
+            Children::Small(nodes) => nodes.iter().find(|node| head(&node.label) == level),
+            Children::Large(large) => {
+                let (hasher, table) = &**large;
+                table.find(hasher.hash_one(level), |node| head(&node.label) == level)
             }
-            Some((first, rest)) => {
-                if nodes.is_empty() {
-                    let Some(child) = self.children.get_mut(*first) else { return 0 };
-                    let delta = child.set(rest, nodes);
-                    if child.is_empty() {
-                        self.children.remove(*first);
-                    }
-                    delta
-                } else {
-                    self.children.get_or_insert_with((*first).into(), Level::default).set(rest, nodes)
+        }
+    }
+
+    fn get_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match self {
+            Children::None => None,
+            Children::Small(nodes) => nodes.iter_mut().find(|node| head(&node.label) == level),
+            Children::Large(large) => {
+                let (hasher, table) = &mut **large;
+                table.find_mut(hasher.hash_one(level), |node| head(&node.label) == level)
+            }
+        }
+    }
+
+    /// Adds `node`, whose first level no child has.
+    fn insert(&mut self, node: Node) {
+        match self {
+            Children::None => *self = Children::Small(vec![node]),
+            Children::Small(nodes) if nodes.len() < SMALL => {
+                nodes.reserve_exact(1);
+                nodes.push(node);
+            }
+            Children::Small(nodes) => {
+                let hasher = RandomState::new();
+                let mut table = HashTable::with_capacity(nodes.len() + 1);
+                for node in std::mem::take(nodes).into_iter().chain(std::iter::once(node)) {
+                    let hash = hasher.hash_one(head(&node.label));
+                    table.insert_unique(hash, node, |node| hasher.hash_one(head(&node.label)));
                 }
+                *self = Children::Large(Box::new((hasher, table)));
             }
+            Children::Large(large) => {
+                let (hasher, table) = &mut **large;
+                let hash = hasher.hash_one(head(&node.label));
+                table.insert_unique(hash, node, |node| hasher.hash_one(head(&node.label)));
+            }
+        }
+    }
+
+    fn remove(&mut self, level: &str) -> Option<Node> {
+        let removed = match self {
+            Children::None => None,
+            Children::Small(nodes) => {
+                let index = nodes.iter().position(|node| head(&node.label) == level)?;
+                Some(nodes.swap_remove(index))
+            }
+            Children::Large(large) => {
+                let (hasher, table) = &mut **large;
+                let entry =
+                    table.find_entry(hasher.hash_one(level), |node| head(&node.label) == level).ok()?;
+                Some(entry.remove().0)
+            }
+        };
+        if self.is_empty() {
+            *self = Children::None;
+        }
+        removed
+    }
+
+    /// Takes the only child out.
+    fn take_only(&mut self) -> Option<Node> {
+        if self.len() != 1 {
+            return None;
+        }
+        match std::mem::take(self) {
+            Children::None => None,
+            Children::Small(mut nodes) => nodes.pop(),
+            Children::Large(large) => large.1.into_iter().next(),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &Node> + '_> {
+        match self {
+            Children::None => Box::new(std::iter::empty()),
+            Children::Small(nodes) => Box::new(nodes.iter()),
+            Children::Large(large) => Box::new(large.1.iter()),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    /// This node's levels below its parent's, joined by `/` (the root's is
+    /// empty and never read).
+    label: Box<str>,
+    children: Children,
+    /// Nodes subscribed to the filter that ends here.
+    ids: Ids,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.ids.is_empty()
+    }
+
+    /// Sets the ids of the filter `levels` below this node; returns how the
+    /// number of filters held changed (-1, 0 or 1).
+    fn set(&mut self, levels: &[&str], ids: &[u64]) -> isize {
+        let Some(first) = levels.first() else {
+            let before = !self.ids.is_empty();
+            self.ids = Ids::new(ids);
+            return (!self.ids.is_empty()) as isize - before as isize;
+        };
+        let Some(child) = self.children.get_mut(first) else {
+            if ids.is_empty() {
+                return 0;
+            }
+            self.children.insert(Node {
+                label: levels.join("/").into(),
+                children: Children::None,
+                ids: Ids::new(ids),
+            });
+            return 1;
+        };
+        let label_levels = child.label.split('/').count();
+        let common = child.label.split('/').zip(levels).take_while(|(have, want)| have == *want).count();
+        if common < label_levels {
+            if ids.is_empty() {
+                // The filter ends inside this chain or leaves it: not held.
+                return 0;
+            }
+            child.split(common);
+        }
+        let delta = child.set(&levels[common..], ids);
+        if child.is_empty() {
+            self.children.remove(first);
+        } else {
+            child.merge_chain();
+        }
+        delta
+    }
+
+    /// Keeps the first `levels` levels of the label here and moves the rest,
+    /// with the children and ids, to a single child.
+    fn split(&mut self, levels: usize) {
+        let Some((cut, _)) = self.label.match_indices('/').nth(levels.saturating_sub(1)) else { return };
+        let rest = Node {
+            label: self.label[cut + 1..].into(),
+            children: std::mem::take(&mut self.children),
+            ids: std::mem::take(&mut self.ids),
+        };
+        self.label = self.label[..cut].into();
+        self.children.insert(rest);
+    }
+
+    /// Merges the only child into this node when this one holds no ids.
+    fn merge_chain(&mut self) {
+        if !self.ids.is_empty() || self.children.len() != 1 {
+            return;
+        }
+        if let Some(only) = self.children.take_only() {
+            self.label = format!("{}/{}", self.label, only.label).into();
+            self.children = only.children;
+            self.ids = only.ids;
         }
     }
 }
@@ -59,7 +256,7 @@ impl Level {
 /// Remote routes: topic filter → data-plane nodes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    root: RwLock<Level>,
+    root: RwLock<Node>,
     filters: AtomicUsize,
 }
 
@@ -95,7 +292,7 @@ impl RouteTable {
     /// Replaces everything with `routes` (a snapshot): built aside, then
     /// swapped in, so publishes wait only for the swap.
     pub fn replace<'a>(&self, routes: impl IntoIterator<Item = (&'a str, &'a [u64])>) {
-        let mut fresh = Level::default();
+        let mut fresh = Node::default();
         let mut count = 0usize;
         for (filter, nodes) in routes {
             let levels: Vec<&str> = filter.split('/').collect();
@@ -126,54 +323,86 @@ impl RouteTable {
 
     /// Every filter that `node` is listed for.
     pub fn filters_of(&self, node: u64) -> HashSet<String> {
-        fn walk(level: &Level, path: &mut Vec<String>, node: u64, out: &mut HashSet<String>) {
-            if level.nodes.contains(&node) {
-                out.insert(path.join("/"));
+        fn walk(at: &Node, path: &mut String, node: u64, out: &mut HashSet<String>) {
+            if at.ids.as_slice().contains(&node) {
+                out.insert(path.clone());
             }
-            for (name, child) in &level.children {
-                path.push(name.to_string());
+            for child in at.children.iter() {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&child.label);
                 walk(child, path, node, out);
-                path.pop();
+                path.truncate(len);
             }
         }
         let mut out = HashSet::new();
-        walk(&self.root.read(), &mut Vec::new(), node, &mut out);
+        let root = self.root.read();
+        for child in root.children.iter() {
+            let mut path = child.label.to_string();
+            walk(child, &mut path, node, &mut out);
+        }
         out
     }
 
     /// Whether `node` is listed for exactly `filter`.
     pub fn has(&self, filter: &str, node: u64) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
         let root = self.root.read();
-        let mut level = &*root;
-        for name in filter.split('/') {
-            match level.children.get(name) {
-                Some(child) => level = child,
-                None => return false,
+        let mut at = &*root;
+        let mut depth = 0;
+        while depth < levels.len() {
+            let Some(child) = at.children.get(levels[depth]) else { return false };
+            for level in child.label.split('/') {
+                if levels.get(depth) != Some(&level) {
+                    return false;
+                }
+                depth += 1;
             }
+            at = child;
         }
-        level.nodes.contains(&node)
+        at.ids.as_slice().contains(&node)
     }
 }
 
-fn collect(level: &Level, levels: &[&str], depth: usize, dollar: bool, out: &mut Vec<u64>) {
+/// Adds the ids of filters below `at` matching `topic[depth..]`; `at`'s
+/// own levels matched `topic[..depth]`.
+fn collect(at: &Node, topic: &[&str], depth: usize, dollar: bool, out: &mut Vec<u64>) {
     let wildcards = !(depth == 0 && dollar);
     if wildcards {
-        if let Some(hash) = level.children.get("#") {
-            out.extend_from_slice(&hash.nodes);
+        if let Some(hash) = at.children.get("#") {
+            out.extend_from_slice(hash.ids.as_slice());
         }
     }
-    if depth == levels.len() {
-        out.extend_from_slice(&level.nodes);
+    if depth == topic.len() {
+        out.extend_from_slice(at.ids.as_slice());
         return;
     }
-    if let Some(child) = level.children.get(levels[depth]) {
-        collect(child, levels, depth + 1, dollar, out);
+    if let Some(child) = at.children.get(topic[depth]) {
+        descend(child, topic, depth, dollar, out);
     }
     if wildcards {
-        if let Some(plus) = level.children.get("+") {
-            collect(plus, levels, depth + 1, dollar, out);
+        if let Some(plus) = at.children.get("+") {
+            descend(plus, topic, depth, dollar, out);
         }
     }
+}
+
+/// `child`'s first level matched `topic[depth]`; matches the rest of its
+/// label, then goes on below it.
+fn descend(child: &Node, topic: &[&str], depth: usize, dollar: bool, out: &mut Vec<u64>) {
+    let mut depth = depth + 1;
+    for level in child.label.split('/').skip(1) {
+        if level == "#" {
+            // `#` ends a filter and matches what is left, even nothing.
+            out.extend_from_slice(child.ids.as_slice());
+            return;
+        }
+        match topic.get(depth) {
+            Some(name) if level == "+" || level == *name => depth += 1,
+            _ => return,
+        }
+    }
+    collect(child, topic, depth, dollar, out);
 }
 
 #[cfg(test)]
@@ -230,6 +459,17 @@ mod tests {
                 table.set(filter, &[]);
             }
             prop_assert_eq!(table.len(), model.len());
+            check_shape(&table.root.read(), true);
+            for (filter, nodes) in &model {
+                for node in nodes {
+                    prop_assert!(table.has(filter, *node), "{} of {}", filter, node);
+                }
+            }
+            for node in 1u64..5 {
+                let want: HashSet<String> =
+                    model.iter().filter(|(_, nodes)| nodes.contains(&node)).map(|(f, _)| f.clone()).collect();
+                prop_assert_eq!(table.filters_of(node), want);
+            }
             let mut got = Vec::new();
             table.nodes_for(&topic, 0, &mut got);
             let expected: BTreeSet<u64> = model
@@ -239,6 +479,75 @@ mod tests {
                 .collect();
             prop_assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
         }
+    }
+
+    /// Siblings differ in their first level, and a node other than the root
+    /// holds ids or branches.
+    fn check_shape(node: &Node, root: bool) {
+        if !root {
+            assert!(
+                !node.ids.is_empty() || node.children.len() >= 2,
+                "chain left unmerged at {:?}",
+                node.label
+            );
+        }
+        let heads: Vec<&str> = node.children.iter().map(|child| head(&child.label)).collect();
+        let distinct: HashSet<&str> = heads.iter().copied().collect();
+        assert_eq!(heads.len(), distinct.len(), "siblings share a first level under {:?}", node.label);
+        for child in node.children.iter() {
+            check_shape(child, false);
+        }
+    }
+
+    #[test]
+    fn chains_are_one_node_and_split_and_merge_back() {
+        let table = RouteTable::new();
+        table.set("devices/d1/+/cmd", &[1]);
+        table.set("devices/d2/+/cmd", &[2]);
+        {
+            let root = table.root.read();
+            let devices = root.children.get("devices").expect("devices");
+            assert_eq!(&*devices.label, "devices");
+            let d1 = devices.children.get("d1").expect("d1");
+            assert_eq!(&*d1.label, "d1/+/cmd", "one node for the chain");
+        }
+        // A filter ending inside a chain splits it; one leaving it too.
+        table.set("devices/d1", &[3]);
+        table.set("devices/d1/x/cmd", &[4]);
+        let mut out = Vec::new();
+        table.nodes_for("devices/d1/x/cmd", 0, &mut out);
+        assert_eq!(out, vec![1, 4]);
+        out.clear();
+        table.nodes_for("devices/d1", 0, &mut out);
+        assert_eq!(out, vec![3]);
+        // Removing what is inside a chain or below its end holds nothing.
+        table.set("devices/d2/+", &[]);
+        table.set("devices/d2/+/cmd/more", &[]);
+        assert_eq!(table.len(), 4);
+        table.set("devices/d1", &[]);
+        table.set("devices/d1/x/cmd", &[]);
+        check_shape(&table.root.read(), true);
+        let root = table.root.read();
+        let d1 = root.children.get("devices").and_then(|d| d.children.get("d1")).expect("d1");
+        assert_eq!(&*d1.label, "d1/+/cmd", "merged back");
+    }
+
+    #[test]
+    fn many_siblings_move_to_a_hash_table_and_back_out() {
+        let table = RouteTable::new();
+        for k in 0..100 {
+            table.set(&format!("f/dev{k}/+/s"), &[k % 3 + 1]);
+        }
+        assert!(matches!(table.root.read().children.get("f").map(|f| &f.children), Some(Children::Large(_))));
+        for k in 0..100 {
+            let mut out = Vec::new();
+            table.nodes_for(&format!("f/dev{k}/x/s"), 0, &mut out);
+            assert_eq!(out, vec![k % 3 + 1]);
+        }
+        for k in 0..100 {
+            table.set(&format!("f/dev{k}/+/s"), &[]);
+        }
+        assert!(table.is_empty() && table.root.read().is_empty());
     }
 
     #[test]
