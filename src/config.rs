@@ -105,7 +105,8 @@ pub struct LinkSection {
     /// is not `peer_bind` (a NAT, a proxy); default: `peer_bind`.
     pub peer_advertise: Option<String>,
     /// Messages held for one other node (unacknowledged or not yet sent)
-    /// before new ones are dropped (QoS 0) or refused (QoS 1 and 2).
+    /// before new ones are dropped (QoS 0) or refused (QoS 1 and 2);
+    /// publishers are slowed from half of it.
     pub peer_queue_messages: usize,
     /// The longest a publisher's PUBACK/PUBCOMP waits for another node that
     /// neither acknowledges nor is declared down, in milliseconds.

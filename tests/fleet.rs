@@ -913,3 +913,109 @@ async fn a_snapshot_too_large_for_one_message_reaches_a_new_node_in_parts() {
     }
     heartbeat.abort();
 }
+
+/// Reads `count` messages on `topic`-style payloads `n{i}`, slowly (a pause
+/// every `every` messages), acknowledging QoS 1; stops early, saying why,
+/// on silence or a close.
+async fn read_slowly(
+    mut client: Client,
+    count: usize,
+    every: usize,
+    pause: Duration,
+) -> Result<Vec<u32>, String> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let asked = Instant::now();
+        match client.recv_within(Duration::from_secs(10)).await {
+            Some(Packet::Publish(publish)) => {
+                if let (QoS::AtLeastOnce, Some(packet_id)) = (publish.qos, publish.packet_id) {
+                    client.send(&Packet::PubAck(PubAck { packet_id, ..Default::default() })).await;
+                }
+                let text =
+                    String::from_utf8_lossy(&publish.payload[..publish.payload.len().min(12)]).to_string();
+                let n = text.trim_start_matches('n').split('.').next().and_then(|n| n.parse().ok());
+                got.push(n.ok_or_else(|| format!("unexpected payload {text:?}"))?);
+                if got.len() % every == 0 {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            Some(other) => return Err(format!("unexpected {other:?} after {} messages", got.len())),
+            None => {
+                let why = if asked.elapsed() < Duration::from_secs(9) {
+                    "the connection closed"
+                } else {
+                    "10 s of silence"
+                };
+                return Err(format!("{why} after {} of {count} messages (last {:?})", got.len(), got.last()));
+            }
+        }
+    }
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_on_another_node_slows_qos1_publishers_instead_of_losing_messages() {
+    // A queue of 50 per subscriber: without back-pressure across the link,
+    // the subscriber's node takes (and drops) what its queue cannot hold.
+    let fleet = fleet_with(2, &["session.max_queued_messages=50".to_string()]).await;
+    let mut subscriber = fleet.client(0, "slow-sub").await;
+    subscriber.subscribe("bp/q1", QoS::AtLeastOnce).await;
+    let mut publisher = fleet.client(1, "fast-pub").await;
+    wait_route(&mut publisher, &mut subscriber, "bp/q1").await;
+    const COUNT: usize = 2000;
+    let reader = tokio::spawn(read_slowly(subscriber, COUNT, 10, Duration::from_millis(5)));
+    // A window of 16 QoS 1 messages in flight.
+    let (mut next, mut acked, mut in_flight) = (0usize, 0usize, 0usize);
+    let started = Instant::now();
+    while acked < COUNT {
+        while in_flight < 16 && next < COUNT {
+            let payload = format!("n{next}.").into_bytes();
+            let publish = Publish {
+                qos: QoS::AtLeastOnce,
+                topic: "bp/q1".into(),
+                packet_id: Some((next % 60_000) as u16 + 1),
+                payload: payload.into(),
+                ..Default::default()
+            };
+            publisher.send(&Packet::Publish(publish)).await;
+            next += 1;
+            in_flight += 1;
+        }
+        match publisher.recv_within(Duration::from_secs(10)).await {
+            Some(Packet::PubAck(ack)) => {
+                assert!(ack.reason.is_success(), "{ack:?}");
+                acked += 1;
+                in_flight -= 1;
+            }
+            other => panic!("publisher: after {acked} PUBACKs, {other:?}"),
+        }
+    }
+    let publishing = started.elapsed();
+    let got = reader.await.expect("reader").unwrap_or_else(|error| panic!("subscriber: {error}"));
+    assert_eq!(got, (0..COUNT as u32).collect::<Vec<_>>(), "every message once, in order");
+    println!("{COUNT} QoS 1 messages to a slow subscriber on another node: published in {publishing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_peer_link_slows_qos0_publishers_instead_of_dropping() {
+    // A link that holds 200 messages and a queue of 100: a publisher that
+    // outruns the subscriber's node overflows both without back-pressure.
+    let extra =
+        ["session.max_queued_messages=100".to_string(), "dataplane.peer_queue_messages=200".to_string()];
+    let fleet = fleet_with(2, &extra).await;
+    let mut subscriber = fleet.client(0, "slow-sub0").await;
+    subscriber.subscribe("bp/q0", QoS::AtMostOnce).await;
+    let mut publisher = fleet.client(1, "fast-pub0").await;
+    wait_route(&mut publisher, &mut subscriber, "bp/q0").await;
+    const COUNT: usize = 5000;
+    let reader = tokio::spawn(read_slowly(subscriber, COUNT, 20, Duration::from_millis(5)));
+    let padding = "x".repeat(1000);
+    for n in 0..COUNT {
+        publisher.publish("bp/q0", format!("n{n}.{padding}").as_bytes(), QoS::AtMostOnce, 0).await;
+    }
+    let got = reader.await.expect("reader").unwrap_or_else(|error| panic!("subscriber: {error}"));
+    assert_eq!(got, (0..COUNT as u32).collect::<Vec<_>>(), "every message once, in order");
+    // The publisher is still welcome.
+    publisher.send(&Packet::PingReq).await;
+    assert!(matches!(publisher.recv_within(Duration::from_secs(5)).await, Some(Packet::PingResp)));
+}

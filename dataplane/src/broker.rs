@@ -235,7 +235,7 @@ impl Broker {
     pub fn publish_collecting_pressure(
         &self,
         message: Arc<Message>,
-        pressure: &mut Vec<Arc<crate::mailbox::Mailbox>>,
+        pressure: &mut Vec<crate::pressure::Pressure>,
         publisher: Option<&Arc<crate::mailbox::Mailbox>>,
     ) -> Published {
         Metrics::add(&self.metrics.messages_received, 1);
@@ -319,7 +319,7 @@ impl Broker {
         let mut published = Published { local, ..Default::default() };
         if !targets.is_empty() {
             published.remote = targets.len();
-            published.ack = peers.forward(&message, targets, publisher);
+            published.ack = peers.forward(&message, targets, publisher, Some(pressure));
         }
         published
     }
@@ -328,8 +328,14 @@ impl Broker {
     /// subscribers if it came for them (never to `$local/` ones), and to
     /// the members here of the shared groups it names. It is never
     /// forwarded again, except once to another node's member of a group
-    /// that has none left here.
-    pub fn publish_from_peer(&self, message: Arc<Message>, arrival: Arrival) -> usize {
+    /// that has none left here. Subscriber queues it filled past half are
+    /// added to `pressure` (the sending node waits for them: see `outbox`).
+    pub fn publish_from_peer(
+        &self,
+        message: Arc<Message>,
+        arrival: Arrival,
+        pressure: &mut Vec<crate::pressure::Pressure>,
+    ) -> usize {
         let retainable =
             message.retain && !message.topic.starts_with("$SYS/") && self.config.mqtt.retain_available;
         if let Some(version) = arrival.retained.filter(|_| retainable) {
@@ -360,10 +366,10 @@ impl Broker {
                 }
             }
         }
-        let delivered = self.deliver_routes(routes, &message, &mut Vec::new());
+        let delivered = self.deliver_routes(routes, &message, pressure);
         if let (false, Some(peers)) = (redirect.is_empty(), self.peers.get()) {
             redirect.iter_mut().for_each(|t| t.redirected = true);
-            peers.forward(&message, redirect, None);
+            peers.forward(&message, redirect, None, None);
         }
         delivered
     }
@@ -374,7 +380,7 @@ impl Broker {
         &self,
         routes: Vec<Route>,
         message: &Arc<Message>,
-        pressure: &mut Vec<Arc<crate::mailbox::Mailbox>>,
+        pressure: &mut Vec<crate::pressure::Pressure>,
     ) -> usize {
         let limits = self.queue_limits();
         let delivered = routes.len();
@@ -384,8 +390,8 @@ impl Broker {
                 Metrics::add(&self.metrics.messages_dropped, 1);
                 self.dropped(Some(&subscriber.client_id), message, DropReason::QueueFull);
             }
-            if pushed.pressure && !pressure.iter().any(|m| Arc::ptr_eq(m, &subscriber.mailbox)) {
-                pressure.push(subscriber.mailbox);
+            if pushed.pressure {
+                crate::pressure::Pressure::Queue(subscriber.mailbox).add_to(pressure);
             }
         }
         delivered
@@ -446,7 +452,7 @@ impl Broker {
                             Some(member) => {
                                 let mut targets = Vec::new();
                                 add_share(&mut targets, member.node, share_member(key, &member));
-                                peers.forward(&delivery.message, targets, None);
+                                peers.forward(&delivery.message, targets, None, None);
                             }
                             None => kept.push(delivery),
                         }

@@ -332,7 +332,7 @@ impl Broker {
         &self,
         who: &Identity,
         mut message: Message,
-        pressure: &mut Vec<Arc<crate::mailbox::Mailbox>>,
+        pressure: &mut Vec<crate::pressure::Pressure>,
         publisher: Option<&Arc<crate::mailbox::Mailbox>>,
     ) -> Result<crate::broker::Published, ReasonCode> {
         if let Err(reason) = self.authorize_publish(who, &message.topic) {

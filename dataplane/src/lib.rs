@@ -22,6 +22,7 @@ pub mod mailbox;
 pub mod message;
 pub(crate) mod metrics;
 mod presence;
+pub mod pressure;
 mod proxy;
 pub(crate) mod registry;
 pub(crate) mod retained;

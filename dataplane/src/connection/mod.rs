@@ -113,7 +113,7 @@ pub(crate) struct Connection<T: Transport> {
     will: Option<Box<Will>>,
     /// Subscribers' queues that asked this publisher to slow down: the
     /// connection waits for them to drain before it reads more.
-    pressure: Vec<Arc<crate::mailbox::Mailbox>>,
+    pressure: Vec<crate::pressure::Pressure>,
     /// Topic aliases, allocated when the first is used.
     aliases: Option<Box<Aliases>>,
     control: Arc<ControlSlot>,
@@ -540,8 +540,8 @@ impl<T: Transport> Connection<T> {
             return;
         }
         let own = self.session.mailbox.clone();
-        for mailbox in std::mem::take(&mut self.pressure) {
-            if Arc::ptr_eq(&mailbox, &own) {
+        for pressure in std::mem::take(&mut self.pressure) {
+            if matches!(&pressure, crate::pressure::Pressure::Queue(mailbox) if Arc::ptr_eq(mailbox, &own)) {
                 continue;
             }
             let deadline = Instant::now() + BACKPRESSURE_WAIT;
@@ -552,7 +552,7 @@ impl<T: Transport> Connection<T> {
                     return;
                 }
                 tokio::select! {
-                    _ = mailbox.wait_drained(deadline) => break,
+                    _ = pressure.wait(deadline) => break,
                     _ = own.notified() => {}
                 }
             }

@@ -13,6 +13,14 @@
 //! answer: its acknowledgement is released (counted), the message stays
 //! held for the node. A node removed from the cluster is given up (what is
 //! held for it is dropped, counted) and its task ends.
+//!
+//! Back-pressure: each link keeps a gauge of what it holds and its node has
+//! not acknowledged (`pressure::LinkGauge`); past half of `queue_messages`
+//! the publishers whose messages go to it are asked to wait (bounded), as a
+//! subscriber's full queue asks them, so a slow node slows them instead of
+//! losing their QoS 0 messages past the buffer. The receiving node does not
+//! acknowledge a batch (nor read the next) until the subscriber queues it
+//! filled past half have drained (bounded), so that pressure reaches here.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +39,7 @@ use super::ack::RemoteAck;
 use super::{PeerSettings, Target, BATCH_BYTES, BATCH_MESSAGES, MAX_BATCH_BYTES};
 use crate::cluster::view::ClusterView;
 use crate::message::Message;
+use crate::pressure::{LinkGauge, Pressure};
 
 /// One message for one remote node.
 #[derive(Debug)]
@@ -68,8 +77,12 @@ const MAX_IN_FLIGHT: usize = 256;
 /// How often a link looks at the clock and the view.
 const TICK: Duration = Duration::from_millis(200);
 
-/// Slots in a link's channel (its publishers' side).
+/// Slots in a link's channel (its publishers' side), at least; as many as
+/// `queue_messages` when that is more.
 const CHANNEL: usize = 4096;
+
+/// What publishers hold of one link: its channel and its gauge.
+type LinkHandle = (mpsc::Sender<Outgoing>, Arc<LinkGauge>);
 
 /// The peer links of this node.
 #[derive(Debug)]
@@ -80,7 +93,7 @@ pub struct PeerLinks {
     epoch: u64,
     view: Arc<ArcSwap<ClusterView>>,
     settings: PeerSettings,
-    links: RwLock<HashMap<u64, mpsc::Sender<Outgoing>>>,
+    links: RwLock<HashMap<u64, LinkHandle>>,
     pub counters: PeerCounters,
     /// New routes of this node for the other nodes (see `announce`).
     pub announcer: Arc<crate::cluster::announce::Announcer>,
@@ -131,12 +144,14 @@ impl PeerLinks {
 
     /// Sends `message` once to each of `targets`. For QoS 1 and 2 with
     /// `publisher`, returns what the publisher's acknowledgement waits for
-    /// (`None` when no node needs waiting for: all down, or none).
+    /// (`None` when no node needs waiting for: all down, or none). Links
+    /// past half full are added to `pressure`, when given.
     pub fn forward(
         self: &Arc<Self>,
         message: &Arc<Message>,
         targets: Vec<Target>,
         publisher: Option<&Arc<crate::mailbox::Mailbox>>,
+        mut pressure: Option<&mut Vec<Pressure>>,
     ) -> Option<Arc<RemoteAck>> {
         let view = self.view.load();
         let waited: Vec<bool> = targets
@@ -153,20 +168,25 @@ impl PeerLinks {
         for (target, waits) in targets.into_iter().zip(waited) {
             let node = target.node;
             let item = Outgoing { message: message.clone(), target, ack: ack.clone().filter(|_| waits) };
-            self.send(node, item);
+            self.send(node, item, pressure.as_deref_mut());
         }
         ack
     }
 
-    fn send(self: &Arc<Self>, node: u64, item: Outgoing) {
-        let sender = self.links.read().get(&node).cloned();
-        let sender = match sender {
-            Some(sender) if !sender.is_closed() => sender,
+    fn send(self: &Arc<Self>, node: u64, item: Outgoing, pressure: Option<&mut Vec<Pressure>>) {
+        let link = self.links.read().get(&node).cloned();
+        let (sender, gauge) = match link {
+            Some((sender, gauge)) if !sender.is_closed() => (sender, gauge),
             _ => self.start_link(node),
         };
         match sender.try_send(item) {
             Ok(()) => {
                 self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                if gauge.add() {
+                    if let Some(pressure) = pressure {
+                        Pressure::Link(gauge).add_to(pressure);
+                    }
+                }
             }
             Err(error) => {
                 let item = match error {
@@ -180,16 +200,18 @@ impl PeerLinks {
         }
     }
 
-    fn start_link(self: &Arc<Self>, node: u64) -> mpsc::Sender<Outgoing> {
+    fn start_link(self: &Arc<Self>, node: u64) -> LinkHandle {
         let mut links = self.links.write();
-        if let Some(sender) = links.get(&node).filter(|s| !s.is_closed()) {
-            return sender.clone();
+        if let Some(link) = links.get(&node).filter(|(s, _)| !s.is_closed()) {
+            return link.clone();
         }
-        let (sender, receiver) = mpsc::channel(CHANNEL);
-        links.insert(node, sender.clone());
+        let (sender, receiver) = mpsc::channel(CHANNEL.max(self.settings.queue_messages));
+        let gauge = Arc::new(LinkGauge::new(self.settings.queue_messages));
+        links.insert(node, (sender.clone(), gauge.clone()));
         let link = Link {
             links: Arc::downgrade(self),
             node,
+            gauge: gauge.clone(),
             receiver,
             held: VecDeque::new(),
             held_messages: 0,
@@ -197,7 +219,7 @@ impl PeerLinks {
             sent: 0,
         };
         tokio::spawn(link.run());
-        sender
+        (sender, gauge)
     }
 }
 
@@ -213,6 +235,8 @@ struct Held {
 struct Link {
     links: std::sync::Weak<PeerLinks>,
     node: u64,
+    /// What this link holds unacknowledged, for publishers' back-pressure.
+    gauge: Arc<LinkGauge>,
     receiver: mpsc::Receiver<Outgoing>,
     held: VecDeque<Held>,
     held_messages: usize,
@@ -292,6 +316,7 @@ impl Link {
         while self.held.front().is_some_and(|held| held.batch.seq <= seq) {
             let Some(held) = self.held.pop_front() else { break };
             self.held_messages -= held.batch.messages.len();
+            self.gauge.settle(held.batch.messages.len());
             self.sent = self.sent.saturating_sub(1);
             links.counters.delivered.fetch_add(held.batch.messages.len() as u64, Ordering::Relaxed);
             held.acks.into_iter().for_each(|ack| ack.settle());
@@ -325,9 +350,10 @@ impl Link {
             }
         }
         self.held_messages = 0;
+        self.gauge.settle(self.gauge.pending());
         links.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
         let mut map = links.links.write();
-        if map.get(&self.node).is_some_and(|s| s.is_closed()) {
+        if map.get(&self.node).is_some_and(|(s, _)| s.is_closed()) {
             map.remove(&self.node);
         }
     }

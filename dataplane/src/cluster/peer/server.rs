@@ -26,10 +26,16 @@ use tracing::{debug, info};
 
 use super::MAX_BATCH_BYTES;
 use crate::broker::Broker;
+use crate::pressure::Pressure;
 
 /// Acknowledgements a stream buffers: more than a sender keeps in flight,
 /// so sending one never waits.
 const ACK_BUFFER: usize = 1024;
+
+/// How long a batch's acknowledgement waits for each subscriber queue it
+/// filled past half to drain (as a publisher's connection waits; a queue
+/// that does not drain in time stops holding anyone back).
+const PRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where one sending process is.
 #[derive(Debug, Default)]
@@ -99,7 +105,10 @@ impl Receiver {
     }
 
     /// Delivers `batch` unless it was already; returns the sequence number to acknowledge.
-    fn take(&self, batch: pb::Batch) -> Result<u64, Refusal> {
+    /// Routes a batch (once: a batch seen before is only acknowledged);
+    /// returns its sequence number and the subscriber queues it filled
+    /// past half, which are waited for before it is acknowledged.
+    fn take(&self, batch: pb::Batch) -> Result<(u64, Vec<Pressure>), Refusal> {
         let sender = self.senders.lock().entry(batch.from_node).or_default().clone();
         let mut sender = sender.lock();
         if sender.epoch != batch.epoch {
@@ -107,12 +116,13 @@ impl Receiver {
             *sender = Sender { epoch: batch.epoch, delivered: batch.seq.saturating_sub(1) };
         }
         if batch.seq <= sender.delivered {
-            return Ok(batch.seq);
+            return Ok((batch.seq, Vec::new()));
         }
         if batch.seq != sender.delivered + 1 {
             return Err(Refusal::Gap { expected: sender.delivered + 1, got: batch.seq });
         }
         let now = Instant::now();
+        let mut pressure = Vec::new();
         let counters = self.broker.peers().map(|peers| &peers.counters);
         for mut wire in batch.messages {
             let arrival = Arrival {
@@ -127,7 +137,7 @@ impl Receiver {
                     if let Some(counters) = counters {
                         counters.received.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.broker.publish_from_peer(Arc::new(message), arrival);
+                    self.broker.publish_from_peer(Arc::new(message), arrival, &mut pressure);
                 }
                 Err(error) => {
                     debug!(from = batch.from_node, %error, "malformed forwarded message dropped");
@@ -138,7 +148,7 @@ impl Receiver {
             }
         }
         sender.delivered = batch.seq;
-        Ok(batch.seq)
+        Ok((batch.seq, pressure))
     }
 }
 
@@ -200,7 +210,13 @@ impl Peer for PeerService {
                 };
                 let from = batch.from_node;
                 match service.take(batch) {
-                    Ok(seq) => {
+                    Ok((seq, pressure)) => {
+                        // The sender's publishers are slowed by what this
+                        // link holds unacknowledged: hold the ack (and the
+                        // next batch) while its subscribers catch up.
+                        for queue in &pressure {
+                            queue.wait(tokio::time::Instant::now() + PRESSURE_WAIT).await;
+                        }
                         if acks.send(Ok(pb::Ack { seq })).await.is_err() {
                             return;
                         }
