@@ -43,6 +43,18 @@ struct Sender {
     epoch: u64,
     /// The last batch delivered (0: none yet for this epoch).
     delivered: u64,
+    /// Messages of the next batch already routed (a batch paused for
+    /// back-pressure; resent after a broken stream, it goes on from here).
+    partial: usize,
+}
+
+/// What became of a batch.
+enum Taken {
+    /// Routed (or routed before): acknowledge `seq` once `pressure` drained.
+    Done { seq: u64, pressure: Vec<Pressure> },
+    /// Routed up to a message that filled a queue past half: wait for
+    /// `pressure`, then take the batch again to route the rest.
+    Paused { pressure: Vec<Pressure> },
 }
 
 /// The `Peer` service of this node.
@@ -104,19 +116,19 @@ impl Receiver {
         Ok(())
     }
 
-    /// Delivers `batch` unless it was already; returns the sequence number to acknowledge.
-    /// Routes a batch (once: a batch seen before is only acknowledged);
-    /// returns its sequence number and the subscriber queues it filled
-    /// past half, which are waited for before it is acknowledged.
-    fn take(&self, batch: pb::Batch) -> Result<(u64, Vec<Pressure>), Refusal> {
+    /// Routes a batch (once: a batch seen before is only acknowledged),
+    /// pausing after a message that filled a subscriber queue past half, as
+    /// a publisher's connection pauses; the messages routed are taken out of
+    /// `batch`.
+    fn take(&self, batch: &mut pb::Batch) -> Result<Taken, Refusal> {
         let sender = self.senders.lock().entry(batch.from_node).or_default().clone();
         let mut sender = sender.lock();
         if sender.epoch != batch.epoch {
             // A new process on that node (or the first batch we see from it).
-            *sender = Sender { epoch: batch.epoch, delivered: batch.seq.saturating_sub(1) };
+            *sender = Sender { epoch: batch.epoch, delivered: batch.seq.saturating_sub(1), partial: 0 };
         }
         if batch.seq <= sender.delivered {
-            return Ok((batch.seq, Vec::new()));
+            return Ok(Taken::Done { seq: batch.seq, pressure: Vec::new() });
         }
         if batch.seq != sender.delivered + 1 {
             return Err(Refusal::Gap { expected: sender.delivered + 1, got: batch.seq });
@@ -124,7 +136,11 @@ impl Receiver {
         let now = Instant::now();
         let mut pressure = Vec::new();
         let counters = self.broker.peers().map(|peers| &peers.counters);
-        for mut wire in batch.messages {
+        let total = batch.messages.len();
+        while sender.partial < total {
+            let index = sender.partial;
+            sender.partial += 1;
+            let mut wire = std::mem::take(&mut batch.messages[index]);
             let arrival = Arrival {
                 from: batch.from_node,
                 plain: !wire.shares_only,
@@ -138,6 +154,9 @@ impl Receiver {
                         counters.received.fetch_add(1, Ordering::Relaxed);
                     }
                     self.broker.publish_from_peer(Arc::new(message), arrival, &mut pressure);
+                    if !pressure.is_empty() && sender.partial < total {
+                        return Ok(Taken::Paused { pressure });
+                    }
                 }
                 Err(error) => {
                     debug!(from = batch.from_node, %error, "malformed forwarded message dropped");
@@ -148,7 +167,8 @@ impl Receiver {
             }
         }
         sender.delivered = batch.seq;
-        Ok((batch.seq, pressure))
+        sender.partial = 0;
+        Ok(Taken::Done { seq: batch.seq, pressure })
     }
 }
 
@@ -209,24 +229,30 @@ impl Peer for PeerService {
                     }
                 };
                 let from = batch.from_node;
-                match service.take(batch) {
-                    Ok((seq, pressure)) => {
-                        // The sender's publishers are slowed by what this
-                        // link holds unacknowledged: hold the ack (and the
-                        // next batch) while its subscribers catch up.
-                        for queue in &pressure {
-                            queue.wait(tokio::time::Instant::now() + PRESSURE_WAIT).await;
+                let mut batch = batch;
+                // The sender's publishers are slowed by what this link holds
+                // unacknowledged: the rest of the batch, its ack and the next
+                // batch wait while the subscribers here catch up.
+                loop {
+                    let (pressure, acked) = match service.take(&mut batch) {
+                        Ok(Taken::Paused { pressure }) => (pressure, None),
+                        Ok(Taken::Done { seq, pressure }) => (pressure, Some(seq)),
+                        Err(Refusal::Gap { expected, got }) => {
+                            debug!(from, expected, got, "peer batch after a gap; ending the stream");
+                            let status =
+                                Status::failed_precondition(format!("expected batch {expected}, got {got}"));
+                            let _ = acks.send(Err(status)).await;
+                            return;
                         }
+                    };
+                    for queue in &pressure {
+                        queue.wait(tokio::time::Instant::now() + PRESSURE_WAIT).await;
+                    }
+                    if let Some(seq) = acked {
                         if acks.send(Ok(pb::Ack { seq })).await.is_err() {
                             return;
                         }
-                    }
-                    Err(Refusal::Gap { expected, got }) => {
-                        debug!(from, expected, got, "peer batch after a gap; ending the stream");
-                        let status =
-                            Status::failed_precondition(format!("expected batch {expected}, got {got}"));
-                        let _ = acks.send(Err(status)).await;
-                        return;
+                        break;
                     }
                 }
             }
