@@ -2,7 +2,8 @@
 //! subscriber's queue past half full (`mailbox`), or a peer link holding
 //! more than half of what it may hold (`LinkGauge`, kept by
 //! `cluster::peer::outbox`). A publisher's connection waits for each, with a
-//! deadline; one that does not drain in time is marked stalled and holds no
+//! deadline; a queue that does not drain in time, or a link whose node
+//! acknowledges nothing in that time, is marked stalled and holds no
 //! publisher back until it has drained, so a stuck subscriber or node never
 //! stops a publisher for longer than the deadline.
 
@@ -37,7 +38,7 @@ impl Pressure {
         }
     }
 
-    /// Waits until it drained, or `deadline` (then marks it stalled).
+    /// Waits until it drained, or `deadline` (then it may be marked stalled).
     pub async fn wait(&self, deadline: tokio::time::Instant) {
         match self {
             Pressure::Queue(mailbox) => mailbox.wait_drained(deadline).await,
@@ -51,7 +52,12 @@ impl Pressure {
 /// ends once it is back to `low`.
 #[derive(Debug)]
 pub struct LinkGauge {
+    /// The node the link goes to (for logs).
+    node: u64,
     pending: AtomicUsize,
+    /// Messages settled since the start, to tell a link that moves slowly
+    /// from one that does not move.
+    settled: AtomicUsize,
     high: usize,
     low: usize,
     pressured: AtomicBool,
@@ -61,9 +67,11 @@ pub struct LinkGauge {
 
 impl LinkGauge {
     /// A gauge for a link that holds at most about `limit` messages.
-    pub fn new(limit: usize) -> LinkGauge {
+    pub fn new(node: u64, limit: usize) -> LinkGauge {
         LinkGauge {
+            node,
             pending: AtomicUsize::new(0),
+            settled: AtomicUsize::new(0),
             high: (limit / 2).max(1),
             low: limit / 4,
             pressured: AtomicBool::new(false),
@@ -88,6 +96,7 @@ impl LinkGauge {
 
     /// `count` messages settled (acknowledged, or dropped).
     pub fn settle(&self, count: usize) {
+        self.settled.fetch_add(count, Ordering::Relaxed);
         let before = self
             .pending
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(count)))
@@ -100,9 +109,13 @@ impl LinkGauge {
         }
     }
 
-    /// Waits until the link drained to `low`, or `deadline`; then it is
-    /// marked stalled and holds no publisher back until it drained.
+    /// Waits until the link drained to `low`, or `deadline`. A link whose
+    /// node acknowledged nothing meanwhile is then marked stalled and holds
+    /// no publisher back until it drained; one that moves, however slowly,
+    /// keeps holding them back (a link carries many publishers' messages,
+    /// so it drains at their subscribers' pace, not at one publisher's).
     pub async fn wait_drained(&self, deadline: tokio::time::Instant) {
+        let settled = self.settled.load(Ordering::Relaxed);
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
@@ -111,7 +124,15 @@ impl LinkGauge {
                 return;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                self.stalled.store(true, Ordering::Relaxed);
+                if self.settled.load(Ordering::Relaxed) == settled
+                    && !self.stalled.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        node = self.node,
+                        pending = self.pending(),
+                        "peer link acknowledged nothing while publishers waited; they no longer wait for it"
+                    );
+                }
                 return;
             }
         }
@@ -126,7 +147,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_link_presses_from_half_full_to_a_quarter_and_stalls_after_the_deadline() {
-        let gauge = Arc::new(LinkGauge::new(8));
+        let gauge = Arc::new(LinkGauge::new(2, 8));
         assert!(!gauge.add() && !gauge.add() && !gauge.add());
         assert!(gauge.add(), "4 of 8: half full");
         let waiter = {
@@ -142,11 +163,22 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("released at 2").expect("joined");
         assert!(!gauge.add(), "pressure ended at a quarter");
         assert!(gauge.add(), "4 again");
+        // Moving, however slowly: still pressing after the deadline.
+        let waiter = {
+            let gauge = gauge.clone();
+            tokio::spawn(async move {
+                gauge.wait_drained(tokio::time::Instant::now() + Duration::from_millis(50)).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        gauge.settle(1);
+        waiter.await.expect("joined");
+        assert!(gauge.add(), "a link that moves is not stalled");
         let started = std::time::Instant::now();
         gauge.wait_drained(tokio::time::Instant::now() + Duration::from_millis(50)).await;
         assert!(started.elapsed() >= Duration::from_millis(40), "waited for the deadline");
         assert!(!gauge.add(), "stalled: holds no publisher back");
-        gauge.settle(5);
+        gauge.settle(6);
         assert_eq!(gauge.pending(), 0);
         for _ in 0..3 {
             gauge.add();

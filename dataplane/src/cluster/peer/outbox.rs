@@ -206,7 +206,7 @@ impl PeerLinks {
             return link.clone();
         }
         let (sender, receiver) = mpsc::channel(CHANNEL.max(self.settings.queue_messages));
-        let gauge = Arc::new(LinkGauge::new(self.settings.queue_messages));
+        let gauge = Arc::new(LinkGauge::new(node, self.settings.queue_messages));
         links.insert(node, (sender.clone(), gauge.clone()));
         let link = Link {
             links: Arc::downgrade(self),
