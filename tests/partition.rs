@@ -4,7 +4,10 @@
 //! the majority side is lost for subscribers there; while cut off, the same
 //! client id gets a connection on each side, and after the heal the older
 //! one is closed; routes and shared groups converge (messages flow both
-//! ways again, and a shared group's messages reach one member each).
+//! ways again, and a shared group's messages reach one member each). A node
+//! cut off for longer than the grace period (removed from the cluster,
+//! what was buffered for it dropped) gets, once back, the retained messages
+//! set meanwhile.
 //!
 //! Needs root (`ip netns`, `ip link`), as this machine and its CI have.
 
@@ -32,8 +35,9 @@ fn ip(args: &[&str]) {
 }
 
 impl Netns {
-    fn create() -> Netns {
-        let n = std::process::id() % 200 + 20;
+    /// `tag` tells apart the namespaces of tests running at once (0 or 1).
+    fn create(tag: u32) -> Netns {
+        let n = std::process::id() % 100 + 20 + 100 * tag;
         let name = format!("mqttd-part-{n}");
         let host_if = format!("mqp{n}h");
         let inner_if = format!("mqp{n}n");
@@ -135,7 +139,7 @@ fn node_state(url: &str, id: u64) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_and_healed_converges_and_loses_nothing_acknowledged() {
-    let net = Netns::create();
+    let net = Netns::create(0);
     let dir = tempfile::tempdir().unwrap();
     let grpc = common::free_port();
     let _cp = controlplane(1, &net.host_ip, grpc, dir.path(), true);
@@ -232,4 +236,77 @@ async fn a_node_cut_off_and_healed_converges_and_loses_nothing_acknowledged() {
     jobs.sort();
     let expected: Vec<String> = (0..20).map(|n| format!("j{n:02}")).collect();
     assert_eq!(jobs, expected, "each shared message once, across the partition");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_message_set_while_a_node_was_gone_reaches_it_when_it_is_back() {
+    let net = Netns::create(1);
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = common::free_port();
+    let _cp = controlplane(1, &net.host_ip, grpc, dir.path(), true);
+    let url = format!("http://{}:{grpc}", net.host_ip);
+    wait_for("the control plane", Duration::from_secs(15), || (leader_of(&url) == Some(1)).then_some(()))
+        .await;
+    let token = token_file(dir.path(), "member.token", MEMBER_TOKEN);
+    let members = format!("{}:{grpc}", net.host_ip);
+    let extra = ["auth.allow_anonymous=allow"];
+    let [port_b, port_x] = common::free_ports();
+    let _b = Process::spawn(dataplane_args(2, &net.host_ip, port_b, &members, dir.path(), &token, &extra));
+    let _x = Process::spawn_in(
+        &net.name,
+        dataplane_args(3, &net.inner_ip, port_x, &members, dir.path(), &token, &extra),
+    );
+    let (hb, hx) = (net.host_ip.clone(), net.inner_ip.clone());
+    let mut publisher = client_at(&hb, port_b, "pub-b", true).await;
+    let mut probe_x = client_at(&hx, port_x, "probe-x", true).await;
+    probe_x.subscribe("ret/#", QoS::AtMostOnce).await;
+    wait_route(&mut publisher, &mut probe_x, "ret/probe", Duration::from_secs(15)).await;
+    drop(probe_x);
+
+    // Cut X off until the control plane removes it (down, then the grace
+    // period): B gives up its link to X, and what it held for X with it.
+    net.cut();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen_down = false;
+    loop {
+        match node_state(&url, 3).as_deref() {
+            Some("down") => seen_down = true,
+            None if seen_down => break,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "node X was never removed (seen down: {seen_down})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let keep = Publish {
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "ret/kept".into(),
+        packet_id: Some(9),
+        payload: b"set while X was gone".to_vec().into(),
+        ..Default::default()
+    };
+    publisher.send(&Packet::Publish(keep)).await;
+    match publisher.recv_within(Duration::from_secs(10)).await {
+        Some(Packet::PubAck(ack)) if ack.packet_id == 9 && ack.reason.is_success() => {}
+        other => panic!("retained publish while X is gone: {other:?}"),
+    }
+
+    net.heal();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut reader = client_at(&hx, port_x, &format!("reader-{attempt}"), true).await;
+        reader.subscribe("ret/kept", QoS::AtMostOnce).await;
+        match reader.recv_within(Duration::from_millis(500)).await {
+            Some(Packet::Publish(p)) if p.retain && &p.payload[..] == b"set while X was gone" => break,
+            Some(other) => panic!("reading ret/kept on X: {other:?}"),
+            None => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retained message set while X was gone never reached it (X is {:?})",
+            node_state(&url, 3)
+        );
+    }
 }

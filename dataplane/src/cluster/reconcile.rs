@@ -8,6 +8,12 @@
 //! connection is closed (DISCONNECT 0x8E), wherever it is. A node also
 //! reconciles with every peer once when it starts watching (a restarted
 //! node has no connections, so that costs little).
+//!
+//! Retained messages converge the same way: a change sent to a node that
+//! was cut off may have been dropped past its link's buffer, so a node that
+//! sees another come back takes that node's retained messages
+//! (`Peer.Retained`), and the node that comes back, told by the
+//! `Reconcile` call, takes the caller's. Versions decide (see `retained`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,6 +85,9 @@ pub async fn run(broker: Arc<Broker>, links: Arc<PeerLinks>) {
     // Node → whether it was up at the last look; unknown nodes count as down.
     let mut was_up: HashMap<u64, bool> = HashMap::new();
     let mut ticker = tokio::time::interval(CHECK_EVERY);
+    // At the first look every node counts as coming back; retained
+    // messages were taken at start already (`retained_sync`).
+    let mut first = true;
     loop {
         ticker.tick().await;
         let view = links.view();
@@ -96,10 +105,12 @@ pub async fn run(broker: Arc<Broker>, links: Arc<PeerLinks>) {
             let Some(mut client) = links.client(&peer.address, Duration::from_secs(2)) else {
                 continue;
             };
-            let request = live_clients(&broker, me);
-            if request.clients.is_empty() {
-                continue;
+            if !first {
+                resync_retained(&broker, &links, node, peer.address.clone());
             }
+            // Sent even with no live client here: it tells the node that
+            // it is seen again (it takes this node's retained messages).
+            let request = live_clients(&broker, me);
             match tokio::time::timeout(Duration::from_secs(5), client.reconcile(request)).await {
                 Ok(Ok(reply)) => {
                     let reply = reply.into_inner();
@@ -120,5 +131,17 @@ pub async fn run(broker: Arc<Broker>, links: Arc<PeerLinks>) {
             }
         }
         was_up.retain(|node, _| view.peers.contains_key(node));
+        first = false;
     }
+}
+
+/// Takes `node`'s retained messages, in the background.
+pub fn resync_retained(broker: &Arc<Broker>, links: &Arc<PeerLinks>, node: u64, address: String) {
+    let (broker, links) = (broker.clone(), links.clone());
+    tokio::spawn(async move {
+        match super::retained_sync::fetch(&broker, &links, &address).await {
+            Ok(count) => info!(node, taken = count, "retained messages taken from a node seen again"),
+            Err(error) => debug!(node, %error, "retained messages of a node seen again not taken"),
+        }
+    });
 }

@@ -56,7 +56,9 @@ pub async fn run(broker: Arc<Broker>, links: Arc<PeerLinks>) {
     info!(nodes = done.len(), messages = taken, "retained messages taken from the other nodes");
 }
 
-async fn fetch(broker: &Broker, links: &PeerLinks, address: &str) -> Result<usize, String> {
+/// Takes the retained messages of the node at `address`; returns how many
+/// were newer than this node's.
+pub async fn fetch(broker: &Broker, links: &PeerLinks, address: &str) -> Result<usize, String> {
     let mut client = links.client(address, Duration::from_secs(2)).ok_or("an unusable address")?;
     let request = proto::peer::RetainedRequest { from_node: broker.peers().map_or(0, |p| p.me()) };
     let mut stream = client.retained(request).await.map_err(|s| s.to_string())?.into_inner();

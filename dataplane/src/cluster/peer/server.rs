@@ -292,6 +292,19 @@ impl Peer for PeerService {
         let list = request.into_inner();
         self.inner.check_sender(list.from_node)?;
         let me = self.inner.broker.peers().map_or(0, |peers| peers.me());
+        // The caller sees this node again after a cut: take its retained
+        // messages, which changes made meanwhile may not have reached.
+        if let Some(links) = self.inner.broker.peers() {
+            let address = links.view().peers.get(&list.from_node).map(|peer| peer.address.clone());
+            if let Some(address) = address.filter(|a| !a.is_empty()) {
+                crate::cluster::reconcile::resync_retained(
+                    &self.inner.broker,
+                    links,
+                    list.from_node,
+                    address,
+                );
+            }
+        }
         Ok(Response::new(crate::cluster::reconcile::answer(&self.inner.broker, list, me)))
     }
 
