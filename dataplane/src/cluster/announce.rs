@@ -169,6 +169,11 @@ struct Held {
     shares: HashMap<ShareKey, Vec<(Member, Instant)>>,
 }
 
+/// Announced routes and group members held at once, at most: they wait only
+/// until the control plane lists them (or expire), so a burst past this is
+/// a peer gone wrong.
+pub const MAX_HELD: usize = 2_000_000;
+
 /// The receiving side: routes other nodes announced and the control plane
 /// has not listed yet.
 #[derive(Debug)]
@@ -176,11 +181,22 @@ pub struct Announced {
     pub routes: RouteTable,
     pub shares: ShareTable,
     held: Mutex<Held>,
+    max_held: usize,
 }
 
 impl Announced {
     pub fn new(strategy: ShareStrategy) -> Announced {
-        Announced { routes: RouteTable::new(), shares: ShareTable::new(strategy), held: Mutex::default() }
+        Announced::with_limit(strategy, MAX_HELD)
+    }
+
+    /// Holding at most `max_held` routes and members at once.
+    pub fn with_limit(strategy: ShareStrategy, max_held: usize) -> Announced {
+        Announced {
+            routes: RouteTable::new(),
+            shares: ShareTable::new(strategy),
+            held: Mutex::default(),
+            max_held,
+        }
     }
 
     /// True when nothing announced is held (the common case).
@@ -188,10 +204,15 @@ impl Announced {
         self.routes.is_empty() && self.shares.is_empty()
     }
 
-    /// Takes in an announcement of `node`.
-    pub fn add(&self, node: u64, filters: &[String], members: &[pb::ShareMember]) {
+    /// Takes in an announcement of `node`; refuses it (false) when it would
+    /// make more routes and members held at once than its limit
+    /// ([`MAX_HELD`] by default).
+    pub fn add(&self, node: u64, filters: &[String], members: &[pb::ShareMember]) -> bool {
         let now = Instant::now();
         let mut held = self.held.lock();
+        if held.routes.len() + held.shares.len() + filters.len() + members.len() > self.max_held {
+            return false;
+        }
         for filter in filters {
             let nodes = held.routes.entry(filter.clone()).or_default();
             nodes.retain(|(n, _)| *n != node);
@@ -213,6 +234,7 @@ impl Announced {
                 list.iter().map(|(m, _)| (m.node, m.client_id.to_string())),
             );
         }
+        true
     }
 
     /// The control plane's view lists `nodes` for `filter`: their
@@ -292,5 +314,17 @@ mod tests {
         assert!(announced.shares.is_empty());
         announced.expire(Duration::ZERO);
         assert!(announced.is_empty(), "everything expired");
+    }
+
+    #[test]
+    fn announcements_past_the_limit_are_refused() {
+        let announced = Announced::with_limit(ShareStrategy::RoundRobin, 3);
+        let filters = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(announced.add(2, &filters(&["a", "b"]), &[]));
+        assert!(!announced.add(2, &filters(&["c", "d"]), &[]), "4 held would be past 3");
+        assert!(!announced.routes.has("c", 2), "nothing of a refused announcement is taken");
+        assert!(announced.add(2, &filters(&["c"]), &[]));
+        announced.route_listed("a", &[2]);
+        assert!(announced.add(3, &filters(&["d"]), &[]), "room again once one was listed");
     }
 }

@@ -322,7 +322,13 @@ impl Peer for PeerService {
         {
             return Err(Status::invalid_argument("a malformed topic filter"));
         }
-        self.inner.broker.announced.add(announcement.from_node, &announcement.filters, &announcement.members);
+        if !self.inner.broker.announced.add(
+            announcement.from_node,
+            &announcement.filters,
+            &announcement.members,
+        ) {
+            return Err(Status::resource_exhausted("too many announced routes held"));
+        }
         Ok(Response::new(pb::Announced {}))
     }
 }
@@ -339,9 +345,15 @@ pub async fn serve(broker: Arc<Broker>, listener: tokio::net::TcpListener) {
     let address = listener.local_addr().ok();
     let server_broker = broker.clone();
     let service = PeerService::new(broker);
-    let server = PeerServer::new(service)
-        .max_decoding_message_size(MAX_BATCH_BYTES)
-        .max_encoding_message_size(MAX_BATCH_BYTES);
+    // The secret is checked on the headers, before a body (up to
+    // MAX_BATCH_BYTES) is read and decoded; each call checks it again.
+    let receiver = service.inner.clone();
+    let server = tonic::service::interceptor::InterceptedService::new(
+        PeerServer::new(service)
+            .max_decoding_message_size(MAX_BATCH_BYTES)
+            .max_encoding_message_size(MAX_BATCH_BYTES),
+        move |request: Request<()>| receiver.authorize(&request).map(|()| request),
+    );
     let mut builder = tonic::transport::Server::builder();
     let tls = broker_tls(&server_broker);
     if let Some(tls) = tls {
