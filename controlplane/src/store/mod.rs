@@ -1,6 +1,8 @@
-//! Durable Raft storage in one redb file in the node's data directory:
-//! the log, the vote, the committed and last purged log ids, and the last
-//! state-machine snapshot.
+//! Durable Raft storage in two redb files in the node's data directory: the
+//! log, the vote and the committed and last purged log ids in one, the last
+//! state-machine snapshot in the other (so that writing a large snapshot
+//! never holds the write lock the log's appends need; redb has one writer
+//! at a time per file).
 //!
 //! - `log_store.rs`: openraft's `RaftLogStorage` (storage-v2 API).
 //! - `state_machine.rs`: openraft's `RaftStateMachine` and snapshot builder.
@@ -34,6 +36,9 @@ use crate::applied::SharedState;
 /// The file name of the store inside the data directory.
 pub const STORE_FILE: &str = "controlplane.redb";
 
+/// The file name of the snapshot store inside the data directory.
+pub const SNAPSHOT_FILE: &str = "controlplane-snapshot.redb";
+
 /// Log index → JSON of openraft's `Entry`.
 const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
 /// `vote`, `committed`, `last_purged` → JSON.
@@ -63,14 +68,23 @@ pub(crate) fn open(
     shared: Arc<SharedState>,
 ) -> Result<(LogStore, StateMachineStore, StoreWatch), StoreError> {
     let path = data_dir.join(STORE_FILE);
+    let (database, closed) = open_file(&path)?;
+    let snapshot_path = data_dir.join(SNAPSHOT_FILE);
+    let (snapshot_database, snapshot_closed) = open_file(&snapshot_path)?;
+    let snapshots =
+        Arc::new(state_machine::Snapshots { current: snapshot_database, legacy: database.clone() });
+    let state_machine = StateMachineStore::open(snapshots, shared)
+        .map_err(|reason| StoreError::Snapshot { path: snapshot_path.display().to_string(), reason })?;
+    Ok((LogStore::new(database), state_machine, StoreWatch { closed: vec![closed, snapshot_closed] }))
+}
+
+/// Opens (or creates) one redb file with every table.
+fn open_file(path: &Path) -> Result<(Arc<Db>, oneshot::Receiver<()>), StoreError> {
     let open_error = |source: Box<redb::Error>| StoreError::Open { path: path.display().to_string(), source };
-    let database = Database::create(&path).map_err(|error| open_error(Box::new(error.into())))?;
+    let database = Database::create(path).map_err(|error| open_error(Box::new(error.into())))?;
     create_tables(&database).map_err(open_error)?;
     let (closed_sender, closed) = oneshot::channel();
-    let database = Arc::new(Db { database, _closed: closed_sender });
-    let state_machine = StateMachineStore::open(database.clone(), shared)
-        .map_err(|reason| StoreError::Snapshot { path: path.display().to_string(), reason })?;
-    Ok((LogStore::new(database), state_machine, StoreWatch { closed }))
+    Ok((Arc::new(Db { database, _closed: closed_sender }), closed))
 }
 
 /// The open database, shared by the log store, the state machine and their
@@ -93,14 +107,20 @@ impl std::ops::Deref for Db {
 /// Tells when the last user of the database is gone and the file is closed
 /// (redb locks the file while it is open, so a restart must wait for this).
 pub(crate) struct StoreWatch {
-    closed: oneshot::Receiver<()>,
+    closed: Vec<oneshot::Receiver<()>>,
 }
 
 impl StoreWatch {
-    /// Waits up to `timeout` for the database to close; false if it did not.
+    /// Waits up to `timeout` for the database files to close; false if one
+    /// did not.
     pub async fn closed(self, timeout: Duration) -> bool {
-        // The sender is never used: its drop (an error here) is the signal.
-        tokio::time::timeout(timeout, self.closed).await.is_ok()
+        // The senders are never used: their drop (an error here) is the signal.
+        let all = async {
+            for closed in self.closed {
+                let _ = closed.await;
+            }
+        };
+        tokio::time::timeout(timeout, all).await.is_ok()
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Invariants: the stored snapshot is the only durable copy of the state
 //! machine (the log after it rebuilds the rest on start); a snapshot is
-//! written to redb before openraft is told it exists; installing a snapshot
+//! written to redb (its own file: see [`Snapshots`]) before openraft is
+//! told it exists; installing a snapshot
 //! replaces the whole state and resets the change feed.
 
 use std::io::Cursor;
@@ -26,14 +27,36 @@ use crate::{NodeId, TypeConfig};
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
 pub(crate) struct StateMachineStore {
-    database: Arc<Db>,
+    snapshots: Arc<Snapshots>,
     shared: Arc<SharedState>,
 }
 
 /// Builds a snapshot from a copy of the state taken when it starts.
 pub(crate) struct SnapshotBuilder {
-    database: Arc<Db>,
+    snapshots: Arc<Snapshots>,
     shared: Arc<SharedState>,
+}
+
+/// Where snapshots are kept: a redb file of their own, so that writing one
+/// (tens of MB, fsynced) never holds redb's single write lock that the
+/// log's appends take. `legacy` is the log's file, where a data directory
+/// from before kept its snapshot: read when the own file has none yet.
+pub(crate) struct Snapshots {
+    pub(crate) current: Arc<Db>,
+    pub(crate) legacy: Arc<Db>,
+}
+
+impl Snapshots {
+    fn read(&self) -> Result<Option<(Meta, Vec<u8>)>, String> {
+        match read_snapshot(&self.current)? {
+            Some(found) => Ok(Some(found)),
+            None => read_snapshot(&self.legacy),
+        }
+    }
+
+    fn write(&self, meta: &Meta, data: &[u8]) -> Result<(), String> {
+        write_snapshot(&self.current, meta, data)
+    }
 }
 
 fn to_string(error: impl std::fmt::Display) -> String {
@@ -72,12 +95,12 @@ fn applied_from(meta: &Meta, data: &[u8]) -> Result<Applied, String> {
 
 impl StateMachineStore {
     /// Loads the last stored snapshot, if any, into `shared`.
-    pub(crate) fn open(database: Arc<Db>, shared: Arc<SharedState>) -> Result<Self, String> {
-        if let Some((meta, data)) = read_snapshot(&database)? {
+    pub(crate) fn open(snapshots: Arc<Snapshots>, shared: Arc<SharedState>) -> Result<Self, String> {
+        if let Some((meta, data)) = snapshots.read()? {
             shared.install(applied_from(&meta, &data)?);
             tracing::info!(snapshot = %meta.snapshot_id, "loaded the state machine from its last snapshot");
         }
-        Ok(StateMachineStore { database, shared })
+        Ok(StateMachineStore { snapshots, shared })
     }
 }
 
@@ -98,9 +121,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let meta =
             Meta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
-        let database = self.database.clone();
+        let snapshots = self.snapshots.clone();
         let (stored_meta, stored_data) = (meta.clone(), data.clone());
-        blocking(move || write_snapshot(&database, &stored_meta, &stored_data))
+        blocking(move || snapshots.write(&stored_meta, &stored_data))
             .await
             .map_err(|error| StorageIOError::write_snapshot(Some(meta.signature()), any_error(error)))?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built a snapshot");
@@ -126,7 +149,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { database: self.database.clone(), shared: self.shared.clone() }
+        SnapshotBuilder { snapshots: self.snapshots.clone(), shared: self.shared.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
@@ -141,9 +164,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let applied = applied_from(meta, &data)
             .map_err(|error| StorageIOError::read_snapshot(Some(meta.signature()), any_error(error)))?;
-        let database = self.database.clone();
+        let snapshots = self.snapshots.clone();
         let stored_meta = meta.clone();
-        blocking(move || write_snapshot(&database, &stored_meta, &data))
+        blocking(move || snapshots.write(&stored_meta, &data))
             .await
             .map_err(|error| StorageIOError::write_snapshot(Some(meta.signature()), any_error(error)))?;
         self.shared.install(applied);
@@ -152,8 +175,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let database = self.database.clone();
-        let stored = blocking(move || read_snapshot(&database))
+        let snapshots = self.snapshots.clone();
+        let stored = blocking(move || snapshots.read())
             .await
             .map_err(|error| StorageIOError::read_snapshot(None, any_error(error)))?;
         Ok(stored.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))

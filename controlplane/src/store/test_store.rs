@@ -69,3 +69,57 @@ fn restart_keeps_log_vote_and_snapshot() -> Result<(), Box<dyn std::error::Error
         Ok(())
     })
 }
+
+#[test]
+fn a_snapshot_kept_in_the_log_file_by_an_older_version_is_loaded() -> Result<(), Box<dyn std::error::Error>> {
+    use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+    use redb::{Database, ReadableTable};
+
+    use crate::state::Command;
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let directory = TempDir::new()?;
+        let hash = crate::state::hash_password("pw")?;
+        let add = Command::AddUser { username: "carol".into(), password_hash: hash, superuser: false };
+        let entries = vec![Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(add),
+        }];
+        {
+            let (mut log_store, mut state_machine, _) = super::open(directory.path(), SharedState::new())?;
+            log_store.blocking_append(entries.clone()).await?;
+            state_machine.apply(entries).await?;
+            state_machine.get_snapshot_builder().await.build_snapshot().await?;
+        }
+        // Move the snapshot where versions before the snapshot file kept it.
+        let mut moved = Vec::new();
+        {
+            let snapshots = Database::create(directory.path().join(super::SNAPSHOT_FILE))?;
+            let read = snapshots.begin_read()?;
+            let table = read.open_table(super::SNAPSHOT)?;
+            for row in table.iter()? {
+                let (key, value) = row?;
+                moved.push((key.value().to_string(), value.value().to_vec()));
+            }
+        }
+        assert_eq!(moved.len(), 2, "meta and data");
+        std::fs::remove_file(directory.path().join(super::SNAPSHOT_FILE))?;
+        {
+            let log = Database::create(directory.path().join(super::STORE_FILE))?;
+            let write = log.begin_write()?;
+            {
+                let mut table = write.open_table(super::SNAPSHOT)?;
+                for (key, value) in &moved {
+                    table.insert(key.as_str(), value.as_slice())?;
+                }
+            }
+            write.commit()?;
+        }
+        let shared = SharedState::new();
+        let _store = super::open(directory.path(), shared.clone())?;
+        assert!(shared.read(|applied| applied.state.user("carol").is_some()), "loaded from the old place");
+        Ok(())
+    })
+}
