@@ -23,6 +23,7 @@ use proto::peer as pb;
 use tracing::{debug, info};
 
 use super::peer::outbox::PeerLinks;
+use super::sessions::newer;
 use crate::broker::Broker;
 use crate::registry::Control;
 
@@ -69,10 +70,10 @@ pub fn answer(broker: &Arc<Broker>, list: pb::ClientList, me: u64) -> pb::Client
     let mut newer_here = Vec::new();
     for theirs in list.clients {
         let Some(mine) = broker.registry.online_since(&theirs.client_id) else { continue };
-        if mine < theirs.connected_at {
+        if newer(theirs.connected_at, list.from_node, mine, me) {
             debug!(client_id = %theirs.client_id, node = list.from_node, "older duplicate closed after a partition");
             close_older(broker, &theirs.client_id, mine);
-        } else if mine > theirs.connected_at {
+        } else if newer(mine, me, theirs.connected_at, list.from_node) {
             newer_here.push(theirs);
         }
     }

@@ -59,6 +59,14 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a session that moved here refuses copies of what it brought.
 const COPIES_FOR: Duration = Duration::from_secs(30);
 
+/// Whether a connection that came at `since` on node `node` is newer than
+/// one that came at `other_since` on `other_node`: by time, and for the same
+/// time (clocks are coarse: two nodes often read the same microsecond) by
+/// the higher node id, so that the two nodes of a tie agree on which wins.
+pub fn newer(since: u64, node: u64, other_since: u64, other_node: u64) -> bool {
+    (since, node) > (other_since, other_node)
+}
+
 /// Microseconds since the Unix epoch.
 pub fn now_micros() -> u64 {
     std::time::SystemTime::now()
@@ -398,7 +406,12 @@ async fn give_up_one(broker: &Arc<Broker>, from: u64, claim: pb::ClientClaim) ->
     if claim.client_id.is_empty() {
         return outcome(Outcome::None);
     }
-    if broker.registry.online_since(&claim.client_id).is_some_and(|since| since > claim.connected_at) {
+    let me = broker.peers().map_or(0, |peers| peers.me());
+    if broker
+        .registry
+        .online_since(&claim.client_id)
+        .is_some_and(|since| newer(since, me, claim.connected_at, from))
+    {
         return outcome(Outcome::NewerHere);
     }
     let client_id: Arc<str> = Arc::from(claim.client_id.as_str());
@@ -503,7 +516,7 @@ fn claim_moving(
     use pb::claim_result::Outcome;
     let mut moves = broker.moves.moving.lock();
     let moving = moves.get_mut(client_id)?;
-    if moving.since > claim.connected_at {
+    if newer(moving.since, moving.to, claim.connected_at, from) {
         return Some(outcome(Outcome::NewerHere));
     }
     if claim.clean_start {
@@ -580,6 +593,13 @@ fn message(topic: &str) -> Arc<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ties_in_time_go_to_the_higher_node_on_both_sides() {
+        assert!(newer(6, 1, 5, 2), "later wins");
+        assert!(newer(5, 2, 5, 1) && !newer(5, 1, 5, 2), "same microsecond: node 2 wins, as both see it");
+        assert!(!newer(5, 1, 5, 1));
+    }
 
     fn delivery(message: &Arc<Message>) -> Delivery {
         Delivery {

@@ -466,6 +466,11 @@ impl<T: Transport> Connection<T> {
             tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
+                    // A request whose sender stopped waiting (it gave up
+                    // and did not take the client id) is stale: ignored.
+                    Control::TakeOver { reply } if reply.is_closed() => {
+                        debug!("a takeover request nobody waits for any more: ignored");
+                    }
                     Control::TakeOver { reply } => return self.taken_over(reply).await,
                     Control::Shutdown => return Close::Shutdown,
                     Control::Revalidate => {
