@@ -123,6 +123,19 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() 
     }
 }
 
+/// Where a process's log goes: a file in `MQTTD_TEST_LOG_DIR` when set
+/// (named by the process's role and node id), else nowhere.
+fn log_file(args: &[String]) -> Stdio {
+    let Ok(dir) = std::env::var("MQTTD_TEST_LOG_DIR") else { return Stdio::null() };
+    let role = args.iter().find(|a| *a == "controlplane" || *a == "dataplane").cloned().unwrap_or_default();
+    let id = args.iter().find_map(|a| a.strip_prefix("node.id=")).unwrap_or("0");
+    let name = format!("{role}-{id}-{}.log", std::process::id());
+    match std::fs::OpenOptions::new().create(true).append(true).open(std::path::Path::new(&dir).join(name)) {
+        Ok(file) => Stdio::from(file),
+        Err(_) => Stdio::null(),
+    }
+}
+
 pub struct Process {
     pub child: Child,
     pub args: Vec<String>,
@@ -133,7 +146,7 @@ impl Process {
         let child = Command::new(env!("CARGO_BIN_EXE_mqttd"))
             .args(&args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(&args))
             .spawn()
             .expect("spawn mqttd");
         Process { child, args }
