@@ -61,8 +61,9 @@ const COPIES_FOR: Duration = Duration::from_secs(30);
 
 /// Whether a connection that came at `since` on node `node` is newer than
 /// one that came at `other_since` on `other_node`: by time, and for the same
-/// time (clocks are coarse: two nodes often read the same microsecond) by
-/// the higher node id, so that the two nodes of a tie agree on which wins.
+/// time (two nodes woken by CONNECTs that arrive together read the same
+/// microsecond in a few percent of such races here) by the higher node id,
+/// so that the two nodes of a tie agree on which wins.
 pub fn newer(since: u64, node: u64, other_since: u64, other_node: u64) -> bool {
     (since, node) > (other_since, other_node)
 }
