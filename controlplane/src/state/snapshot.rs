@@ -46,6 +46,42 @@ struct ShareGroupEntry {
     members: BTreeSet<ShareMember>,
 }
 
+/// A route as written: borrowed from the state (no copy of a million
+/// filters to write a snapshot); reads back as [`RouteEntry`].
+#[derive(Serialize)]
+struct RouteEntryRef<'a> {
+    topic_filter: &'a str,
+    node_ids: &'a super::NodeSet,
+}
+
+/// A shared group as written; reads back as [`ShareGroupEntry`].
+#[derive(Serialize)]
+struct ShareGroupEntryRef<'a> {
+    #[serde(flatten)]
+    key: &'a ShareGroupKey,
+    members: &'a BTreeSet<ShareMember>,
+}
+
+/// Version 1 of the document as written, borrowed from the state: the same
+/// fields in the same order as [`DocumentV1`], which reads it.
+#[derive(Serialize)]
+struct DocumentV1Ref<'a> {
+    format_version: u32,
+    users: Vec<&'a User>,
+    acl: &'a [AclRule],
+    next_acl_id: u64,
+    routes: Vec<RouteEntryRef<'a>>,
+    share_groups: Vec<ShareGroupEntryRef<'a>>,
+    bans: Vec<&'a Ban>,
+    bridges: &'a BTreeMap<String, String>,
+    plugins: &'a BTreeMap<String, String>,
+    dataplane: Vec<&'a DataPlaneNode>,
+    tokens: Vec<&'a ApiToken>,
+    next_token_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_secret: Option<&'a str>,
+}
+
 /// Version 1 of the document.
 #[derive(Serialize, Deserialize)]
 struct DocumentV1 {
@@ -81,28 +117,28 @@ struct DocumentV1 {
 impl ControlState {
     /// Serializes the state with the current format version.
     pub fn to_snapshot_bytes(&self) -> Result<Vec<u8>, SnapshotFormatError> {
-        let document = DocumentV1 {
+        let document = DocumentV1Ref {
             format_version: SNAPSHOT_FORMAT_VERSION,
-            users: self.users.values().cloned().collect(),
-            acl: self.acl.clone(),
+            users: self.users.values().collect(),
+            acl: &self.acl,
             next_acl_id: self.next_acl_id,
             routes: self
                 .routes
                 .iter()
-                .map(|(filter, nodes)| RouteEntry { topic_filter: filter.clone(), node_ids: nodes.into() })
+                .map(|(filter, nodes)| RouteEntryRef { topic_filter: filter, node_ids: nodes })
                 .collect(),
             share_groups: self
                 .share_groups
                 .iter()
-                .map(|(key, members)| ShareGroupEntry { key: key.clone(), members: members.clone() })
+                .map(|(key, members)| ShareGroupEntryRef { key, members })
                 .collect(),
-            bans: self.bans.values().cloned().collect(),
-            bridges: self.bridges.clone(),
-            plugins: self.plugins.clone(),
-            dataplane: self.dataplane.values().cloned().collect(),
-            tokens: self.tokens.values().cloned().collect(),
+            bans: self.bans.values().collect(),
+            bridges: &self.bridges,
+            plugins: &self.plugins,
+            dataplane: self.dataplane.values().collect(),
+            tokens: self.tokens.values().collect(),
             next_token_id: self.next_token_id,
-            peer_secret: self.peer_secret.as_ref().map(|secret| secret.0.clone()),
+            peer_secret: self.peer_secret.as_ref().map(|secret| secret.0.as_str()),
         };
         Ok(serde_json::to_vec(&document)?)
     }

@@ -347,10 +347,27 @@ fn snapshot_round_trip() {
     apply(&mut state, Command::PutConfig { kind: ConfigKind::Plugin, name: "p".into(), json: "[1]".into() });
     apply(&mut state, heartbeat(4, 10));
     apply(&mut state, routes(4, &["t/+"], &[]));
+    apply(&mut state, routes(5, &["t/+"], &[]));
+    apply(
+        &mut state,
+        Command::RouteBatch {
+            node_id: 4,
+            add: vec![],
+            remove: vec![],
+            share_add: vec![share("g", "s/+", "c1")],
+            share_remove: vec![],
+            at_ms: 1,
+        },
+    );
     apply(&mut state, add_token(TokenRole::Dataplane, Some(4), 'a'));
     let bytes = state.to_snapshot_bytes().expect("serializes");
     let restored = ControlState::from_snapshot_bytes(&bytes).expect("reads back");
     assert_eq!(restored, state);
+    // The shape older readers expect (the writer borrows from the state;
+    // the reader owns).
+    let text = String::from_utf8(bytes).expect("JSON");
+    assert!(text.contains(r#""routes":[{"topic_filter":"t/+","node_ids":[4,5]}]"#), "{text}");
+    assert!(text.contains(r#""share_groups":[{"group":"g","topic_filter":"s/+","members":["#), "{text}");
 }
 
 fn add_token(role: TokenRole, node_id: Option<crate::NodeId>, digit: char) -> Command {
