@@ -137,17 +137,32 @@ fn node_state(url: &str, id: u64) -> Option<String> {
         .and_then(|n| n["state"].as_str().map(str::to_owned))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_cut_off_and_healed_converges_and_loses_nothing_acknowledged() {
-    let net = Netns::create(0);
+/// A control plane on the host side of `net`, with a leader.
+struct Cluster {
+    dir: tempfile::TempDir,
+    _cp: Process,
+    url: String,
+    token: std::path::PathBuf,
+    /// Its address for data-plane nodes.
+    members: String,
+}
+
+async fn control_plane(net: &Netns) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let grpc = common::free_port();
-    let _cp = controlplane(1, &net.host_ip, grpc, dir.path(), true);
+    let cp = controlplane(1, &net.host_ip, grpc, dir.path(), true);
     let url = format!("http://{}:{grpc}", net.host_ip);
     wait_for("the control plane", Duration::from_secs(15), || (leader_of(&url) == Some(1)).then_some(()))
         .await;
     let token = token_file(dir.path(), "member.token", MEMBER_TOKEN);
     let members = format!("{}:{grpc}", net.host_ip);
+    Cluster { dir, _cp: cp, url, token, members }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_and_healed_converges_and_loses_nothing_acknowledged() {
+    let net = Netns::create(0);
+    let Cluster { dir, _cp, url, token, members } = control_plane(&net).await;
     let extra = ["auth.allow_anonymous=allow"];
     let [port_a, port_b, port_x] = common::free_ports();
     let _a = Process::spawn(dataplane_args(1, &net.host_ip, port_a, &members, dir.path(), &token, &extra));
@@ -241,14 +256,7 @@ async fn a_node_cut_off_and_healed_converges_and_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_message_set_while_a_node_was_gone_reaches_it_when_it_is_back() {
     let net = Netns::create(1);
-    let dir = tempfile::tempdir().unwrap();
-    let grpc = common::free_port();
-    let _cp = controlplane(1, &net.host_ip, grpc, dir.path(), true);
-    let url = format!("http://{}:{grpc}", net.host_ip);
-    wait_for("the control plane", Duration::from_secs(15), || (leader_of(&url) == Some(1)).then_some(()))
-        .await;
-    let token = token_file(dir.path(), "member.token", MEMBER_TOKEN);
-    let members = format!("{}:{grpc}", net.host_ip);
+    let Cluster { dir, _cp, url, token, members } = control_plane(&net).await;
     let extra = ["auth.allow_anonymous=allow"];
     let [port_b, port_x] = common::free_ports();
     let _b = Process::spawn(dataplane_args(2, &net.host_ip, port_b, &members, dir.path(), &token, &extra));
