@@ -16,7 +16,7 @@ use crate::NodeId;
 pub struct ControlPlaneConfig {
     /// This member's Raft id, unique in the cluster and stable across restarts.
     pub node_id: NodeId,
-    /// Where the store (`controlplane.redb`, `controlplane-snapshot.redb`) lives; created if missing.
+    /// Where the store (`controlplane.redb`, `controlplane-snapshot.bin`) lives; created if missing.
     pub data_dir: PathBuf,
     /// The gRPC port that serves Raft, the Watch stream and the admin API.
     pub bind: SocketAddr,

@@ -46,7 +46,7 @@ pub use config::{ConfigError, ControlPlaneConfig, GrpcTls};
 pub use credentials::ADMIN_TOKEN_FILE;
 pub use node::{ControlPlane, ControlPlaneHandle, ShutdownError, StartError};
 pub use status::{NodeStatus, Role};
-pub use store::{StoreError, SNAPSHOT_FILE, STORE_FILE};
+pub use store::{StoreError, SNAPSHOT_DATA_FILE, SNAPSHOT_FILE, STORE_FILE};
 
 /// A node id: control-plane members and data-plane nodes each have one.
 pub type NodeId = u64;

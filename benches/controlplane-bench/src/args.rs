@@ -110,6 +110,9 @@ pub struct Cli {
     /// Runtime worker threads [default: the number of cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The voters' `snapshot_every` [default: the control plane's own].
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
 }
 
 /// A run that can be carried out: every size checked once.
@@ -132,6 +135,7 @@ pub struct Config {
     pub snapshot: bool,
     pub propagation: bool,
     pub threads: Option<usize>,
+    pub snapshot_every: Option<u64>,
 }
 
 impl Config {
@@ -159,6 +163,7 @@ impl Config {
             snapshot: !cli.skip_snapshot,
             propagation: !cli.skip_propagation,
             threads: cli.threads,
+            snapshot_every: cli.snapshot_every,
         };
         config.validate()?;
         Ok(config)
@@ -185,6 +190,9 @@ impl Config {
         }
         if self.watch_max_message_bytes < 1024 {
             bail!("--watch-max-message-bytes must be at least 1024");
+        }
+        if self.snapshot_every == Some(0) {
+            bail!("--snapshot-every must be at least 1");
         }
         if self.threads == Some(0) {
             bail!("--threads must be at least 1");

@@ -53,8 +53,9 @@ pub fn token() -> Result<BearerToken> {
 
 impl Cluster {
     /// Starts three voters on free loopback ports with the default timings
-    /// (`ControlPlaneConfig::new`) and forms the cluster.
-    pub async fn start() -> Result<Cluster> {
+    /// (`ControlPlaneConfig::new`; `snapshot_every` if given) and forms the
+    /// cluster.
+    pub async fn start(snapshot_every: Option<u64>) -> Result<Cluster> {
         let any_port: SocketAddr = "127.0.0.1:0".parse()?;
         let mut voters = Vec::new();
         let mut data_dirs = Vec::new();
@@ -63,6 +64,9 @@ impl Cluster {
             let mut config = ControlPlaneConfig::new(node_id, dir.path(), any_port);
             config.bootstrap = node_id == 1;
             config.token = Some(TOKEN.to_owned());
+            if let Some(every) = snapshot_every {
+                config.snapshot_every = every;
+            }
             voters.push(
                 ControlPlane::start(config).await.with_context(|| format!("starting voter {node_id}"))?,
             );

@@ -84,7 +84,7 @@ async fn run(config: Config) -> Result<()> {
     let started = Instant::now();
     let cores = std::thread::available_parallelism().map(|cores| cores.get()).unwrap_or(1);
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    let cluster = Cluster::start().await.context("forming the cluster")?;
+    let cluster = Cluster::start(config.snapshot_every).await.context("forming the cluster")?;
     let leader = cluster.leader()?;
     say(format!(
         "cluster: 3 voters in this process ({profile} build, {cores} cores, {} runtime threads), leader voter {}, formed in {:.1} s",

@@ -18,6 +18,10 @@ use serde::Serialize;
 use super::{any_error, blocking, Db, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOG, META};
 use crate::{NodeId, TypeConfig};
 
+/// Log entries removed per write transaction when the log is purged (an
+/// entry may carry a thousand routes: 32 of them are about a MB).
+const PURGE_AT_ONCE: u64 = 32;
+
 /// The Raft log. Cloning shares the database (the clone is the log reader
 /// that replication tasks use).
 #[derive(Clone)]
@@ -199,15 +203,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let database = self.database.clone();
         blocking(move || {
+            // The purged id first: entries up to it are never read again,
+            // so a crash between the two leaves only unread garbage.
             let bytes = serde_json::to_vec(&Some(log_id)).map_err(to_string)?;
             let transaction = database.begin_write().map_err(to_string)?;
             {
                 let mut meta = transaction.open_table(META).map_err(to_string)?;
                 meta.insert(KEY_LAST_PURGED, bytes.as_slice()).map_err(to_string)?;
-                let mut table = transaction.open_table(LOG).map_err(to_string)?;
-                table.retain_in(..=log_id.index, |_, _| false).map_err(to_string)?;
             }
-            transaction.commit().map_err(to_string)
+            transaction.commit().map_err(to_string)?;
+            // Then the entries, a few at a time: each transaction holds
+            // redb's one write lock, which the appends need too. (Commits
+            // without fsync were tried: the next durable commit, an
+            // append's, then frees all their pages and stalls.)
+            loop {
+                let transaction = database.begin_write().map_err(to_string)?;
+                let more = {
+                    let mut table = transaction.open_table(LOG).map_err(to_string)?;
+                    let first = match table.first().map_err(to_string)? {
+                        Some((first, _)) if first.value() <= log_id.index => first.value(),
+                        _ => break,
+                    };
+                    let last = first.saturating_add(PURGE_AT_ONCE - 1).min(log_id.index);
+                    table.retain_in(first..=last, |_, _| false).map_err(to_string)?;
+                    last < log_id.index
+                };
+                transaction.commit().map_err(to_string)?;
+                if !more {
+                    break;
+                }
+            }
+            Ok(())
         })
         .await
         .map_err(|error| StorageIOError::write_logs(any_error(error)).into())

@@ -1,11 +1,12 @@
-//! Durable Raft storage in two redb files in the node's data directory: the
-//! log, the vote and the committed and last purged log ids in one, the last
-//! state-machine snapshot in the other (so that writing a large snapshot
-//! never holds the write lock the log's appends need; redb has one writer
-//! at a time per file).
+//! Durable Raft storage in the node's data directory: the log, the vote and
+//! the committed and last purged log ids in a redb file, the last
+//! state-machine snapshot in a plain file of its own (so that writing a large
+//! snapshot never holds the write lock the log's appends need, nor leaves
+//! tens of MB for their fsyncs to flush).
 //!
 //! - `log_store.rs`: openraft's `RaftLogStorage` (storage-v2 API).
 //! - `state_machine.rs`: openraft's `RaftStateMachine` and snapshot builder.
+//! - `snapshot_file.rs`: the snapshot file, written in synced chunks.
 //!
 //! Design: the state machine lives in memory ([`SharedState`]) and is made
 //! durable by snapshots; on start it is loaded from the last snapshot and
@@ -17,6 +18,7 @@
 //! thread pool, not on a runtime worker.
 
 mod log_store;
+mod snapshot_file;
 mod state_machine;
 #[cfg(test)]
 mod test_store;
@@ -29,6 +31,7 @@ use redb::{Database, TableDefinition};
 use tokio::sync::oneshot;
 
 pub(crate) use log_store::LogStore;
+pub use snapshot_file::SNAPSHOT_DATA_FILE;
 pub(crate) use state_machine::StateMachineStore;
 
 use crate::applied::SharedState;
@@ -36,14 +39,16 @@ use crate::applied::SharedState;
 /// The file name of the store inside the data directory.
 pub const STORE_FILE: &str = "controlplane.redb";
 
-/// The file name of the snapshot store inside the data directory.
+/// Where versions before [`SNAPSHOT_DATA_FILE`] kept the last snapshot (read
+/// once, moved to that file and removed).
 pub const SNAPSHOT_FILE: &str = "controlplane-snapshot.redb";
 
 /// Log index → JSON of openraft's `Entry`.
 const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
 /// `vote`, `committed`, `last_purged` → JSON.
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_meta");
-/// `meta` (JSON `SnapshotMeta`) and `data` (the snapshot document).
+/// `meta` (JSON `SnapshotMeta`) and `data` (the snapshot document), where
+/// versions before [`SNAPSHOT_DATA_FILE`] kept them.
 const SNAPSHOT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshot");
 
 const KEY_VOTE: &str = "vote";
@@ -69,13 +74,29 @@ pub(crate) fn open(
 ) -> Result<(LogStore, StateMachineStore, StoreWatch), StoreError> {
     let path = data_dir.join(STORE_FILE);
     let (database, closed) = open_file(&path)?;
-    let snapshot_path = data_dir.join(SNAPSHOT_FILE);
-    let (snapshot_database, snapshot_closed) = open_file(&snapshot_path)?;
-    let snapshots =
-        Arc::new(state_machine::Snapshots { current: snapshot_database, legacy: database.clone() });
-    let state_machine = StateMachineStore::open(snapshots, shared)
-        .map_err(|reason| StoreError::Snapshot { path: snapshot_path.display().to_string(), reason })?;
-    Ok((LogStore::new(database), state_machine, StoreWatch { closed: vec![closed, snapshot_closed] }))
+    let snapshot_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |reason| StoreError::Snapshot { path, reason }
+    };
+    let older_path = data_dir.join(SNAPSHOT_FILE);
+    let older = if older_path.exists() { Some(open_file(&older_path)?) } else { None };
+    let mut places: Vec<&Database> = Vec::new();
+    if let Some((older, _)) = &older {
+        places.push(older);
+    }
+    places.push(&database);
+    let snapshots = state_machine::Snapshots::open(data_dir, &places)
+        .map_err(snapshot_error(&data_dir.join(SNAPSHOT_DATA_FILE)))?;
+    drop(places);
+    if let Some((older, older_closed)) = older {
+        drop(older);
+        drop(older_closed);
+        std::fs::remove_file(&older_path)
+            .map_err(|error| snapshot_error(&older_path)(format!("cannot remove it: {error}")))?;
+    }
+    let state_machine = StateMachineStore::open(Arc::new(snapshots), shared)
+        .map_err(snapshot_error(&data_dir.join(SNAPSHOT_DATA_FILE)))?;
+    Ok((LogStore::new(database), state_machine, StoreWatch { closed: vec![closed] }))
 }
 
 /// Opens (or creates) one redb file with every table.
@@ -132,7 +153,6 @@ fn create_tables(database: &Database) -> Result<(), Box<redb::Error>> {
     let transaction = database.begin_write().map_err(boxed)?;
     transaction.open_table(LOG).map_err(boxed)?;
     transaction.open_table(META).map_err(boxed)?;
-    transaction.open_table(SNAPSHOT).map_err(boxed)?;
     transaction.commit().map_err(boxed)
 }
 

@@ -4,11 +4,12 @@
 //!
 //! Invariants: the stored snapshot is the only durable copy of the state
 //! machine (the log after it rebuilds the rest on start); a snapshot is
-//! written to redb (its own file: see [`Snapshots`]) before openraft is
-//! told it exists; installing a snapshot
+//! written to its file (see [`Snapshots`]) before openraft is told it
+//! exists; installing a snapshot
 //! replaces the whole state and resets the change feed.
 
 use std::io::Cursor;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,9 +18,11 @@ use openraft::{
     BasicNode, Entry, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError,
     StoredMembership,
 };
+use parking_lot::Mutex;
 use redb::Database;
 
-use super::{any_error, blocking, Db, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, SNAPSHOT};
+use super::snapshot_file::SnapshotFile;
+use super::{any_error, blocking, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, SNAPSHOT};
 use crate::applied::{Applied, SharedState};
 use crate::state::{ControlState, Response};
 use crate::{NodeId, TypeConfig};
@@ -37,25 +40,71 @@ pub(crate) struct SnapshotBuilder {
     shared: Arc<SharedState>,
 }
 
-/// Where snapshots are kept: a redb file of their own, so that writing one
-/// (tens of MB, fsynced) never holds redb's single write lock that the
-/// log's appends take. `legacy` is the log's file, where a data directory
-/// from before kept its snapshot: read when the own file has none yet.
+/// Where snapshots are kept: a plain file of their own ([`SnapshotFile`]),
+/// written in synced chunks so that neither redb's single write lock nor a
+/// pile of dirty pages holds up the log's appends. One write at a time, and
+/// never an older snapshot over a newer one (a snapshot built from the
+/// state before an install from the leader may finish after it).
 pub(crate) struct Snapshots {
-    pub(crate) current: Arc<Db>,
-    pub(crate) legacy: Arc<Db>,
+    file: SnapshotFile,
+    /// The last log id of the stored snapshot; held while writing.
+    stored: Mutex<Option<Option<LogId<NodeId>>>>,
 }
 
 impl Snapshots {
-    fn read(&self) -> Result<Option<(Meta, Vec<u8>)>, String> {
-        match read_snapshot(&self.current)? {
-            Some(found) => Ok(Some(found)),
-            None => read_snapshot(&self.legacy),
+    /// The snapshot file in `data_dir`. If there is none yet, a snapshot an
+    /// older version kept in redb (`older`, newest place first) is moved to
+    /// it, so that the current snapshot is always in one place.
+    pub(crate) fn open(data_dir: &Path, older: &[&Database]) -> Result<Snapshots, String> {
+        let snapshots = Snapshots { file: SnapshotFile::new(data_dir), stored: Mutex::new(None) };
+        if !snapshots.file.path().exists() {
+            for database in older {
+                if let Some((meta, data)) = read_redb_snapshot(database)? {
+                    snapshots.write(&meta, &data)?;
+                    tracing::info!(snapshot = %meta.snapshot_id, "moved the last snapshot to its own file");
+                    break;
+                }
+            }
         }
+        Ok(snapshots)
     }
 
+    /// Reads the stored snapshot, and remembers its log id.
+    fn read(&self) -> Result<Option<(Meta, Vec<u8>)>, String> {
+        let read = self.read_file()?;
+        if let Some((meta, _)) = &read {
+            let mut stored = self.stored.lock();
+            if !matches!(*stored, Some(kept) if kept >= meta.last_log_id) {
+                *stored = Some(meta.last_log_id);
+            }
+        }
+        Ok(read)
+    }
+
+    fn read_file(&self) -> Result<Option<(Meta, Vec<u8>)>, String> {
+        let path = self.file.path().display();
+        let Some((meta, data)) = self.file.read().map_err(|error| format!("{path}: {error}"))? else {
+            return Ok(None);
+        };
+        let meta: Meta = serde_json::from_slice(&meta).map_err(|error| format!("{path}: meta: {error}"))?;
+        Ok(Some((meta, data)))
+    }
+
+    /// Stores the snapshot unless a newer one is stored already.
     fn write(&self, meta: &Meta, data: &[u8]) -> Result<(), String> {
-        write_snapshot(&self.current, meta, data)
+        let mut stored = self.stored.lock();
+        if let Some(stored) = *stored {
+            if stored > meta.last_log_id {
+                tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot is stored already: not kept");
+                return Ok(());
+            }
+        }
+        let encoded = serde_json::to_vec(meta).map_err(to_string)?;
+        self.file
+            .write(&encoded, data)
+            .map_err(|error| format!("{}: {error}", self.file.path().display()))?;
+        *stored = Some(meta.last_log_id);
+        Ok(())
     }
 }
 
@@ -63,9 +112,14 @@ fn to_string(error: impl std::fmt::Display) -> String {
     error.to_string()
 }
 
-fn read_snapshot(database: &Database) -> Result<Option<(Meta, Vec<u8>)>, String> {
+/// A snapshot where versions before the snapshot file kept it.
+fn read_redb_snapshot(database: &Database) -> Result<Option<(Meta, Vec<u8>)>, String> {
     let transaction = database.begin_read().map_err(to_string)?;
-    let table = transaction.open_table(SNAPSHOT).map_err(to_string)?;
+    let table = match transaction.open_table(SNAPSHOT) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(error) => return Err(error.to_string()),
+    };
     let meta = table.get(KEY_SNAPSHOT_META).map_err(to_string)?;
     let data = table.get(KEY_SNAPSHOT_DATA).map_err(to_string)?;
     match (meta, data) {
@@ -75,17 +129,6 @@ fn read_snapshot(database: &Database) -> Result<Option<(Meta, Vec<u8>)>, String>
         }
         _ => Ok(None),
     }
-}
-
-fn write_snapshot(database: &Database, meta: &Meta, data: &[u8]) -> Result<(), String> {
-    let meta = serde_json::to_vec(meta).map_err(to_string)?;
-    let transaction = database.begin_write().map_err(to_string)?;
-    {
-        let mut table = transaction.open_table(SNAPSHOT).map_err(to_string)?;
-        table.insert(KEY_SNAPSHOT_META, meta.as_slice()).map_err(to_string)?;
-        table.insert(KEY_SNAPSHOT_DATA, data).map_err(to_string)?;
-    }
-    transaction.commit().map_err(to_string)
 }
 
 fn applied_from(meta: &Meta, data: &[u8]) -> Result<Applied, String> {
@@ -107,11 +150,12 @@ impl StateMachineStore {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         // The copy is cheap (the large maps are persistent, see
-        // `ControlState`), and serializing it runs on a blocking thread: a
-        // snapshot of a million routes never holds up writes or Raft's RPCs.
+        // `ControlState`), and serializing and storing it run on a thread of
+        // their own at the lowest CPU priority: a snapshot of a million
+        // routes (about a second of CPU) never holds up writes or Raft's RPCs.
         let applied = self.shared.copy();
         let state = applied.state.clone();
-        let data = blocking(move || state.to_snapshot_bytes().map_err(|error| error.to_string()))
+        let data = in_background(move || state.to_snapshot_bytes().map_err(|error| error.to_string()))
             .await
             .map_err(|error| StorageIOError::read_state_machine(any_error(error)))?;
         let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
@@ -123,13 +167,44 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Meta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
         let snapshots = self.snapshots.clone();
         let (stored_meta, stored_data) = (meta.clone(), data.clone());
-        blocking(move || snapshots.write(&stored_meta, &stored_data))
+        in_background(move || snapshots.write(&stored_meta, &stored_data))
             .await
             .map_err(|error| StorageIOError::write_snapshot(Some(meta.signature()), any_error(error)))?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built a snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
+
+/// Runs `work` on a thread of its own at the lowest CPU priority (nice 19):
+/// it gets the cores only when the log's writes, the state machine and the
+/// RPCs leave them.
+async fn in_background<T, F>(work: F) -> Result<T, String>
+where
+    F: FnOnce() -> Result<T, String> + Send + 'static,
+    T: Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("raft-snapshot".to_owned())
+        .spawn(move || {
+            lower_priority();
+            let _ = sender.send(work());
+        })
+        .map_err(|error| format!("cannot start a snapshot thread: {error}"))?;
+    receiver.await.map_err(|_| "the snapshot thread failed".to_owned())?
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // On Linux the nice value is per thread: this one only.
+    let thread = rustix::thread::gettid();
+    if let Err(error) = rustix::process::setpriority_process(Some(thread), 19) {
+        tracing::debug!(%error, "cannot lower the snapshot thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
@@ -180,5 +255,41 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|error| StorageIOError::read_snapshot(None, any_error(error)))?;
         Ok(stored.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+
+    fn meta(index: u64) -> Meta {
+        Meta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("at-{index}"),
+        }
+    }
+
+    /// A snapshot built before an install from the leader may finish after
+    /// it: it must not replace the newer one.
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() -> Result<(), String> {
+        let directory = tempfile::TempDir::new().map_err(to_string)?;
+        let snapshots = Snapshots::open(directory.path(), &[])?;
+        snapshots.write(&meta(5), b"five")?;
+        snapshots.write(&meta(3), b"three")?;
+        let (kept, data) = snapshots.read()?.ok_or("no snapshot")?;
+        assert_eq!((kept.snapshot_id.as_str(), data.as_slice()), ("at-5", &b"five"[..]));
+
+        // Also after a restart, from what the file says.
+        let snapshots = Snapshots::open(directory.path(), &[])?;
+        snapshots.read()?;
+        snapshots.write(&meta(4), b"four")?;
+        snapshots.write(&meta(6), b"six")?;
+        let (kept, _) = snapshots.read()?.ok_or("no snapshot")?;
+        assert_eq!(kept.snapshot_id, "at-6");
+        Ok(())
     }
 }

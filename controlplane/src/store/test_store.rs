@@ -70,12 +70,24 @@ fn restart_keeps_log_vote_and_snapshot() -> Result<(), Box<dyn std::error::Error
     })
 }
 
+/// Versions before the snapshot file kept the snapshot in redb: first in the
+/// log's file, then in a redb file of its own. Either is loaded, moved to the
+/// snapshot file, and the old snapshot file removed.
 #[test]
-fn a_snapshot_kept_in_the_log_file_by_an_older_version_is_loaded() -> Result<(), Box<dyn std::error::Error>> {
+fn a_snapshot_kept_in_redb_by_an_older_version_is_loaded_and_moved() -> Result<(), Box<dyn std::error::Error>>
+{
+    for place in [super::STORE_FILE, super::SNAPSHOT_FILE] {
+        snapshot_moved_from(place)?;
+    }
+    Ok(())
+}
+
+fn snapshot_moved_from(place: &str) -> Result<(), Box<dyn std::error::Error>> {
     use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
-    use redb::{Database, ReadableTable};
+    use redb::Database;
 
+    use super::snapshot_file::SnapshotFile;
     use crate::state::Command;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -93,33 +105,25 @@ fn a_snapshot_kept_in_the_log_file_by_an_older_version_is_loaded() -> Result<(),
             state_machine.apply(entries).await?;
             state_machine.get_snapshot_builder().await.build_snapshot().await?;
         }
-        // Move the snapshot where versions before the snapshot file kept it.
-        let mut moved = Vec::new();
+        // Move the snapshot where an older version kept it.
+        let file = SnapshotFile::new(directory.path());
+        let (meta, data) = file.read()?.ok_or("no snapshot file written")?;
+        std::fs::remove_file(file.path())?;
         {
-            let snapshots = Database::create(directory.path().join(super::SNAPSHOT_FILE))?;
-            let read = snapshots.begin_read()?;
-            let table = read.open_table(super::SNAPSHOT)?;
-            for row in table.iter()? {
-                let (key, value) = row?;
-                moved.push((key.value().to_string(), value.value().to_vec()));
-            }
-        }
-        assert_eq!(moved.len(), 2, "meta and data");
-        std::fs::remove_file(directory.path().join(super::SNAPSHOT_FILE))?;
-        {
-            let log = Database::create(directory.path().join(super::STORE_FILE))?;
-            let write = log.begin_write()?;
+            let database = Database::create(directory.path().join(place))?;
+            let write = database.begin_write()?;
             {
                 let mut table = write.open_table(super::SNAPSHOT)?;
-                for (key, value) in &moved {
-                    table.insert(key.as_str(), value.as_slice())?;
-                }
+                table.insert(super::KEY_SNAPSHOT_META, meta.as_slice())?;
+                table.insert(super::KEY_SNAPSHOT_DATA, data.as_slice())?;
             }
             write.commit()?;
         }
         let shared = SharedState::new();
         let _store = super::open(directory.path(), shared.clone())?;
-        assert!(shared.read(|applied| applied.state.user("carol").is_some()), "loaded from the old place");
+        assert!(shared.read(|applied| applied.state.user("carol").is_some()), "loaded from {place}");
+        assert_eq!(file.read()?, Some((meta, data)), "moved to the snapshot file from {place}");
+        assert!(!directory.path().join(super::SNAPSHOT_FILE).exists(), "the old snapshot file is removed");
         Ok(())
     })
 }
