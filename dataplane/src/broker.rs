@@ -93,20 +93,33 @@ pub struct Broker {
 
 impl Broker {
     /// A broker reading access rules from `view`, registering its routes
-    /// with `routes` when a control plane is linked, with `extensions`
-    /// behind its built-in hooks.
+    /// with `routes` when a control plane is linked, deciding access by
+    /// `chains` (the built-in provider in its place), with `extensions`
+    /// behind them.
     pub fn new(
         config: DataplaneConfig,
         node_name: String,
         view: Arc<ArcSwap<ClusterView>>,
         routes: Option<Arc<RouteRegistrar>>,
+        chains: crate::auth::Chains,
         extensions: Extensions,
     ) -> Arc<Broker> {
+        use crate::auth::Slot;
         let (shutdown, _) = watch::channel(false);
         let access = Arc::new(AccessControl::new(view, config.auth.clone()));
         let mut hooks = Hooks::default();
-        hooks.add_authenticator(access.clone());
-        hooks.add_authorizer(access.clone());
+        for slot in chains.authenticators {
+            match slot {
+                Slot::Builtin => hooks.add_authenticator(access.clone()),
+                Slot::Hook(hook) => hooks.add_authenticator(hook),
+            }
+        }
+        for slot in chains.authorizers {
+            match slot {
+                Slot::Builtin => hooks.add_authorizer(access.clone()),
+                Slot::Hook(hook) => hooks.add_authorizer(hook),
+            }
+        }
         if config.sys.presence {
             hooks.add_observer(Arc::new(crate::presence::Presence));
         }

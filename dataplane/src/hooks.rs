@@ -5,8 +5,9 @@
 //! Invariants:
 //! - **Chains decide in order**: the first hook that answers `Allow` or
 //!   `Deny` decides; `Ignore` asks the next. The built-in users and ACL
-//!   rules from the control plane are the first authenticator and
-//!   authorizer. Superusers pass every authorizer.
+//!   rules from the control plane take the places `auth` gives them (by
+//!   default, alone in each chain; see `auth`). Superusers pass every
+//!   authorizer.
 //! - **Hooks on the hot path are synchronous and cheap**: authorizers and
 //!   observers run on the caller's task and must not block. Anything slow
 //!   or remote goes through [`QueuedObserver`], a bounded queue that counts
@@ -55,6 +56,12 @@ pub type HookFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Decides who may connect.
 pub trait Authenticator: Send + Sync + Debug {
     fn authenticate<'a>(&'a self, request: ConnectRequest<'a>) -> HookFuture<'a, Verdict<Grant>>;
+
+    /// True only for the built-in users: what another authenticator lets
+    /// in is marked [`Grant::external`].
+    fn is_builtin(&self) -> bool {
+        false
+    }
 }
 
 /// Decides what a client may publish or subscribe to. Synchronous: it runs
@@ -164,11 +171,13 @@ impl Hooks {
 
     /// Runs the authenticator chain; a chain where every hook ignores the
     /// client refuses it (0x86 with a username, else 0x87). What a hook
-    /// after the first (built-in) one allows is marked `external`.
+    /// other than the built-in one allows is marked `external`.
     pub async fn authenticate(&self, request: ConnectRequest<'_>) -> Result<Grant, ReasonCode> {
-        for (n, hook) in self.authenticators.iter().enumerate() {
+        for hook in &self.authenticators {
             match hook.authenticate(request).await {
-                Verdict::Allow(grant) => return Ok(Grant { external: n > 0 || grant.external, ..grant }),
+                Verdict::Allow(grant) => {
+                    return Ok(Grant { external: !hook.is_builtin() || grant.external, ..grant })
+                }
                 Verdict::Deny(reason) => return Err(reason),
                 Verdict::Ignore => {}
             }

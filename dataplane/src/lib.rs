@@ -10,6 +10,7 @@
 // One `unsafe` block, in `hibernate.rs`, with its SAFETY argument.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod config;
@@ -57,6 +58,8 @@ pub enum StartError {
     Bind { listener: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("dataplane.peer_bind: cannot bind {addr}: {source}")]
     PeerBind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Auth(#[from] auth::ChainError),
 }
 
 /// A running data-plane node.
@@ -113,7 +116,9 @@ impl Node {
         let first_view = cluster::view::ClusterView { loaded: link.is_none(), ..Default::default() };
         let view = Arc::new(arc_swap::ArcSwap::from_pointee(first_view));
         let registrar = link.as_ref().map(|_| Arc::new(cluster::routes::RouteRegistrar::default()));
-        let broker = Broker::new(config, node_name, view.clone(), registrar.clone(), extensions);
+        let chains = auth::Chains::load(&config.auth)?;
+        let acl_files = chains.acl_files.clone();
+        let broker = Broker::new(config, node_name, view.clone(), registrar.clone(), chains, extensions);
         let mut addresses = Vec::new();
         let mut tasks = Vec::new();
         if let (Some(link), Some(registrar)) = (link, registrar) {
@@ -143,6 +148,7 @@ impl Node {
             addresses.push((name, addr));
             tasks.push(tokio::spawn(listener::accept_loop(broker.clone(), socket, protocol)));
         }
+        tasks.extend(acl_files.into_iter().map(|file| tokio::spawn(file.watch())));
         tasks.push(tokio::spawn(sys::run(broker.clone())));
         tasks.push(tokio::spawn(broker::revalidate(broker.clone())));
         Ok(Node { broker, addresses, tasks })

@@ -307,14 +307,18 @@ impl AccessControl {
     }
 }
 
-/// The built-in authenticator is the first in the chain.
+/// The built-in authenticator (`type = "builtin"`).
 impl Authenticator for AccessControl {
     fn authenticate<'a>(&'a self, request: ConnectRequest<'a>) -> HookFuture<'a, Verdict<Grant>> {
         Box::pin(self.verdict_authenticate(request.username, request.password, request.address))
     }
+
+    fn is_builtin(&self) -> bool {
+        true
+    }
 }
 
-/// The built-in ACL rules are the first authorizer in the chain.
+/// The built-in ACL rules (`type = "builtin"`).
 impl Authorizer for AccessControl {
     fn authorize(&self, who: &Identity, action: Action, subject: Subject<'_>) -> Verdict<()> {
         self.verdict(who, action, subject)

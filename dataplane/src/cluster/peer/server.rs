@@ -406,7 +406,8 @@ mod tests {
     async fn node() -> (Arc<Broker>, Arc<Mailbox>, String) {
         let view = ClusterView { loaded: true, peer_secret: Arc::from(SECRET), ..Default::default() };
         let view = Arc::new(ArcSwap::from_pointee(view));
-        let broker = Broker::new(Default::default(), "n".into(), view, None, Default::default());
+        let broker =
+            Broker::new(Default::default(), "n".into(), view, None, Default::default(), Default::default());
         let mailbox = Arc::new(Mailbox::new());
         mailbox.set_online(true);
         let subscriber = Subscriber { session: 1, client_id: Arc::from("sub"), mailbox: mailbox.clone() };
