@@ -148,7 +148,10 @@ impl Node {
             addresses.push((name, addr));
             tasks.push(tokio::spawn(listener::accept_loop(broker.clone(), socket, protocol)));
         }
-        tasks.extend(acl_files.into_iter().map(|file| tokio::spawn(file.watch())));
+        for file in acl_files {
+            let judged = broker.clone();
+            tasks.push(tokio::spawn(file.watch(move || judged.access_changed())));
+        }
         tasks.push(tokio::spawn(sys::run(broker.clone())));
         tasks.push(tokio::spawn(broker::revalidate(broker.clone())));
         Ok(Node { broker, addresses, tasks })

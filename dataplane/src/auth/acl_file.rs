@@ -197,8 +197,9 @@ impl AclFile {
     }
 
     /// Looks at the file every interval and takes its rules in when it
-    /// changed and parses; a file that does not keeps the rules in force.
-    pub async fn watch(self: Arc<Self>) {
+    /// changed and parses (then calls `changed`, so that what clients hold
+    /// is judged again); a file that does not parse keeps the rules in force.
+    pub async fn watch(self: Arc<Self>, changed: impl Fn() + Send + 'static) {
         let mut last = self.loaded.clone();
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -222,6 +223,7 @@ impl AclFile {
                     tracing::info!(path = %self.path.display(), rules = rules.count(), "ACL file reloaded");
                     self.rules.store(Arc::new(rules));
                     last = Some(stamp);
+                    changed();
                 }
                 Ok(Err(error)) => {
                     tracing::error!(%error, "ACL file not reloaded: the rules read before stay in force");
@@ -404,7 +406,7 @@ pattern read devices/%u/down
         let path = directory.path().join("acl");
         std::fs::write(&path, "topic read a/#\n")?;
         let file = AclFile::load(&path, Duration::from_millis(20))?;
-        let watcher = tokio::spawn(file.clone().watch());
+        let watcher = tokio::spawn(file.clone().watch(|| {}));
         let anonymous = who(None, "x");
         assert_eq!(decide(&file, &anonymous, Action::Subscribe, "a/1"), Verdict::Allow(()));
 
