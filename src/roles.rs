@@ -142,7 +142,13 @@ async fn standalone(config: Config) -> anyhow::Result<()> {
             return Err(error);
         }
     };
-    let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await;
+    let node = dataplane::Node::start_with(
+        config.dataplane.clone(),
+        config.node.name.clone(),
+        Some(link),
+        extensions(),
+    )
+    .await;
     let node = match node {
         Ok(node) => node,
         Err(error) => {
@@ -203,10 +209,25 @@ async fn dataplane_only(config: Config) -> anyhow::Result<()> {
     })?;
     link.peer_bind = Some(peer_bind);
     link.peers.tls = peer_tls(&config.link.peer_tls)?;
-    let node = dataplane::Node::start(config.dataplane.clone(), config.node.name.clone(), Some(link)).await?;
+    let node = dataplane::Node::start_with(
+        config.dataplane.clone(),
+        config.node.name.clone(),
+        Some(link),
+        extensions(),
+    )
+    .await?;
     info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "mqttd started (data plane)");
     crate::wait_for_signal().await?;
     info!("shutting down");
     node.shutdown(GRACE).await;
     Ok(())
+}
+
+/// What `mqttd` adds to the data plane's core: the auth backends with heavy
+/// dependencies (`auth-backends`).
+fn extensions() -> dataplane::hooks::Extensions {
+    dataplane::hooks::Extensions {
+        backends: Some(std::sync::Arc::new(auth_backends::Factory)),
+        ..Default::default()
+    }
 }

@@ -600,8 +600,10 @@ impl DataplaneConfig {
             })
         };
         for (position, entry) in self.auth.authenticators.iter().enumerate() {
-            if *entry != AuthenticatorConfig::Builtin {
-                return not_built("auth.authenticators", position, entry.kind(), "builtin");
+            // `http` is built by the `auth-backends` crate, which checks its
+            // settings when the chain is loaded.
+            if !matches!(entry, AuthenticatorConfig::Builtin | AuthenticatorConfig::Http(_)) {
+                return not_built("auth.authenticators", position, entry.kind(), "builtin, http");
             }
         }
         for (position, entry) in self.auth.authorizers.iter().enumerate() {

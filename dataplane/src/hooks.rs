@@ -129,6 +129,8 @@ pub trait Observer: Send + Sync + Debug {
 /// in this order, behind the built-in users, rules and presence events.
 #[derive(Debug, Default, Clone)]
 pub struct Extensions {
+    /// Builds the chain entries the core does not have (see `auth`).
+    pub backends: Option<Arc<dyn crate::auth::Backends>>,
     pub authenticators: Vec<Arc<dyn Authenticator>>,
     pub authorizers: Vec<Arc<dyn Authorizer>>,
     pub observers: Vec<Arc<dyn Observer>>,

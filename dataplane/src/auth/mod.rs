@@ -15,9 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{AuthConfig, AuthenticatorConfig, AuthorizerConfig};
-use crate::hooks::Authorizer;
+use crate::hooks::{Authenticator, Authorizer};
 
 pub use acl_file::{AclFile, AclFileError};
+
+/// Builds the hooks of backends that live outside the data plane's core
+/// (the `auth-backends` crate, composed by `mqttd`).
+pub trait Backends: Send + Sync + std::fmt::Debug {
+    /// The authenticator for `entry`; `None` if this factory does not know
+    /// its type, an error (naming the key at fault) if its settings are bad.
+    fn authenticator(&self, entry: &AuthenticatorConfig) -> Option<Result<Arc<dyn Authenticator>, String>>;
+}
 
 /// One place in a chain.
 #[derive(Debug)]
@@ -30,7 +38,7 @@ pub enum Slot<T: ?Sized> {
 /// The configured chains, loaded.
 #[derive(Debug)]
 pub struct Chains {
-    pub authenticators: Vec<Slot<dyn crate::hooks::Authenticator>>,
+    pub authenticators: Vec<Slot<dyn Authenticator>>,
     pub authorizers: Vec<Slot<dyn Authorizer>>,
     /// ACL files to watch for changes.
     pub acl_files: Vec<Arc<AclFile>>,
@@ -54,23 +62,27 @@ pub enum ChainError {
     AclFile { position: usize, source: AclFileError },
     #[error("auth.{chain} entry {position}: type {kind:?} is not built yet")]
     NotBuilt { chain: &'static str, position: usize, kind: &'static str },
+    #[error("auth.authenticators entry {position} (type {kind:?}): {reason}")]
+    Backend { position: usize, kind: &'static str, reason: String },
 }
 
 impl Chains {
-    /// Loads what `config` lists (reading ACL files). The config has been
-    /// validated; a type this build lacks is still refused here.
-    pub fn load(config: &AuthConfig) -> Result<Chains, ChainError> {
+    /// Loads what `config` lists (reading ACL files), asking `backends` for
+    /// the types the core does not have. The config has been validated; a
+    /// type no one builds is still refused here.
+    pub fn load(config: &AuthConfig, backends: Option<&dyn Backends>) -> Result<Chains, ChainError> {
         let mut chains =
             Chains { authenticators: Vec::new(), authorizers: Vec::new(), acl_files: Vec::new() };
         for (index, entry) in config.authenticators.iter().enumerate() {
             match entry {
                 AuthenticatorConfig::Builtin => chains.authenticators.push(Slot::Builtin),
                 other => {
-                    return Err(ChainError::NotBuilt {
-                        chain: "authenticators",
-                        position: index + 1,
-                        kind: other.kind(),
-                    })
+                    let (position, kind) = (index + 1, other.kind());
+                    match backends.and_then(|backends| backends.authenticator(other)) {
+                        Some(Ok(hook)) => chains.authenticators.push(Slot::Hook(hook)),
+                        Some(Err(reason)) => return Err(ChainError::Backend { position, kind, reason }),
+                        None => return Err(ChainError::NotBuilt { chain: "authenticators", position, kind }),
+                    }
                 }
             }
         }

@@ -1,0 +1,447 @@
+//! `type = "http"`: an HTTP service decides who may connect, as EMQX's HTTP
+//! authenticator does, so the same service works for both.
+//!
+//! ```toml
+//! [[auth.authenticators]]
+//! type = "http"
+//! url = "http://127.0.0.1:8080/auth"
+//! method = "post"                 # "get": the body's fields go in the query
+//! body = { username = "${username}", password = "${password}", clientid = "${clientid}", peerhost = "${peerhost}" }
+//! headers = { "content-type" = "application/json" }   # or application/x-www-form-urlencoded
+//! timeout_ms = 5000
+//! pool_size = 8                   # requests in flight to the service
+//! queue = 64                      # requests that may wait for one of them
+//! on_error = "deny"               # or "ignore": ask the next authenticator
+//! cache_entries = 10000           # answers held; 0: none
+//! cache_ttl_s = 60
+//! ```
+//!
+//! Answers: 200 with `{"result": "allow" | "deny" | "ignore", "is_superuser":
+//! bool}` decides; 204 allows; anything else (another status, a body that
+//! does not parse or is over 64 KiB, a refused connection, the timeout, a
+//! full queue) is a failure and `on_error` decides: `deny` refuses with 0x88
+//! (server unavailable; 3.1.1: return code 3), `ignore` asks the next.
+//!
+//! Invariants:
+//! - **Values are never pasted into the request's text**: placeholders
+//!   (`${username}`, `${password}`, `${clientid}`, `${peerhost}`) are
+//!   replaced inside JSON strings, form fields or query values, each encoded
+//!   by its encoder; the URL's own text is fixed by the config.
+//! - **Nothing runs on the connection's task**: the request is a task of
+//!   its own, at most `pool_size` at once and `queue` more waiting; the
+//!   connection waits for the answer, at most `timeout_ms` in all.
+//! - **Credentials are never logged**: failures are logged with the status
+//!   or error kind only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataplane::cluster::access::{default_refusal, Grant};
+use dataplane::hooks::{Authenticator, ConnectRequest, HookFuture, Verdict};
+use mqtt_codec::ReasonCode;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::cache::AnswerCache;
+
+/// The most of an answer's body that is read.
+const MAX_BODY: usize = 64 << 10;
+
+const PLACEHOLDERS: [&str; 4] = ["${username}", "${password}", "${clientid}", "${peerhost}"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Method {
+    Get,
+    Post,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OnError {
+    Deny,
+    Ignore,
+}
+
+/// The settings of one `type = "http"` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    url: String,
+    #[serde(default = "default_method")]
+    method: Method,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default = "default_body")]
+    body: BTreeMap<String, String>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_pool_size")]
+    pool_size: usize,
+    #[serde(default = "default_queue")]
+    queue: usize,
+    #[serde(default = "default_on_error")]
+    on_error: OnError,
+    #[serde(default = "default_cache_entries")]
+    cache_entries: usize,
+    #[serde(default = "default_cache_ttl_s")]
+    cache_ttl_s: u64,
+}
+
+fn default_method() -> Method {
+    Method::Post
+}
+fn default_body() -> BTreeMap<String, String> {
+    ["username", "password", "clientid", "peerhost"]
+        .into_iter()
+        .map(|name| (name.to_owned(), format!("${{{name}}}")))
+        .collect()
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_pool_size() -> usize {
+    8
+}
+fn default_queue() -> usize {
+    64
+}
+fn default_on_error() -> OnError {
+    OnError::Deny
+}
+fn default_cache_entries() -> usize {
+    10_000
+}
+fn default_cache_ttl_s() -> u64 {
+    60
+}
+
+/// Settings that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// How the request's fields are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Query,
+    Json,
+    Form,
+}
+
+/// The `http` authenticator.
+pub struct HttpAuthenticator {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    encoding: Encoding,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<(String, String)>,
+    timeout: Duration,
+    /// `pool_size` permits: requests in flight.
+    pool: Arc<Semaphore>,
+    /// `pool_size + queue` permits: requests in flight or waiting.
+    admission: Arc<Semaphore>,
+    on_error: OnError,
+    cache: AnswerCache<Answer>,
+}
+
+impl std::fmt::Debug for HttpAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpAuthenticator").field("url", &self.url.as_str()).finish_non_exhaustive()
+    }
+}
+
+/// What the service answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Allow { superuser: bool },
+    Deny,
+    Ignore,
+}
+
+/// Why no answer came.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("the request queue is full")]
+    Busy,
+    #[error("no answer within the timeout")]
+    Timeout,
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("answered with status {0}")]
+    Status(u16),
+    #[error("answer not understood: {0}")]
+    Body(String),
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    result: String,
+    #[serde(default)]
+    is_superuser: bool,
+}
+
+impl HttpAuthenticator {
+    /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
+    pub fn from_table(table: &toml::Table) -> Result<HttpAuthenticator, SettingsError> {
+        let settings: Settings = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))?;
+        HttpAuthenticator::new(settings)
+    }
+
+    fn new(settings: Settings) -> Result<HttpAuthenticator, SettingsError> {
+        let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
+        let url = reqwest::Url::parse(&settings.url).map_err(|error| invalid("url", error.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("url", format!("scheme {:?} is not http or https", url.scheme())));
+        }
+        if settings.timeout_ms == 0 || settings.pool_size == 0 {
+            return Err(invalid("timeout_ms, pool_size", "must be at least 1".into()));
+        }
+        for (name, template) in &settings.body {
+            check_template(template).map_err(|reason| invalid("body", format!("{name}: {reason}")))?;
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &settings.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|error| invalid("headers", format!("{name:?}: {error}")))?;
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|error| invalid("headers", format!("{name}: {error}")))?;
+            headers.insert(name, value);
+        }
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("application/json")
+            .to_ascii_lowercase();
+        let encoding = match settings.method {
+            Method::Get => Encoding::Query,
+            Method::Post if content_type.starts_with("application/json") => Encoding::Json,
+            Method::Post if content_type.starts_with("application/x-www-form-urlencoded") => Encoding::Form,
+            Method::Post => {
+                return Err(invalid("headers", format!("content-type {content_type:?} is not JSON or form")))
+            }
+        };
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(settings.pool_size)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| invalid("url", error.to_string()))?;
+        Ok(HttpAuthenticator {
+            client,
+            url,
+            encoding,
+            headers,
+            body: settings.body.into_iter().collect(),
+            timeout,
+            pool: Arc::new(Semaphore::new(settings.pool_size)),
+            admission: Arc::new(Semaphore::new(settings.pool_size.saturating_add(settings.queue))),
+            on_error: settings.on_error,
+            cache: AnswerCache::new(settings.cache_entries, Duration::from_secs(settings.cache_ttl_s)),
+        })
+    }
+
+    /// The request's fields, placeholders replaced.
+    fn fields(&self, request: &ConnectRequest<'_>) -> Vec<(String, String)> {
+        let password = request.password.map(String::from_utf8_lossy).unwrap_or_default();
+        let peerhost = request.address.to_string();
+        let values = [request.username.unwrap_or(""), &password, request.client_id, &peerhost];
+        self.body.iter().map(|(name, template)| (name.clone(), expand(template, &values))).collect()
+    }
+
+    /// Asks the service, on a task of its own, within the timeout.
+    async fn ask(&self, fields: Vec<(String, String)>) -> Result<Answer, Failure> {
+        let admitted = self.admission.clone().try_acquire_owned().map_err(|_| Failure::Busy)?;
+        let request = match self.encoding {
+            Encoding::Query => self.client.get(self.url.clone()).query(&fields),
+            Encoding::Json => {
+                let object: serde_json::Map<String, serde_json::Value> = fields
+                    .into_iter()
+                    .map(|(name, value)| (name, serde_json::Value::String(value)))
+                    .collect();
+                self.client.post(self.url.clone()).json(&object)
+            }
+            Encoding::Form => self.client.post(self.url.clone()).form(&fields),
+        }
+        .headers(self.headers.clone());
+        let pool = self.pool.clone();
+        let task = tokio::spawn(async move {
+            let _admitted = admitted;
+            let _permit = pool.acquire_owned().await.map_err(|_| Failure::Busy)?;
+            let response = request.send().await.map_err(describe)?;
+            read_answer(response).await
+        });
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => Err(Failure::Request(error.to_string())),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    async fn verdict(&self, request: ConnectRequest<'_>) -> Verdict<Grant> {
+        let fields = self.fields(&request);
+        let key: Vec<&[u8]> =
+            fields.iter().flat_map(|(name, value)| [name.as_bytes(), value.as_bytes()]).collect();
+        let answer = match self.cache.get(&key) {
+            Some(answer) => Ok(answer),
+            None => {
+                let asked = self.ask(fields.clone()).await;
+                if let Ok(answer) = &asked {
+                    let key: Vec<&[u8]> =
+                        fields.iter().flat_map(|(name, value)| [name.as_bytes(), value.as_bytes()]).collect();
+                    self.cache.put(&key, answer.clone());
+                }
+                asked
+            }
+        };
+        match answer {
+            Ok(Answer::Allow { superuser }) => {
+                Verdict::Allow(Grant { superuser, credential: None, external: true })
+            }
+            Ok(Answer::Deny) => Verdict::Deny(default_refusal(request.username)),
+            Ok(Answer::Ignore) => Verdict::Ignore,
+            Err(failure) => {
+                tracing::warn!(url = %self.url, %failure, on_error = ?self.on_error, "HTTP authenticator failed");
+                match self.on_error {
+                    OnError::Deny => Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE),
+                    OnError::Ignore => Verdict::Ignore,
+                }
+            }
+        }
+    }
+}
+
+/// A request error without the URL's query (which may hold a password).
+fn describe(error: reqwest::Error) -> Failure {
+    if error.is_timeout() {
+        Failure::Timeout
+    } else if error.is_connect() {
+        Failure::Request("cannot connect".into())
+    } else {
+        Failure::Request(error.without_url().to_string())
+    }
+}
+
+async fn read_answer(mut response: reqwest::Response) -> Result<Answer, Failure> {
+    match response.status().as_u16() {
+        204 => return Ok(Answer::Allow { superuser: false }),
+        200 => {}
+        other => return Err(Failure::Status(other)),
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(describe)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(Failure::Body(format!("over {MAX_BODY} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let reply: Reply = serde_json::from_slice(&body).map_err(|error| Failure::Body(error.to_string()))?;
+    match reply.result.as_str() {
+        "allow" => Ok(Answer::Allow { superuser: reply.is_superuser }),
+        "deny" => Ok(Answer::Deny),
+        "ignore" => Ok(Answer::Ignore),
+        other => Err(Failure::Body(format!("result {other:?} is not allow, deny or ignore"))),
+    }
+}
+
+/// The template with each placeholder replaced by its value, in one pass:
+/// a value that holds a placeholder's text is not expanded again.
+/// (Templates were checked by [`check_template`].)
+fn expand(template: &str, values: &[&str; 4]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let Some(end) = tail.find('}') else {
+            rest = tail;
+            break;
+        };
+        match PLACEHOLDERS.iter().position(|placeholder| *placeholder == &tail[..=end]) {
+            Some(index) => out.push_str(values[index]),
+            None => out.push_str(&tail[..=end]),
+        }
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A template may hold only the known placeholders.
+fn check_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        let tail = &rest[start..];
+        let end = tail.find('}').ok_or_else(|| format!("unclosed placeholder in {template:?}"))?;
+        let placeholder = &tail[..=end];
+        if !PLACEHOLDERS.contains(&placeholder) {
+            return Err(format!("unknown placeholder {placeholder} (known: {})", PLACEHOLDERS.join(", ")));
+        }
+        rest = &tail[end + 1..];
+    }
+    Ok(())
+}
+
+impl Authenticator for HttpAuthenticator {
+    fn authenticate<'a>(&'a self, request: ConnectRequest<'a>) -> HookFuture<'a, Verdict<Grant>> {
+        Box::pin(self.verdict(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().expect("toml")
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_key() {
+        for (text, expect) in [
+            ("url = \"ftp://x/\"", "url"),
+            ("url = \"not a url\"", "url"),
+            ("url = \"http://x/\"\nbody = { u = \"${user}\" }", "unknown placeholder ${user}"),
+            ("url = \"http://x/\"\nbody = { u = \"${username\" }", "unclosed"),
+            ("url = \"http://x/\"\ntimeout_ms = 0", "timeout_ms"),
+            ("url = \"http://x/\"\nheaders = { content-type = \"text/plain\" }", "content-type"),
+            ("url = \"http://x/\"\nmethod = \"put\"", "put"),
+            ("url = \"http://x/\"\nsurprise = 1", "surprise"),
+        ] {
+            let error = HttpAuthenticator::from_table(&table(text)).err().map(|error| error.to_string());
+            assert!(error.as_deref().is_some_and(|error| error.contains(expect)), "{text:?}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_replaced_in_values_only() {
+        let hook = HttpAuthenticator::from_table(&table(
+            "url = \"http://127.0.0.1:1/auth\"\nbody = { user = \"u-${username}\", who = \"${clientid}@${peerhost}\" }",
+        ))
+        .expect("valid");
+        let request = ConnectRequest {
+            client_id: "c\"1",
+            username: Some("a&b=${password}"),
+            password: Some(b"pw"),
+            address: std::net::IpAddr::from([10, 0, 0, 1]),
+        };
+        let fields = hook.fields(&request);
+        // A placeholder inside a value is not expanded again.
+        assert_eq!(
+            fields,
+            vec![
+                ("user".to_owned(), "u-a&b=${password}".to_owned()),
+                ("who".to_owned(), "c\"1@10.0.0.1".to_owned())
+            ]
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! Authentication backends with heavy dependencies, kept out of the data
+//! plane's core (STYLE: "backends with heavy dependencies live in a crate of
+//! their own"). `mqttd` hands [`Factory`] to the data plane, which asks it
+//! for the chain entries it does not build itself.
+//!
+//! - `http.rs`: `type = "http"`, an HTTP service that answers allow, deny or
+//!   ignore.
+//! - `cache.rs`: the bounded, expiring memory of answers every external
+//!   authenticator keeps.
+
+#![forbid(unsafe_code)]
+
+mod cache;
+pub mod http;
+
+use std::sync::Arc;
+
+use dataplane::auth::Backends;
+use dataplane::config::AuthenticatorConfig;
+use dataplane::hooks::Authenticator;
+
+/// The backends this crate builds.
+#[derive(Debug, Default)]
+pub struct Factory;
+
+impl Backends for Factory {
+    fn authenticator(&self, entry: &AuthenticatorConfig) -> Option<Result<Arc<dyn Authenticator>, String>> {
+        match entry {
+            AuthenticatorConfig::Http(table) => Some(
+                http::HttpAuthenticator::from_table(table)
+                    .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
+                    .map_err(|error| error.to_string()),
+            ),
+            _ => None,
+        }
+    }
+}
