@@ -158,3 +158,44 @@ async fn acl_rules_deny_publish_and_subscribe_and_spare_superusers() {
     root.publish("readonly/x", b"from root", QoS::AtLeastOnce, 9).await;
     assert_eq!(&root.expect_publish().await.payload[..], b"from root");
 }
+
+async fn login_from(
+    source: &str,
+    port: u16,
+    version: ProtocolVersion,
+    user: &str,
+    password: &str,
+) -> ReasonCode {
+    let mut connect = connect_packet(version, "guesser", true);
+    connect.username = Some(user.into());
+    connect.password = Some(password.as_bytes().to_vec().into());
+    Client::connect_from(source, port, connect).await.1.reason
+}
+
+/// `auth.failed_login_limit`: an address that keeps failing is refused for
+/// a while (0x8A, before any password check), other addresses are not.
+#[tokio::test]
+async fn repeated_failed_logins_ban_the_address_for_a_while() {
+    let (broker, grpc) = Broker::start_with_grpc(&["auth.failed_login_limit=3", "auth.failed_login_ban_s=2"]);
+    mqttctl(&broker, &grpc, &["users", "add", "alice", "--password", "secret"]);
+    let port = broker.port;
+    eventually("alice's account", || async move {
+        login(port, ProtocolVersion::V5, "a", "alice", "wrong").await.1
+            == ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    })
+    .await;
+    // (That failure came from 127.0.0.1; the guesser is 127.0.0.3.)
+    for _ in 0..3 {
+        let reason = login_from("127.0.0.3", port, ProtocolVersion::V5, "alice", "guess").await;
+        assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    }
+    let reason = login_from("127.0.0.3", port, ProtocolVersion::V5, "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::BANNED, "banned: even the right password is refused");
+    let reason = login_from("127.0.0.3", port, ProtocolVersion::V311, "alice", "secret").await;
+    assert_ne!(reason, ReasonCode::SUCCESS, "3.1.1 too");
+    let reason = login_from("127.0.0.4", port, ProtocolVersion::V5, "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SUCCESS, "another address is not banned");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let reason = login_from("127.0.0.3", port, ProtocolVersion::V5, "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SUCCESS, "the ban is over");
+}

@@ -64,6 +64,8 @@ pub struct Broker {
     /// Authenticator and authorizer chains (the built-in `access` first)
     /// and observers.
     pub(crate) hooks: Hooks,
+    /// Failed logins per address, and the bans they lead to.
+    pub(crate) login_failures: crate::auth::failures::LoginFailures,
     /// Where local route changes go when a control plane is linked.
     pub(crate) routes: Option<Arc<RouteRegistrar>>,
     /// Which other nodes subscribe to what (from the control plane).
@@ -126,9 +128,15 @@ impl Broker {
         extensions.authenticators.into_iter().for_each(|hook| hooks.add_authenticator(hook));
         extensions.authorizers.into_iter().for_each(|hook| hooks.add_authorizer(hook));
         extensions.observers.into_iter().for_each(|hook| hooks.add_observer(hook));
+        let login_failures = crate::auth::failures::LoginFailures::new(
+            config.auth.failed_login_limit,
+            Duration::from_secs(config.auth.failed_login_window_s),
+            Duration::from_secs(config.auth.failed_login_ban_s),
+        );
         Arc::new(Broker {
             access,
             hooks,
+            login_failures,
             routes,
             remote_routes: RouteTable::new(),
             shares: ShareTable::new(config.shared_subscription.strategy),

@@ -476,6 +476,11 @@ pub struct AuthConfig {
     pub password_cache_entries: usize,
     /// How long a successful check is remembered, in seconds.
     pub password_cache_ttl_s: u64,
+    /// Failed logins from one address within `failed_login_window_s` that
+    /// ban it for `failed_login_ban_s` (on this node); 0 turns this off.
+    pub failed_login_limit: u32,
+    pub failed_login_window_s: u64,
+    pub failed_login_ban_s: u64,
     /// The authenticator chain, tried in order (`[[auth.authenticators]]`);
     /// empty: the built-in users alone.
     pub authenticators: Vec<AuthenticatorConfig>,
@@ -572,6 +577,9 @@ impl Default for AuthConfig {
             password_checks_per_address: 8,
             password_cache_entries: 100_000,
             password_cache_ttl_s: 3600,
+            failed_login_limit: 0,
+            failed_login_window_s: 60,
+            failed_login_ban_s: 300,
             authenticators: Vec::new(),
             authorizers: Vec::new(),
         }

@@ -95,7 +95,20 @@ impl Broker {
             return Err(ReasonCode::SERVER_UNAVAILABLE);
         }
         self.access.admission(request.client_id, request.username, request.address)?;
-        let grant = self.hooks.authenticate(request).await?;
+        if self.login_failures.banned(request.address) {
+            return Err(ReasonCode::BANNED);
+        }
+        let grant = match self.hooks.authenticate(request).await {
+            Ok(grant) => grant,
+            Err(reason) => {
+                let credentials =
+                    matches!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD | ReasonCode::NOT_AUTHORIZED);
+                if credentials && self.login_failures.failed(request.address) {
+                    tracing::warn!(address = %request.address, "address banned after repeated failed logins");
+                }
+                return Err(reason);
+            }
+        };
         Ok(Identity {
             client_id: Arc::from(request.client_id),
             username: request.username.map(Box::from),

@@ -186,6 +186,22 @@ impl Client {
         Client { stream, buf: BytesMut::new(), version }
     }
 
+    /// Connects to 127.0.0.1:`port` from the source address `source` (a
+    /// loopback address: the broker sees the client at it) with `connect`.
+    #[allow(dead_code)]
+    pub async fn connect_from(source: &str, port: u16, connect: Connect) -> (Client, ConnAck) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{source}:0").parse().expect("source address")).expect("bind the source");
+        let stream = socket.connect(([127, 0, 0, 1], port).into()).await.expect("connect");
+        stream.set_nodelay(true).ok();
+        let mut client = Client { stream, buf: BytesMut::new(), version: connect.protocol };
+        client.send(&Packet::Connect(Box::new(connect))).await;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) => (client, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
     /// Connects with `connect` and returns the client and its CONNACK.
     pub async fn connect_with(port: u16, connect: Connect) -> (Client, ConnAck) {
         Client::connect_with_at("127.0.0.1", port, connect).await

@@ -2,7 +2,8 @@
 //! (`[[auth.authenticators]]`, `[[auth.authorizers]]`): which hooks, in
 //! which order. The built-in provider (users and ACL rules from the control
 //! plane) is `cluster::access`; the backends that need no heavy dependency
-//! live here (`acl_file.rs`).
+//! live here (`acl_file.rs`), and so does the memory of failed logins that
+//! bans an address guessing passwords (`failures.rs`).
 //!
 //! With no chain configured, each chain is the built-in provider alone (the
 //! behaviour before chains existed). A configured chain holds exactly what
@@ -10,6 +11,7 @@
 //! rules out.
 
 pub mod acl_file;
+pub mod failures;
 
 use std::sync::Arc;
 use std::time::Duration;
