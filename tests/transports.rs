@@ -56,6 +56,11 @@ impl Pki {
     }
 
     fn client_config(&self, client_cert: bool) -> rustls::ClientConfig {
+        self.client_config_for(client_cert.then_some((self, "client")))
+    }
+
+    /// Trusts this CA; presents a certificate for `name` from `issuer`, if given.
+    fn client_config_for(&self, identity: Option<(&Pki, &str)>) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -63,8 +68,8 @@ impl Pki {
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots);
-        if client_cert {
-            let (cert, key) = self.issue("client", false);
+        if let Some((issuer, name)) = identity {
+            let (cert, key) = issuer.issue(name, false);
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
             builder.with_client_auth_cert(vec![CertificateDer::from(cert.der().to_vec())], key).unwrap()
         } else {
@@ -256,4 +261,95 @@ fn a_taken_port_fails_start() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("listeners.tcp.bind"));
+}
+
+async fn send_over<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S, packet: &Packet) {
+    let mut out = BytesMut::new();
+    mqtt_codec::encode(packet, ProtocolVersion::V5, &mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+}
+
+async fn recv_over<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Option<Packet> {
+    loop {
+        if let Ok(Some(packet)) = mqtt_codec::decode(buf, ProtocolVersion::V5, 1 << 20) {
+            return Some(packet);
+        }
+        buf.reserve(4096);
+        match tokio::time::timeout(common::WAIT, stream.read_buf(buf)).await {
+            Ok(Ok(read)) if read > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
+/// `type = "x509"`: the verified certificate's common name is the
+/// username (no password), and ACL rules see it; no certificate, or one
+/// from another CA, gets nothing.
+#[tokio::test]
+async fn x509_the_certificate_name_is_the_username() {
+    let pki = Pki::new();
+    std::fs::write(pki.dir.path().join("acl"), "user device-7\ntopic readwrite devices/device-7/#\n")
+        .unwrap();
+    let [port, ws_port, tls_port] = common::free_ports();
+    let authorizers = format!("auth.authorizers=[{{ type = \"file\", path = \"{}\" }}]", pki.path("acl"));
+    let broker = Broker::start_on(
+        port,
+        ws_port,
+        &[
+            "listeners.tls.enabled=true",
+            &format!("listeners.tls.bind=127.0.0.1:{tls_port}"),
+            &format!("listeners.tls.certfile={}", pki.path("server.pem")),
+            &format!("listeners.tls.keyfile={}", pki.path("server.key")),
+            &format!("listeners.tls.cacertfile={}", pki.path("ca.pem")),
+            "listeners.tls.verify_peer=true",
+            "auth.authenticators=[{ type = \"x509\" }, { type = \"builtin\" }]",
+            &authorizers,
+            "auth.allow_anonymous=deny",
+            "auth.acl_no_match=deny",
+        ],
+    );
+    broker.wait_port(tls_port);
+    let server_name = ServerName::try_from("localhost").unwrap();
+
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(pki.client_config_for(Some((&pki, "device-7")))));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    let mut tls = connector.connect(server_name.clone(), tcp).await.expect("handshake");
+    let mut buf = BytesMut::new();
+    send_over(&mut tls, &Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "d7", true)))).await;
+    match recv_over(&mut tls, &mut buf).await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason, ReasonCode::SUCCESS, "in without a password"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let filters = ["devices/device-7/#", "devices/device-8/#"]
+        .iter()
+        .map(|filter| (filter.to_string(), mqtt_codec::SubscriptionOptions::default()))
+        .collect();
+    send_over(
+        &mut tls,
+        &Packet::Subscribe(mqtt_codec::Subscribe { packet_id: 1, filters, ..Default::default() }),
+    )
+    .await;
+    match recv_over(&mut tls, &mut buf).await {
+        Some(Packet::SubAck(ack)) => assert_eq!(
+            ack.reasons,
+            vec![ReasonCode::GRANTED_QOS_0, ReasonCode::NOT_AUTHORIZED],
+            "the rules of user device-7 apply"
+        ),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+
+    // Plain TCP, no certificate and no credentials: the x509 authenticator
+    // passes, the built-in one refuses.
+    let (_client, ack) = Client::connect_with(port, connect_packet(ProtocolVersion::V5, "p", true)).await;
+    assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED);
+
+    // A certificate from another CA: no TLS session, so no MQTT.
+    let other = Pki::new();
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(pki.client_config_for(Some((&other, "device-7")))));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    if let Ok(mut tls) = connector.connect(server_name, tcp).await {
+        assert_eq!(mqtt_handshake(&mut tls).await, None, "no MQTT with another CA's certificate");
+    }
 }

@@ -503,7 +503,33 @@ pub enum AuthenticatorConfig {
     Ldap(toml::Table),
     Http(toml::Table),
     Jwt(toml::Table),
-    X509(toml::Table),
+    /// The verified client certificate's name as the username.
+    X509(X509Config),
+}
+
+/// `type = "x509"`: which name of the client certificate becomes the
+/// username.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509Config {
+    #[serde(default = "default_cert_name")]
+    pub username: CertName,
+}
+
+/// A name in a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertName {
+    /// The subject's common name.
+    Cn,
+    /// The first DNS name among the subject alternative names.
+    SanDns,
+    /// The first e-mail address among the subject alternative names.
+    SanEmail,
+}
+
+fn default_cert_name() -> CertName {
+    CertName::Cn
 }
 
 /// One entry of `[[auth.authorizers]]`, by its `type`.
@@ -610,8 +636,11 @@ impl DataplaneConfig {
         for (position, entry) in self.auth.authenticators.iter().enumerate() {
             // `http` is built by the `auth-backends` crate, which checks its
             // settings when the chain is loaded.
-            if !matches!(entry, AuthenticatorConfig::Builtin | AuthenticatorConfig::Http(_)) {
-                return not_built("auth.authenticators", position, entry.kind(), "builtin, http");
+            if !matches!(
+                entry,
+                AuthenticatorConfig::Builtin | AuthenticatorConfig::Http(_) | AuthenticatorConfig::X509(_)
+            ) {
+                return not_built("auth.authenticators", position, entry.kind(), "builtin, http, x509");
             }
         }
         for (position, entry) in self.auth.authorizers.iter().enumerate() {

@@ -111,7 +111,7 @@ impl Broker {
         };
         Ok(Identity {
             client_id: Arc::from(request.client_id),
-            username: request.username.map(Box::from),
+            username: grant.username.or_else(|| request.username.map(Box::from)),
             address: request.address,
             superuser: grant.superuser,
             credential: grant.credential,

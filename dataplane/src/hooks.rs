@@ -48,6 +48,8 @@ pub struct ConnectRequest<'a> {
     pub password: Option<&'a [u8]>,
     /// Already normalised (IPv4-mapped IPv6 addresses as IPv4).
     pub address: std::net::IpAddr,
+    /// The client certificate TLS verified (DER), if any.
+    pub certificate: Option<&'a [u8]>,
 }
 
 /// A future a hook returns.

@@ -32,6 +32,28 @@ pub trait Transport: Send + 'static {
     fn can_detach(&self) -> bool {
         false
     }
+    /// The client's certificate (DER), when TLS verified one.
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// A stream that may carry a verified client certificate.
+pub trait PeerCertificate {
+    fn peer_certificate(&self) -> Option<&[u8]>;
+}
+
+impl PeerCertificate for tokio::net::TcpStream {
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+impl PeerCertificate for Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        // The first is the client's own (the rest is its chain).
+        self.get_ref().1.peer_certificates()?.first().map(|certificate| certificate.as_ref())
+    }
 }
 
 /// Plain TCP. An idle connection holds no read buffer: the buffer is only
@@ -106,7 +128,11 @@ impl Transport for TcpTransport {
 /// A byte stream such as TLS.
 pub struct StreamTransport<S>(pub S);
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for StreamTransport<S> {
+impl<S: AsyncRead + AsyncWrite + PeerCertificate + Unpin + Send + 'static> Transport for StreamTransport<S> {
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        self.0.peer_certificate()
+    }
+
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(8192);
@@ -127,7 +153,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for StreamTra
 /// MQTT over WebSocket: every binary frame is a chunk of the MQTT byte stream.
 pub struct WsTransport<S>(pub WebSocketStream<S>);
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTransport<S> {
+impl<S: AsyncRead + AsyncWrite + PeerCertificate + Unpin + Send + 'static> Transport for WsTransport<S> {
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        self.0.get_ref().peer_certificate()
+    }
+
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
             match self.0.next().await {

@@ -228,6 +228,7 @@ impl dataplane::hooks::Authenticator for TokenAuth {
                     superuser: false,
                     credential: None,
                     external: false,
+                    username: None,
                 })
             } else {
                 Verdict::Ignore

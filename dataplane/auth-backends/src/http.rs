@@ -305,7 +305,7 @@ impl HttpAuthenticator {
         };
         match answer {
             Ok(Answer::Allow { superuser }) => {
-                Verdict::Allow(Grant { superuser, credential: None, external: true })
+                Verdict::Allow(Grant { superuser, credential: None, external: true, username: None })
             }
             Ok(Answer::Deny) => Verdict::Deny(default_refusal(request.username)),
             Ok(Answer::Ignore) => Verdict::Ignore,
@@ -433,6 +433,7 @@ mod tests {
             username: Some("a&b=${password}"),
             password: Some(b"pw"),
             address: std::net::IpAddr::from([10, 0, 0, 1]),
+            certificate: None,
         };
         let fields = hook.fields(&request);
         // A placeholder inside a value is not expanded again.

@@ -12,6 +12,7 @@
 
 pub mod acl_file;
 pub mod failures;
+pub mod x509;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +79,9 @@ impl Chains {
         for (index, entry) in config.authenticators.iter().enumerate() {
             match entry {
                 AuthenticatorConfig::Builtin => chains.authenticators.push(Slot::Builtin),
+                AuthenticatorConfig::X509(x509) => chains
+                    .authenticators
+                    .push(Slot::Hook(Arc::new(x509::X509Authenticator::new(x509.username)))),
                 other => {
                     let (position, kind) = (index + 1, other.kind());
                     match backends.and_then(|backends| backends.authenticator(other)) {

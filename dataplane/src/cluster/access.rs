@@ -57,6 +57,10 @@ pub struct Grant {
     /// Granted by an authenticator other than the built-in one; see
     /// [`Identity::external`].
     pub external: bool,
+    /// The username the client is known by from now on, when the
+    /// authenticator gives one (`x509`: the certificate's name); `None`
+    /// keeps the one in CONNECT.
+    pub username: Option<Box<str>>,
 }
 
 /// How a client is refused when no authenticator decides: 0x86 (bad user
@@ -180,6 +184,7 @@ impl AccessControl {
                         superuser: user.superuser,
                         credential: Some(Arc::from(user.password_hash.as_str())),
                         external: false,
+                        username: None,
                     }),
                     (Ok(Ok(_)), Some(_)) => Verdict::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
                     (Ok(Ok(_)), None) => Verdict::Ignore,
@@ -189,7 +194,7 @@ impl AccessControl {
             }
         }
         if self.anonymous_ok(&view, address) {
-            Verdict::Allow(Grant { superuser: false, credential: None, external: false })
+            Verdict::Allow(Grant { superuser: false, credential: None, external: false, username: None })
         } else {
             Verdict::Ignore
         }
@@ -436,7 +441,7 @@ mod tests {
         let open = AccessControl::new(Arc::new(ArcSwap::from_pointee(loaded)), AuthConfig::default());
         assert_eq!(
             open.authenticate(None, None, local).await,
-            Ok(Grant { superuser: false, credential: None, external: false }),
+            Ok(Grant { superuser: false, credential: None, external: false, username: None }),
             "no users: loopback is open"
         );
         assert_eq!(open.authenticate(None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));

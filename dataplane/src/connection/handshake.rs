@@ -74,11 +74,14 @@ pub(super) async fn accept<T: Transport>(
 
     // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; rules
     // and bans name them as IPv4.
+    // Copied out: the transport is needed again to answer.
+    let certificate = transport.peer_certificate().map(<[u8]>::to_vec);
     let request = ConnectRequest {
         client_id: &client_id,
         username: connect.username.as_deref(),
         password: connect.password.as_deref(),
         address: peer.ip().to_canonical(),
+        certificate: certificate.as_deref(),
     };
     let generation = broker.access_generation();
     let identity = match broker.authenticate_client(request).await {
