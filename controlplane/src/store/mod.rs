@@ -43,6 +43,11 @@ pub const STORE_FILE: &str = "controlplane.redb";
 /// once, moved to that file and removed).
 pub const SNAPSHOT_FILE: &str = "controlplane-snapshot.redb";
 
+/// redb's page cache for the log's file. Its default (1 GiB) kept every
+/// page the log ever wrote in memory: appends are sequential and reads are
+/// of recent entries, so a small cache serves them.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// Log index → JSON of openraft's `Entry`.
 const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
 /// `vote`, `committed`, `last_purged` → JSON.
@@ -102,7 +107,10 @@ pub(crate) fn open(
 /// Opens (or creates) one redb file with every table.
 fn open_file(path: &Path) -> Result<(Arc<Db>, oneshot::Receiver<()>), StoreError> {
     let open_error = |source: Box<redb::Error>| StoreError::Open { path: path.display().to_string(), source };
-    let database = Database::create(path).map_err(|error| open_error(Box::new(error.into())))?;
+    let database = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|error| open_error(Box::new(error.into())))?;
     create_tables(&database).map_err(open_error)?;
     let (closed_sender, closed) = oneshot::channel();
     Ok((Arc::new(Db { database, _closed: closed_sender }), closed))
