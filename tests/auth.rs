@@ -5,22 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect_packet, eventually, mqttctl, Broker, Client, VERSIONS};
+use common::{connect_packet, eventually, login, mqttctl, Broker, Client, VERSIONS};
 use mqtt_codec::{Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions};
-
-async fn login(
-    port: u16,
-    version: ProtocolVersion,
-    id: &str,
-    user: &str,
-    password: &str,
-) -> (Client, ReasonCode) {
-    let mut connect = connect_packet(version, id, true);
-    connect.username = Some(user.into());
-    connect.password = Some(password.as_bytes().to_vec().into());
-    let (client, ack) = Client::connect_with(port, connect).await;
-    (client, ack.reason)
-}
 
 #[tokio::test]
 async fn users_passwords_and_bans() {

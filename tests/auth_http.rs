@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{connect_packet, Broker, Client, VERSIONS};
+use common::{login, Broker, Client, VERSIONS};
 use mqtt_codec::{Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,20 +100,6 @@ fn run(service: Arc<Service>, listener: TcpListener) -> JoinHandle<()> {
             connections.push(tokio::spawn(serve_one(service.clone(), stream)));
         }
     })
-}
-
-async fn login(
-    port: u16,
-    version: ProtocolVersion,
-    id: &str,
-    user: &str,
-    password: &str,
-) -> (Client, ReasonCode) {
-    let mut connect = connect_packet(version, id, true);
-    connect.username = Some(user.into());
-    connect.password = Some(password.as_bytes().to_vec().into());
-    let (client, ack) = Client::connect_with(port, connect).await;
-    (client, ack.reason)
 }
 
 async fn subscribe_reason(client: &mut Client, filter: &str) -> ReasonCode {

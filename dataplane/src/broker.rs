@@ -98,6 +98,19 @@ impl Broker {
     /// with `routes` when a control plane is linked, deciding access by
     /// `chains` (the built-in provider in its place), with `extensions`
     /// behind them.
+    /// A standalone broker on the defaults, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Arc<Broker> {
+        Broker::new(
+            Default::default(),
+            "n".into(),
+            Default::default(),
+            None,
+            Default::default(),
+            Default::default(),
+        )
+    }
+
     pub fn new(
         config: DataplaneConfig,
         node_name: String,

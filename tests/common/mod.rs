@@ -347,6 +347,23 @@ impl Client {
     }
 }
 
+/// Connects `id` with a username and password; answers the client and the
+/// CONNACK's reason (a 3.1.1 return code read as the 5.0 reason it stands for).
+#[allow(dead_code)]
+pub async fn login(
+    port: u16,
+    version: ProtocolVersion,
+    id: &str,
+    user: &str,
+    password: &str,
+) -> (Client, ReasonCode) {
+    let mut connect = connect_packet(version, id, true);
+    connect.username = Some(user.into());
+    connect.password = Some(password.as_bytes().to_vec().into());
+    let (client, ack) = Client::connect_with(port, connect).await;
+    (client, ack.reason)
+}
+
 /// Encodes a fixed header plus body by hand (for malformed packets).
 pub fn raw_packet(first_byte: u8, body: &[u8]) -> Vec<u8> {
     let mut out = BytesMut::new();

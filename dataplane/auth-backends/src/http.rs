@@ -24,7 +24,8 @@
 //!
 //! Invariants:
 //! - **Values are never pasted into the request's text**: placeholders
-//!   (`${username}`, `${password}`, `${clientid}`, `${peerhost}`) are
+//!   (`${username}`, `${password}`, `${clientid}`, `${peerhost}`,
+//!   `${cert_common_name}`: the CN of a client certificate TLS verified) are
 //!   replaced inside JSON strings, form fields or query values, each encoded
 //!   by its encoder; the URL's own text is fixed by the config.
 //! - **Nothing runs on the connection's task**: the request is a task of
@@ -48,7 +49,8 @@ use crate::cache::AnswerCache;
 /// The most of an answer's body that is read.
 const MAX_BODY: usize = 64 << 10;
 
-const PLACEHOLDERS: [&str; 4] = ["${username}", "${password}", "${clientid}", "${peerhost}"];
+const PLACEHOLDERS: [&str; 5] =
+    ["${username}", "${password}", "${clientid}", "${peerhost}", "${cert_common_name}"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -254,7 +256,11 @@ impl HttpAuthenticator {
     fn fields(&self, request: &ConnectRequest<'_>) -> Vec<(String, String)> {
         let password = request.password.map(String::from_utf8_lossy).unwrap_or_default();
         let peerhost = request.address.to_string();
-        let values = [request.username.unwrap_or(""), &password, request.client_id, &peerhost];
+        let common_name = request
+            .certificate
+            .and_then(|der| dataplane::auth::x509::name_in(der, dataplane::config::CertName::Cn))
+            .unwrap_or_default();
+        let values = [request.username.unwrap_or(""), &password, request.client_id, &peerhost, &common_name];
         self.body.iter().map(|(name, template)| (name.clone(), expand(template, &values))).collect()
     }
 
@@ -356,7 +362,7 @@ async fn read_answer(mut response: reqwest::Response) -> Result<Answer, Failure>
 /// The template with each placeholder replaced by its value, in one pass:
 /// a value that holds a placeholder's text is not expanded again.
 /// (Templates were checked by [`check_template`].)
-fn expand(template: &str, values: &[&str; 4]) -> String {
+fn expand(template: &str, values: &[&str; 5]) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(start) = rest.find("${") {
@@ -444,5 +450,27 @@ mod tests {
                 ("who".to_owned(), "c\"1@10.0.0.1".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn the_certificate_common_name_is_a_placeholder() {
+        let hook = HttpAuthenticator::from_table(&table(
+            "url = \"http://127.0.0.1:1/auth\"\nbody = { cn = \"${cert_common_name}\" }",
+        ))
+        .expect("valid");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "device-9");
+        let certificate = params.self_signed(&key).expect("certificate");
+        let mut request = ConnectRequest {
+            client_id: "c",
+            username: None,
+            password: None,
+            address: std::net::IpAddr::from([127, 0, 0, 1]),
+            certificate: Some(certificate.der()),
+        };
+        assert_eq!(hook.fields(&request), vec![("cn".to_owned(), "device-9".to_owned())]);
+        request.certificate = None;
+        assert_eq!(hook.fields(&request), vec![("cn".to_owned(), String::new())]);
     }
 }

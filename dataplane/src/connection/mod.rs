@@ -676,26 +676,12 @@ mod size_tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let broker = crate::Broker::new(
-            Default::default(),
-            "n".into(),
-            Default::default(),
-            None,
-            Default::default(),
-            Default::default(),
-        );
+        let broker = crate::Broker::for_tests();
         let future = super::serve(broker, crate::transport::TcpTransport::new(stream), addr, 0);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "connection future grew to {size} bytes");
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let broker = crate::Broker::new(
-            Default::default(),
-            "n".into(),
-            Default::default(),
-            None,
-            Default::default(),
-            Default::default(),
-        );
+        let broker = crate::Broker::for_tests();
         let handshake =
             super::handshake::accept(broker, crate::transport::TcpTransport::new(stream), addr, 0);
         eprintln!("HANDSHAKE FUTURE SIZE {}", std::mem::size_of_val(&handshake));
