@@ -154,7 +154,7 @@ pub struct HttpAuthenticator {
 
 impl std::fmt::Debug for HttpAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpAuthenticator").field("url", &self.url.as_str()).finish_non_exhaustive()
+        f.debug_struct("HttpAuthenticator").field("url", &redacted(&self.url)).finish_non_exhaustive()
     }
 }
 
@@ -316,13 +316,23 @@ impl HttpAuthenticator {
             Ok(Answer::Deny) => Verdict::Deny(default_refusal(request.username)),
             Ok(Answer::Ignore) => Verdict::Ignore,
             Err(failure) => {
-                tracing::warn!(url = %self.url, %failure, on_error = ?self.on_error, "HTTP authenticator failed");
+                tracing::warn!(url = %redacted(&self.url), %failure, on_error = ?self.on_error, "HTTP authenticator failed");
                 match self.on_error {
                     OnError::Deny => Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE),
                     OnError::Ignore => Verdict::Ignore,
                 }
             }
         }
+    }
+}
+
+/// The URL as logs may show it: no user, password or query (the config may
+/// put credentials there).
+fn redacted(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
     }
 }
 
@@ -450,6 +460,15 @@ mod tests {
                 ("who".to_owned(), "c\"1@10.0.0.1".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn urls_are_logged_without_credentials() {
+        let url = reqwest::Url::parse("https://svc:s3cret@auth.example:8443/check?key=s3cret").expect("url");
+        assert_eq!(redacted(&url), "https://auth.example:8443/check");
+        let hook = HttpAuthenticator::from_table(&table("url = \"http://u:s3cret@127.0.0.1/a?k=s3cret\""))
+            .expect("valid");
+        assert!(!format!("{hook:?}").contains("s3cret"));
     }
 
     #[test]
