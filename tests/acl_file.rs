@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{connect_packet, Broker, Client, VERSIONS};
-use mqtt_codec::{Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions};
+use mqtt_codec::{Packet, ProtocolVersion, PubAck, QoS, ReasonCode, Subscribe, SubscriptionOptions};
 
 const RULES: &str = "\
 # anonymous clients (no username): each device writes its own topic
@@ -47,22 +47,6 @@ fn allowed(reason: ReasonCode) -> bool {
     reason == ReasonCode::SUCCESS || reason == ReasonCode::NO_MATCHING_SUBSCRIBERS
 }
 
-/// Publishes at QoS 1 and returns the PUBACK's reason.
-async fn publish_reason(client: &mut Client, topic: &str, payload: &str) -> ReasonCode {
-    let publish = Publish {
-        qos: QoS::AtLeastOnce,
-        topic: topic.into(),
-        packet_id: Some(7),
-        payload: payload.to_owned().into_bytes().into(),
-        ..Default::default()
-    };
-    client.send(&Packet::Publish(publish)).await;
-    match client.recv().await {
-        Some(Packet::PubAck(ack)) => ack.reason,
-        other => panic!("expected PUBACK, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn an_acl_file_grants_and_denies_and_is_reloaded_when_it_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,14 +63,14 @@ async fn an_acl_file_grants_and_denies_and_is_reloaded_when_it_changes() {
     );
     for version in VERSIONS {
         let mut device = Client::connect(port, version, "dev1", true).await;
-        let reason = publish_reason(&mut device, "devices/dev1/up", "mine").await;
+        let reason = device.publish_reason("devices/dev1/up", b"mine", 7).await;
         assert_eq!(reason, ReasonCode::SUCCESS, "{version:?}");
         let got = watcher.expect_publish().await;
         assert_eq!((&*got.topic, &got.payload[..]), ("devices/dev1/up", &b"mine"[..]));
         // Another device's topic, and an explicit deny, are refused (3.1.1
         // has no reason in PUBACK: the message is dropped all the same).
         for topic in ["devices/dev2/up", "devices/dev1/up/blocked"] {
-            let reason = publish_reason(&mut device, topic, "not mine").await;
+            let reason = device.publish_reason(topic, b"not mine", 7).await;
             if version.is_v5() {
                 assert_eq!(reason, ReasonCode::NOT_AUTHORIZED, "{topic}");
             }
@@ -95,7 +79,7 @@ async fn an_acl_file_grants_and_denies_and_is_reloaded_when_it_changes() {
     }
     // A client id that is a wildcard widens nothing.
     let mut sneaky = Client::connect(port, ProtocolVersion::V5, "+", true).await;
-    assert_eq!(publish_reason(&mut sneaky, "devices/dev1/up", "spoof").await, ReasonCode::NOT_AUTHORIZED);
+    assert_eq!(sneaky.publish_reason("devices/dev1/up", b"spoof", 7).await, ReasonCode::NOT_AUTHORIZED);
     watcher.expect_silence(Duration::from_millis(300)).await;
 
     // Take the read grant out: once the file is reloaded, the watcher's
@@ -104,7 +88,7 @@ async fn an_acl_file_grants_and_denies_and_is_reloaded_when_it_changes() {
     let mut device = Client::connect(port, ProtocolVersion::V5, "dev1", true).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reason = publish_reason(&mut device, "devices/dev1/up", "probe").await;
+        let reason = device.publish_reason("devices/dev1/up", b"probe", 7).await;
         assert!(allowed(reason), "{reason:?}");
         match watcher.recv_within(Duration::from_millis(500)).await {
             Some(Packet::Publish(got)) => {
@@ -123,7 +107,7 @@ async fn an_acl_file_grants_and_denies_and_is_reloaded_when_it_changes() {
     std::fs::write(&path, "topic read devices/+/up\nwhat is this\n").unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(subscribe_reasons(&mut watcher, &["devices/+/up"]).await, vec![ReasonCode::NOT_AUTHORIZED]);
-    let reason = publish_reason(&mut device, "devices/dev1/up", "still").await;
+    let reason = device.publish_reason("devices/dev1/up", b"still", 7).await;
     assert_eq!(reason, ReasonCode::NO_MATCHING_SUBSCRIBERS, "allowed, and nobody may read it");
 }
 

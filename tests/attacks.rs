@@ -64,22 +64,6 @@ async fn connect_as(
     (client, ack.reason)
 }
 
-/// A v5 QoS 1 publish; returns the PUBACK's reason code.
-async fn puback(client: &mut Client, topic: &str) -> ReasonCode {
-    let publish = Publish {
-        qos: QoS::AtLeastOnce,
-        topic: topic.into(),
-        packet_id: Some(3),
-        payload: "probe".into(),
-        ..Default::default()
-    };
-    client.send(&Packet::Publish(publish)).await;
-    match client.recv().await {
-        Some(Packet::PubAck(ack)) => ack.reason,
-        other => panic!("expected PUBACK, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn wildcard_subscription_passes_a_deny_rule() {
     let (broker, grpc) = Broker::start_with_grpc(&[]);
@@ -175,7 +159,10 @@ async fn will_skips_the_publish_acl_and_the_sys_guard() {
         &["acl", "add", "--deny", "--action", "publish", "--topic", "readonly/#", "--all"],
     );
     let mut probe = Client::connect(port, ProtocolVersion::V5, "probe", true).await;
-    until!("the deny rule", puback(&mut probe, "readonly/x").await == ReasonCode::NOT_AUTHORIZED);
+    until!(
+        "the deny rule",
+        probe.publish_reason("readonly/x", b"probe", 3).await == ReasonCode::NOT_AUTHORIZED
+    );
     let mut watcher = Client::connect(port, ProtocolVersion::V5, "watcher", true).await;
     watcher.subscribe("readonly/#", QoS::AtLeastOnce).await;
     watcher.subscribe("$SYS/brokers/forged/#", QoS::AtLeastOnce).await;
@@ -209,7 +196,7 @@ async fn will_authorized_again_when_it_is_sent() {
     // The rule changes while they are connected.
     mqttctl(&broker, &grpc, &["acl", "add", "--deny", "--action", "publish", "--topic", "later/#", "--all"]);
     let mut probe = Client::connect(port, ProtocolVersion::V5, "probe", true).await;
-    until!("the deny rule", puback(&mut probe, "later/p").await == ReasonCode::NOT_AUTHORIZED);
+    until!("the deny rule", probe.publish_reason("later/p", b"probe", 3).await == ReasonCode::NOT_AUTHORIZED);
     drop(wills); // sockets drop without DISCONNECT: the wills are due
     quiet(&mut watcher).await;
 }
@@ -397,7 +384,10 @@ async fn topic_alias_stored_before_the_acl() {
     let port = broker.port;
     mqttctl(&broker, &grpc, &["acl", "add", "--deny", "--action", "publish", "--topic", "secret/#", "--all"]);
     let mut probe = Client::connect(port, ProtocolVersion::V5, "probe", true).await;
-    until!("the deny rule", puback(&mut probe, "secret/x").await == ReasonCode::NOT_AUTHORIZED);
+    until!(
+        "the deny rule",
+        probe.publish_reason("secret/x", b"probe", 3).await == ReasonCode::NOT_AUTHORIZED
+    );
     let aliased = |topic: &str, packet_id: u16| {
         let mut publish = Publish {
             qos: QoS::AtLeastOnce,

@@ -51,6 +51,19 @@ impl Pki {
         (cert, key)
     }
 
+    /// `--set` pairs for a TLS listener on `port` that requires a client
+    /// certificate from this CA.
+    fn verifying_listener(&self, port: u16) -> Vec<String> {
+        vec![
+            "listeners.tls.enabled=true".to_owned(),
+            format!("listeners.tls.bind=127.0.0.1:{port}"),
+            format!("listeners.tls.certfile={}", self.path("server.pem")),
+            format!("listeners.tls.keyfile={}", self.path("server.key")),
+            format!("listeners.tls.cacertfile={}", self.path("ca.pem")),
+            "listeners.tls.verify_peer=true".to_owned(),
+        ]
+    }
+
     fn path(&self, file: &str) -> String {
         self.dir.path().join(file).display().to_string()
     }
@@ -168,18 +181,8 @@ async fn tls_and_wss_listeners() {
 async fn tls_client_certificates_are_verified_when_asked() {
     let pki = Pki::new();
     let [port, ws_port, tls_port] = common::free_ports();
-    let broker = Broker::start_on(
-        port,
-        ws_port,
-        &[
-            "listeners.tls.enabled=true",
-            &format!("listeners.tls.bind=127.0.0.1:{tls_port}"),
-            &format!("listeners.tls.certfile={}", pki.path("server.pem")),
-            &format!("listeners.tls.keyfile={}", pki.path("server.key")),
-            &format!("listeners.tls.cacertfile={}", pki.path("ca.pem")),
-            "listeners.tls.verify_peer=true",
-        ],
-    );
+    let settings = pki.verifying_listener(tls_port);
+    let broker = Broker::start_on(port, ws_port, &settings.iter().map(String::as_str).collect::<Vec<_>>());
     broker.wait_port(tls_port);
     // Without a client certificate: refused during or right after the handshake.
     let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(false)));
@@ -292,22 +295,14 @@ async fn x509_the_certificate_name_is_the_username() {
         .unwrap();
     let [port, ws_port, tls_port] = common::free_ports();
     let authorizers = format!("auth.authorizers=[{{ type = \"file\", path = \"{}\" }}]", pki.path("acl"));
-    let broker = Broker::start_on(
-        port,
-        ws_port,
-        &[
-            "listeners.tls.enabled=true",
-            &format!("listeners.tls.bind=127.0.0.1:{tls_port}"),
-            &format!("listeners.tls.certfile={}", pki.path("server.pem")),
-            &format!("listeners.tls.keyfile={}", pki.path("server.key")),
-            &format!("listeners.tls.cacertfile={}", pki.path("ca.pem")),
-            "listeners.tls.verify_peer=true",
-            "auth.authenticators=[{ type = \"x509\" }, { type = \"builtin\" }]",
-            &authorizers,
-            "auth.allow_anonymous=deny",
-            "auth.acl_no_match=deny",
-        ],
-    );
+    let mut settings = pki.verifying_listener(tls_port);
+    settings.extend([
+        "auth.authenticators=[{ type = \"x509\" }, { type = \"builtin\" }]".to_owned(),
+        authorizers,
+        "auth.allow_anonymous=deny".to_owned(),
+        "auth.acl_no_match=deny".to_owned(),
+    ]);
+    let broker = Broker::start_on(port, ws_port, &settings.iter().map(String::as_str).collect::<Vec<_>>());
     broker.wait_port(tls_port);
     let server_name = ServerName::try_from("localhost").unwrap();
 

@@ -319,6 +319,23 @@ impl Client {
         }
     }
 
+    /// Publishes at QoS 1 and returns the PUBACK's reason (3.1.1: success).
+    #[allow(dead_code)]
+    pub async fn publish_reason(&mut self, topic: &str, payload: &[u8], packet_id: u16) -> ReasonCode {
+        let publish = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: topic.into(),
+            packet_id: Some(packet_id),
+            payload: payload.to_vec().into(),
+            ..Default::default()
+        };
+        self.send(&Packet::Publish(publish)).await;
+        match self.recv().await {
+            Some(Packet::PubAck(ack)) => ack.reason,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+
     /// The next PUBLISH (panics on anything else or nothing).
     pub async fn expect_publish(&mut self) -> Publish {
         match self.recv().await {
