@@ -16,6 +16,10 @@ use config::{Config, LogFormat};
 
 /// jemalloc rather than the system allocator: it holds fewer bytes per idle
 /// connection and keeps fan-in throughput steadier (see benches/README.md).
+///
+/// The `system-allocator` feature leaves it out, so that heap profilers that
+/// hook malloc (heaptrack) can see every allocation.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -1019,3 +1019,38 @@ async fn a_full_peer_link_slows_qos0_publishers_instead_of_dropping() {
     publisher.send(&Packet::PingReq).await;
     assert!(matches!(publisher.recv_within(Duration::from_secs(5)).await, Some(Packet::PingResp)));
 }
+
+/// A node that starts finds in the control plane's snapshot a route held
+/// for it that it does not serve (left by an earlier run of the node): it
+/// withdraws it, and registers what it does serve. (A node does not keep
+/// its own routes in its table of remote routes, so this reads them from
+/// the snapshot.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_node_withdraws_the_routes_held_for_it_that_it_does_not_serve() {
+    use proto::controlplane::control_plane_client::ControlPlaneClient;
+    use proto::controlplane::RouteBatch;
+    let mut fleet = fleet(1).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(fleet.url.clone()).unwrap().connect().await.unwrap();
+    let token = proto::auth::BearerToken::new(Some(MEMBER_TOKEN)).unwrap();
+    let mut client = ControlPlaneClient::with_interceptor(channel, token);
+    // Node 2 is not running: its earlier run's route.
+    let add = vec!["stale/#".to_string()];
+    client.register_routes(RouteBatch { node_id: 2, add, ..Default::default() }).await.unwrap();
+    assert_eq!(has_route(&fleet.url, "stale/#", 2).await, Some(true));
+
+    let dir = fleet._dir.path().to_path_buf();
+    let token = dir.join("member.token");
+    let port = common::free_port();
+    fleet.nodes.push(start_node(1, port, &fleet.url, &dir, &token, &[]));
+    fleet.ports.push(port);
+    let mut subscriber = fleet.client(1, "fresh-sub").await;
+    subscriber.subscribe("fresh/#", QoS::AtLeastOnce).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while has_route(&fleet.url, "stale/#", 2).await != Some(false)
+        || has_route(&fleet.url, "fresh/#", 2).await != Some(true)
+    {
+        assert!(Instant::now() < deadline, "node 2's routes: {:?}", routes(&fleet.url).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

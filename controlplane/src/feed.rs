@@ -2,11 +2,13 @@
 //!
 //! Each applied entry that changed something a data-plane node needs becomes
 //! one `StateDelta` (converted to protobuf once, shared by `Arc` among all
-//! watchers). The feed keeps the last [`CHANGE_LOG_CAPACITY`] deltas: a
-//! watcher resuming from index N gets the deltas after N if they are all
-//! still held, else a full snapshot. Memory is bounded by the capacity
-//! whatever the number or speed of watchers; a slow watcher only holds its
-//! cursor, and when it falls off the end it is sent a snapshot.
+//! watchers). The feed keeps the last [`CHANGE_LOG_CAPACITY`] deltas, and
+//! no more than [`CHANGE_LOG_CHANGES`] changes in all (a delta of a route
+//! batch holds thousands): a watcher resuming from index N gets the deltas
+//! after N if they are all still held, else a full snapshot. Memory is
+//! bounded by those two whatever the number or speed of watchers; a slow
+//! watcher only holds its cursor, and when it falls off the end it is sent
+//! a snapshot.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,6 +22,10 @@ use crate::state::Change;
 /// How many deltas stay in memory for resuming watchers.
 pub(crate) const CHANGE_LOG_CAPACITY: usize = 4096;
 
+/// How many changes the deltas in memory hold at most, in all (about 90
+/// bytes each for a route); the newest delta stays whatever its size.
+pub(crate) const CHANGE_LOG_CHANGES: usize = 65_536;
+
 /// What a watcher at some index should be sent next.
 #[derive(Debug)]
 pub(crate) enum Since {
@@ -31,6 +37,8 @@ pub(crate) enum Since {
 
 struct Ring {
     deltas: VecDeque<Arc<pb::StateDelta>>,
+    /// The changes `deltas` hold, in all.
+    changes: usize,
     /// Every delta with an index above `floor` is in `deltas` (`None`: every
     /// delta since the first entry).
     floor: Option<u64>,
@@ -47,7 +55,7 @@ pub(crate) struct ChangeFeed {
 impl ChangeFeed {
     pub fn new() -> Self {
         ChangeFeed {
-            ring: Mutex::new(Ring { deltas: VecDeque::new(), floor: None, applied: None }),
+            ring: Mutex::new(Ring { deltas: VecDeque::new(), changes: 0, floor: None, applied: None }),
             version: watch::Sender::new(0),
         }
     }
@@ -59,12 +67,15 @@ impl ChangeFeed {
             ring.applied = Some(index);
             if !changes.is_empty() {
                 let delta = pb::StateDelta { index, changes: changes.iter().map(Into::into).collect() };
-                if ring.deltas.len() == CHANGE_LOG_CAPACITY {
-                    if let Some(evicted) = ring.deltas.pop_front() {
-                        ring.floor = Some(evicted.index);
-                    }
-                }
+                ring.changes += delta.changes.len();
                 ring.deltas.push_back(Arc::new(delta));
+                while ring.deltas.len() > CHANGE_LOG_CAPACITY
+                    || (ring.changes > CHANGE_LOG_CHANGES && ring.deltas.len() > 1)
+                {
+                    let Some(evicted) = ring.deltas.pop_front() else { break };
+                    ring.changes -= evicted.changes.len();
+                    ring.floor = Some(evicted.index);
+                }
             }
         }
         self.version.send_modify(|version| *version += 1);
@@ -76,6 +87,7 @@ impl ChangeFeed {
         {
             let mut ring = self.ring.lock();
             ring.deltas.clear();
+            ring.changes = 0;
             ring.floor = index;
             ring.applied = index;
         }
@@ -154,6 +166,25 @@ mod tests {
             indexes(feed.since(Some(CHANGE_LOG_CAPACITY as u64 + 8))),
             vec![CHANGE_LOG_CAPACITY as u64 + 9]
         );
+    }
+
+    #[test]
+    fn large_deltas_are_bounded_by_their_changes() {
+        let feed = ChangeFeed::new();
+        let batch: Vec<Change> =
+            (0..CHANGE_LOG_CHANGES / 4).map(|k| Change::UserRemoved(format!("u{k}"))).collect();
+        for index in 0..6 {
+            feed.publish(index, &batch);
+        }
+        // Four batches fill the budget: the two oldest are gone.
+        assert!(matches!(feed.since(Some(0)), Since::Snapshot));
+        assert_eq!(indexes(feed.since(Some(1))), vec![2, 3, 4, 5]);
+        // One delta larger than the budget is still held, alone.
+        let huge: Vec<Change> =
+            (0..CHANGE_LOG_CHANGES + 1).map(|k| Change::UserRemoved(format!("u{k}"))).collect();
+        feed.publish(6, &huge);
+        assert_eq!(indexes(feed.since(Some(5))), vec![6]);
+        assert!(matches!(feed.since(Some(4)), Since::Snapshot));
     }
 
     #[test]

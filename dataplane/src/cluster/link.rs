@@ -6,6 +6,7 @@
 //! (trying each listed member in turn, with a capped backoff); on reconnect
 //! it resumes from the last index it holds, or takes a fresh snapshot.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,8 +156,10 @@ async fn watch_once(
             Some(pb::watch_event::Event::SnapshotPart(_)) | None => {}
             Some(pb::watch_event::Event::Snapshot(snapshot)) => {
                 let next = ClusterView::from_snapshot(&snapshot);
-                broker.remote_routes.replace(
+                // This node's own routes are its router's; the table keeps the others'.
+                broker.remote_routes.replace_without(
                     snapshot.routes.iter().map(|r| (r.topic_filter.as_str(), r.node_ids.as_slice())),
+                    Some(config.node_id),
                 );
                 broker.shares.replace(
                     snapshot
@@ -177,7 +180,13 @@ async fn watch_once(
                     "control-plane snapshot applied"
                 );
                 if let Some(registrar) = &broker.routes {
-                    reconcile(registrar, broker, config.node_id);
+                    let held: HashSet<&str> = snapshot
+                        .routes
+                        .iter()
+                        .filter(|r| r.node_ids.contains(&config.node_id))
+                        .map(|r| r.topic_filter.as_str())
+                        .collect();
+                    reconcile(registrar, broker, config.node_id, &held);
                 }
                 view.store(Arc::new(next));
                 broker.access_changed();
@@ -187,7 +196,9 @@ async fn watch_once(
                 for change in &delta.changes {
                     match &change.change {
                         Some(pb::change::Change::RouteSet(route)) => {
-                            broker.remote_routes.set(&route.topic_filter, &route.node_ids);
+                            let others: Vec<u64> =
+                                route.node_ids.iter().copied().filter(|n| *n != config.node_id).collect();
+                            broker.remote_routes.set(&route.topic_filter, &others);
                             broker.announced.route_listed(&route.topic_filter, &route.node_ids);
                             // Our route went (we were declared down, say)
                             // while we still serve it: register it again.
@@ -240,8 +251,8 @@ fn members(group: &pb::ShareGroup) -> Vec<(u64, String)> {
 }
 
 /// After a snapshot: register what we serve and the control plane does not
-/// know, and withdraw what it holds for us that we no longer serve.
-fn reconcile(registrar: &RouteRegistrar, broker: &Broker, node_id: u64) {
+/// know, and withdraw what it holds for us (`held`) that we no longer serve.
+fn reconcile(registrar: &RouteRegistrar, broker: &Broker, node_id: u64, held: &HashSet<&str>) {
     let local = broker.router.share_members();
     for member in &local {
         if !broker.shares.has(&member.0, &member.1, node_id, &member.2) {
@@ -255,13 +266,13 @@ fn reconcile(registrar: &RouteRegistrar, broker: &Broker, node_id: u64) {
     }
     let local = broker.router.plain_filters();
     for filter in &local {
-        if !broker.remote_routes.has(filter, node_id) {
+        if !held.contains(filter.as_str()) {
             registrar.filter_added(filter);
         }
     }
-    for filter in broker.remote_routes.filters_of(node_id) {
-        if !local.contains(&filter) {
-            registrar.filter_removed(&filter);
+    for filter in held {
+        if !local.contains(*filter) {
+            registrar.filter_removed(filter);
         }
     }
 }

@@ -292,11 +292,27 @@ impl RouteTable {
     /// Replaces everything with `routes` (a snapshot): built aside, then
     /// swapped in, so publishes wait only for the swap.
     pub fn replace<'a>(&self, routes: impl IntoIterator<Item = (&'a str, &'a [u64])>) {
+        self.replace_without(routes, None);
+    }
+
+    /// As [`RouteTable::replace`], leaving `without` out of every route (a
+    /// node does not keep its own routes here: its router holds them).
+    pub fn replace_without<'a>(
+        &self,
+        routes: impl IntoIterator<Item = (&'a str, &'a [u64])>,
+        without: Option<u64>,
+    ) {
         let mut fresh = Node::default();
         let mut count = 0usize;
+        let mut kept = Vec::new();
         for (filter, nodes) in routes {
+            kept.clear();
+            kept.extend(nodes.iter().copied().filter(|node| Some(*node) != without));
+            if kept.is_empty() {
+                continue;
+            }
             let levels: Vec<&str> = filter.split('/').collect();
-            if fresh.set(&levels, nodes) > 0 {
+            if fresh.set(&levels, &kept) > 0 {
                 count += 1;
             }
         }
@@ -569,5 +585,14 @@ mod tests {
         out.clear();
         table.nodes_for("x/y", 0, &mut out);
         assert_eq!(out, vec![4, 5]);
+    }
+
+    #[test]
+    fn a_snapshot_without_this_node_keeps_only_the_others() {
+        let table = RouteTable::new();
+        table.replace_without([("mine", &[7u64][..]), ("both", &[4, 7][..]), ("theirs", &[4][..])], Some(7));
+        assert_eq!(table.len(), 2, "a route of this node alone is not held");
+        assert!(table.filters_of(7).is_empty());
+        assert!(table.has("both", 4) && table.has("theirs", 4) && !table.has("mine", 4));
     }
 }
