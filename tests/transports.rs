@@ -140,7 +140,7 @@ async fn websocket_with_mqtt_subprotocol() {
 async fn tls_and_wss_listeners() {
     let pki = Pki::new();
     let [port, ws_port, tls_port, wss_port] = common::free_ports();
-    let broker = Broker::start_on(
+    let mut broker = Broker::start_on(
         port,
         ws_port,
         &[
@@ -182,7 +182,8 @@ async fn tls_client_certificates_are_verified_when_asked() {
     let pki = Pki::new();
     let [port, ws_port, tls_port] = common::free_ports();
     let settings = pki.verifying_listener(tls_port);
-    let broker = Broker::start_on(port, ws_port, &settings.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut broker =
+        Broker::start_on(port, ws_port, &settings.iter().map(String::as_str).collect::<Vec<_>>());
     broker.wait_port(tls_port);
     // Without a client certificate: refused during or right after the handshake.
     let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(false)));
@@ -302,7 +303,8 @@ async fn x509_the_certificate_name_is_the_username() {
         "auth.allow_anonymous=deny".to_owned(),
         "auth.acl_no_match=deny".to_owned(),
     ]);
-    let broker = Broker::start_on(port, ws_port, &settings.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut broker =
+        Broker::start_on(port, ws_port, &settings.iter().map(String::as_str).collect::<Vec<_>>());
     broker.wait_port(tls_port);
     let server_name = ServerName::try_from("localhost").unwrap();
 

@@ -580,7 +580,7 @@ impl Broker {
     pub fn end_session(&self, mut state: Box<SessionState>) {
         for filter in state.subscriptions.keys() {
             if let Ok(parsed) = topic::parse_filter(filter) {
-                self.unsubscribe(&parsed, state.id, &state.client_id);
+                self.unsubscribe(&parsed, state.id, state.client_id());
             }
         }
         state.subscriptions.clear();
@@ -591,11 +591,11 @@ impl Broker {
         Metrics::add(&self.metrics.messages_dropped, lost.iter().filter(|d| d.qos as u8 > 0).count() as u64);
         if self.hooks.wants().deliveries {
             for delivery in &lost {
-                self.dropped(Some(&state.client_id), &delivery.message, DropReason::SessionEnded);
+                self.dropped(Some(state.client_id()), &delivery.message, DropReason::SessionEnded);
             }
         }
         if self.hooks.wants().sessions {
-            self.hooks.each(|i| i.sessions, |hook| hook.session_terminated(&state.client_id));
+            self.hooks.each(|i| i.sessions, |hook| hook.session_terminated(state.client_id()));
         }
     }
 
@@ -609,7 +609,7 @@ impl Broker {
         will: Option<PendingWill>,
     ) {
         let generation = self.next_id();
-        let client_id = state.client_id.clone();
+        let client_id = state.client_id().clone();
         let will_delay = will.as_ref().map(|will| will.delay);
         if let Err(state) = self.registry.park(connection, state, generation, will) {
             // Another connection holds the client id now; this state is stale.
@@ -677,7 +677,7 @@ impl Broker {
             state.inflight.remove(&id);
         }
         for delivery in gone {
-            self.dropped(Some(&state.client_id), &delivery.message, DropReason::NotAuthorized);
+            self.dropped(Some(state.client_id()), &delivery.message, DropReason::NotAuthorized);
         }
         dropped
     }
@@ -696,7 +696,7 @@ impl Broker {
             .collect();
         for raw in &denied {
             if let Ok(parsed) = topic::parse_filter(raw) {
-                self.unsubscribe(&parsed, state.id, &state.client_id);
+                self.unsubscribe(&parsed, state.id, state.client_id());
             }
             state.subscriptions.remove(&**raw);
         }

@@ -292,11 +292,14 @@ impl Broker {
         }
         let changed = self.access_generation() != generation;
         let refused = if changed { self.access.recheck(&mut identity).err() } else { None };
+        // The session is the one claimed for this client id: its id is the
+        // identity's (held once, there).
+        debug_assert_eq!(session.identity.client_id, identity.client_id);
         session.identity = identity;
         if let Some(reason) = refused {
             debug!(?reason, "access changed while connecting: refused");
             if expiry == 0 {
-                self.registry.release(&session.client_id, connection);
+                self.registry.release(session.client_id(), connection);
                 self.end_session(session);
             } else {
                 self.park_session(connection, session, expiry, None);
@@ -418,7 +421,7 @@ impl Broker {
     /// Removes the subscription of `session` to `raw`; returns whether it existed.
     pub fn unsubscribe_as(&self, session: &mut SessionState, raw: &str) -> Result<bool, ReasonCode> {
         let parsed = topic::parse_filter(raw).map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)?;
-        let removed = self.unsubscribe(&parsed, session.id, &session.client_id);
+        let removed = self.unsubscribe(&parsed, session.id, session.client_id());
         session.subscriptions.remove(raw);
         Ok(removed)
     }
@@ -447,7 +450,7 @@ impl Broker {
                 }
             }
             Ending::Leave { expiry: 0 } => {
-                self.registry.release(&session.client_id, connection);
+                self.registry.release(session.client_id(), connection);
                 if let Some(will) = will {
                     self.publish_will(&will);
                 }

@@ -18,6 +18,7 @@ mod connection;
 pub mod door;
 pub(crate) mod hibernate;
 pub mod hooks;
+pub(crate) mod lazymap;
 pub(crate) mod listener;
 pub mod mailbox;
 pub mod message;

@@ -61,8 +61,9 @@ struct Inner {
     /// Times waiting publishers were released (the queue drained, or the
     /// session went offline), so that a waiter knows it happened.
     releases: u32,
-    /// Back-pressure thresholds, from the last push's limits.
-    low_water: usize,
+    /// Back-pressure thresholds, from the last push's limits (a `u32`: with
+    /// the other small fields it keeps a mailbox in jemalloc's 96-byte class).
+    low_water: u32,
     /// Publishers wait for this queue to drain.
     publishers_waiting: bool,
     /// A wake-up is pending for the connection.
@@ -140,7 +141,7 @@ impl Mailbox {
         if !inner.online && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
             return Pushed { outcome: PushOutcome::Dropped, pressure: false };
         }
-        inner.low_water = limits.max_len / 4;
+        inner.low_water = u32::try_from(limits.max_len / 4).unwrap_or(u32::MAX);
         if inner.queue.len() + 1 >= limits.max_len / 2 {
             inner.pressured = true;
         }
@@ -179,7 +180,7 @@ impl Mailbox {
                 if !inner.online
                     || inner.stalled
                     || inner.releases != start
-                    || inner.queue.len() <= inner.low_water
+                    || inner.queue.len() <= inner.low_water as usize
                 {
                     return;
                 }
@@ -227,7 +228,7 @@ impl Mailbox {
                 out.push(delivery);
             }
         }
-        if inner.queue.len() <= inner.low_water {
+        if inner.queue.len() <= inner.low_water as usize {
             inner.stalled = false;
             inner.pressured = false;
             release_waiters(inner);

@@ -8,8 +8,7 @@
 //! Invariant: `inflight` never holds more entries than the window the
 //! connection announced, and packet identifiers in it are unique.
 
-use std::collections::BTreeMap;
-
+use crate::lazymap::LazyMap;
 use crate::smallmap::SmallMap;
 use std::sync::Arc;
 
@@ -49,7 +48,6 @@ pub struct SessionSubscription {
 #[derive(Debug)]
 pub struct SessionState {
     pub id: SessionId,
-    pub client_id: Arc<str>,
     /// Who holds (or last held) the session: its username owns it (only
     /// that username may resume it), and ACL rechecks judge its
     /// subscriptions as this client's.
@@ -57,11 +55,11 @@ pub struct SessionState {
     pub mailbox: Arc<Mailbox>,
     /// By the filter exactly as subscribed (prefixes included).
     pub subscriptions: SmallMap<Box<str>, SessionSubscription>,
-    pub inflight: BTreeMap<u16, Inflight>,
+    pub inflight: LazyMap<u16, Inflight>,
     /// Incoming QoS 2 messages, allowed and held until their PUBREL
     /// routes them (as Mosquitto does: a client subscribed to its own topic
     /// gets the message after its PUBCOMP, which client code relies on).
-    pub awaiting_rel: BTreeMap<u16, Message>,
+    pub awaiting_rel: LazyMap<u16, Message>,
     next_packet_id: u16,
     next_seq: u64,
 }
@@ -70,20 +68,24 @@ impl SessionState {
     pub fn new(id: SessionId, client_id: Arc<str>) -> SessionState {
         SessionState {
             id,
-            identity: Identity::anonymous(client_id.clone(), std::net::Ipv4Addr::UNSPECIFIED.into()),
-            client_id,
+            identity: Identity::anonymous(client_id, std::net::Ipv4Addr::UNSPECIFIED.into()),
             mailbox: Arc::new(Mailbox::new()),
             subscriptions: SmallMap::new(),
-            inflight: BTreeMap::new(),
-            awaiting_rel: BTreeMap::new(),
+            inflight: LazyMap::new(),
+            awaiting_rel: LazyMap::new(),
             next_packet_id: 1,
             next_seq: 0,
         }
     }
 
+    /// The client identifier the session is for (held once, in its identity).
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.identity.client_id
+    }
+
     /// The router's handle on this session.
     pub fn subscriber(&self) -> Subscriber {
-        Subscriber { session: self.id, client_id: self.client_id.clone(), mailbox: self.mailbox.clone() }
+        Subscriber { session: self.id, client_id: self.client_id().clone(), mailbox: self.mailbox.clone() }
     }
 
     /// A packet identifier not in use by an outgoing message.

@@ -34,6 +34,36 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }
 
+/// Whether process `pid` holds a TCP socket listening on `port` (read from
+/// `/proc/net/tcp{,6}` and the process's open files).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex; state 0A is LISTEN.
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && fields.get(3) == Some(&"0A") {
+                if let Some(inode) = fields.get(9) {
+                    inodes.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|inode| target.as_os_str() == inode.as_str()))
+    })
+}
+
 /// A running `mqttd`, killed on drop.
 pub struct Broker {
     child: Child,
@@ -48,6 +78,14 @@ impl Broker {
     /// Starts `mqttd` with TCP and WS on free ports plus `extra` `--set` pairs.
     pub fn start(extra: &[&str]) -> Broker {
         // Both at once: two calls to free_port() may return the same port.
+        // A port picked free can still be taken before mqttd binds it (by
+        // another test): then mqttd exits, and it is started again on others.
+        for _ in 0..2 {
+            let [port, ws_port] = free_ports();
+            if let Ok(broker) = Broker::try_start_on(port, ws_port, extra) {
+                return broker;
+            }
+        }
         let [port, ws_port] = free_ports();
         Broker::start_on(port, ws_port, extra)
     }
@@ -64,6 +102,12 @@ impl Broker {
 
     /// Starts `mqttd` with TCP and WS on the given ports.
     pub fn start_on(port: u16, ws_port: u16, extra: &[&str]) -> Broker {
+        Broker::try_start_on(port, ws_port, extra).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Starts `mqttd` with TCP and WS on the given ports; says why not if it
+    /// exits or does not listen.
+    fn try_start_on(port: u16, ws_port: u16, extra: &[&str]) -> Result<Broker, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = vec![
             format!("listeners.tcp.bind=127.0.0.1:{port}"),
@@ -74,9 +118,9 @@ impl Broker {
         ];
         settings.extend(extra.iter().map(|setting| (*setting).to_owned()));
         let child = Broker::spawn(dir.path(), &settings);
-        let broker = Broker { child, settings, port, ws_port, dir };
-        broker.wait_ready();
-        broker
+        let mut broker = Broker { child, settings, port, ws_port, dir };
+        broker.try_wait_port(port)?;
+        Ok(broker)
     }
 
     fn spawn(dir: &std::path::Path, settings: &[String]) -> Child {
@@ -84,7 +128,9 @@ impl Broker {
         for setting in settings {
             command.arg("--set").arg(setting);
         }
-        command.current_dir(dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn mqttd")
+        // MQTTD_TEST_LOG=1 shows the broker's log, to debug a failing test.
+        let log = if std::env::var_os("MQTTD_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        command.current_dir(dir).stdout(Stdio::null()).stderr(log).spawn().expect("spawn mqttd")
     }
 
     /// Stops it (SIGTERM) and starts it again with the same settings, in the
@@ -95,20 +141,30 @@ impl Broker {
         self.wait_ready();
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         self.wait_port(self.port);
     }
 
-    /// Waits until `port` accepts connections (listeners bind one by one).
-    pub fn wait_port(&self, port: u16) {
+    /// Waits until this `mqttd` listens on `port` (listeners bind one by
+    /// one). The listening socket must be this process's: a port picked
+    /// free may be taken by another test's listener before `mqttd` binds it,
+    /// and a connect would then succeed against the wrong server.
+    pub fn wait_port(&mut self, port: u16) {
+        self.try_wait_port(port).unwrap_or_else(|why| panic!("{why}"));
+    }
+
+    fn try_wait_port(&mut self, port: u16) -> Result<(), String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+            if listens_on(self.child.id(), port) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("mqttd exited ({status}) before listening on {port}"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("mqttd did not start listening on {port}");
+        Err(format!("mqttd (pid {}) did not start listening on {port}", self.child.id()))
     }
 
     /// Sends SIGTERM and waits for the exit status.

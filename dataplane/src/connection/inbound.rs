@@ -146,7 +146,7 @@ impl<T: Transport> Connection<T> {
     /// Tells the delivery observers that the client acknowledged a message.
     fn acked(&self, message: &crate::message::Message) {
         if self.broker.hooks.wants().deliveries {
-            let client_id = &*self.session.client_id;
+            let client_id = &**self.session.client_id();
             self.broker.hooks.each(|i| i.deliveries, |hook| hook.message_acked(client_id, message));
         }
     }
@@ -273,7 +273,7 @@ impl<T: Transport> Connection<T> {
         let topic_for_alias = new_alias.map(|alias| (alias, publish.topic.clone()));
         let qos = publish.qos;
         let mut wait = None;
-        let reason = match Self::message_from(publish, &self.session.client_id) {
+        let reason = match Self::message_from(publish, self.session.client_id()) {
             Err(reason) => reason,
             Ok(message) if qos == QoS::ExactlyOnce => {
                 match self.broker.authorize_publish(&self.session.identity, &message.topic) {
@@ -393,7 +393,7 @@ impl<T: Transport> Connection<T> {
             };
             if send_retained && !subscribed.shared {
                 for message in self.broker.retained_for(&raw) {
-                    if options.no_local && message.publisher.as_deref() == Some(&*self.session.client_id) {
+                    if options.no_local && message.publisher.as_deref() == Some(&**self.session.client_id()) {
                         continue;
                     }
                     retained_to_send.push(Delivery {

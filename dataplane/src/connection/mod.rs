@@ -218,7 +218,7 @@ impl Dormant {
     /// runtime's reactor (or closes it, if the socket cannot go back).
     pub(crate) fn wake(self, runtime: &tokio::runtime::Handle) {
         let mut this = self;
-        let span = tracing::debug_span!("conn", client_id = %this.session.client_id);
+        let span = tracing::debug_span!("conn", client_id = %this.session.client_id());
         let _runtime = runtime.enter();
         // Read what woke it (if anything) right here, on the plain socket:
         // tokio learns a new registration's readiness only at its next

@@ -45,7 +45,7 @@ impl<T: Transport> Connection<T> {
             if delivery.message.is_expired(now) {
                 dropped += 1;
                 if observed {
-                    let client_id = Some(&*self.session.client_id);
+                    let client_id = Some(&**self.session.client_id());
                     self.broker.dropped(client_id, &delivery.message, DropReason::Expired);
                 }
                 continue;
@@ -63,7 +63,7 @@ impl<T: Transport> Connection<T> {
             if self.write_publish(&delivery, packet_id, false, now) {
                 sent += 1;
                 if observed {
-                    let (broker, client_id) = (&self.broker, &*self.session.client_id);
+                    let (broker, client_id) = (&self.broker, &**self.session.client_id());
                     broker
                         .hooks
                         .each(|i| i.deliveries, |hook| hook.message_delivered(client_id, &delivery.message));
