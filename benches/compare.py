@@ -72,10 +72,12 @@ def scenarios(opts):
     found = [
         Scenario("conn", conn, [Row("bytes_per_conn_held", held, True),
                                 Row("connect_rate", f"connections/s, {opts.conn_clients:,} clients, "
-                                                    "CONNECT to CONNACK")], conn=True),
+                                                    "CONNECT to CONNACK"),
+                                Row("connects_per_broker_cpu_s", "connections per broker CPU-s")],
+                 conn=True, baseline="conn"),
         Scenario("conn-sub", conn + ["--subscribe"],
                  [Row("bytes_per_conn_held", held.replace("connection", "connection + subscription"),
-                      True)], conn=True),
+                      True)], conn=True, baseline="conn"),
         Scenario("fanin-qos0", ["fanin", "--publishers", str(n), "--qos", "0"], rate, 0, "fanin"),
         Scenario("fanin-qos1", ["fanin", "--publishers", str(n), "--qos", "1"], rate, 1, "fanin"),
         Scenario("fanout", ["fanout", "--subscribers", str(n), "--qos", "0"],

@@ -634,13 +634,21 @@ impl DataplaneConfig {
             })
         };
         for (position, entry) in self.auth.authenticators.iter().enumerate() {
-            // `http` is built by the `auth-backends` crate, which checks its
-            // settings when the chain is loaded.
+            // `http` and `redis` are built by the `auth-backends` crate, which
+            // checks their settings when the chain is loaded.
             if !matches!(
                 entry,
-                AuthenticatorConfig::Builtin | AuthenticatorConfig::Http(_) | AuthenticatorConfig::X509(_)
+                AuthenticatorConfig::Builtin
+                    | AuthenticatorConfig::Http(_)
+                    | AuthenticatorConfig::Redis(_)
+                    | AuthenticatorConfig::X509(_)
             ) {
-                return not_built("auth.authenticators", position, entry.kind(), "builtin, http, x509");
+                return not_built(
+                    "auth.authenticators",
+                    position,
+                    entry.kind(),
+                    "builtin, http, redis, x509",
+                );
             }
         }
         for (position, entry) in self.auth.authorizers.iter().enumerate() {

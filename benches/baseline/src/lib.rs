@@ -76,7 +76,7 @@ const CONNACK_V4: &[u8] = &[0x20, 0x02, 0x00, 0x00];
 const CONNACK_V5: &[u8] = &[0x20, 0x03, 0x00, 0x00, 0x00];
 const PINGRESP: &[u8] = &[0xD0, 0x00];
 
-/// The scenario the baseline is run for. All three are served by one
+/// The scenario the baseline is run for. All are served by one
 /// forwarding path, which already does what each needs: a writer writes as
 /// soon as its socket takes bytes, so a lone frame goes out at once
 /// (latency), and whatever queued while the socket drained goes out in the
@@ -91,6 +91,9 @@ pub enum Mode {
     Fanin,
     /// A paced flow whose send-to-receive time is measured.
     Latency,
+    /// Connections opened and held: CONNECT answered with CONNACK (and
+    /// SUBSCRIBE with SUBACK), the least a connect storm costs.
+    Conn,
 }
 
 /// Accepts connections on `listener` and serves them until the task is

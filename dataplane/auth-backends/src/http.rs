@@ -45,25 +45,16 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use crate::cache::AnswerCache;
+use crate::template::{check_template, default_on_error, expand, request_values, OnError, PLACEHOLDERS};
 
 /// The most of an answer's body that is read.
 const MAX_BODY: usize = 64 << 10;
-
-const PLACEHOLDERS: [&str; 5] =
-    ["${username}", "${password}", "${clientid}", "${peerhost}", "${cert_common_name}"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Method {
     Get,
     Post,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum OnError {
-    Deny,
-    Ignore,
 }
 
 /// The settings of one `type = "http"` entry.
@@ -108,9 +99,6 @@ fn default_pool_size() -> usize {
 }
 fn default_queue() -> usize {
     64
-}
-fn default_on_error() -> OnError {
-    OnError::Deny
 }
 fn default_cache_entries() -> usize {
     10_000
@@ -207,7 +195,8 @@ impl HttpAuthenticator {
             return Err(invalid("timeout_ms, pool_size", "must be at least 1".into()));
         }
         for (name, template) in &settings.body {
-            check_template(template).map_err(|reason| invalid("body", format!("{name}: {reason}")))?;
+            check_template(template, &PLACEHOLDERS)
+                .map_err(|reason| invalid("body", format!("{name}: {reason}")))?;
         }
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &settings.headers {
@@ -254,13 +243,7 @@ impl HttpAuthenticator {
 
     /// The request's fields, placeholders replaced.
     fn fields(&self, request: &ConnectRequest<'_>) -> Vec<(String, String)> {
-        let password = request.password.map(String::from_utf8_lossy).unwrap_or_default();
-        let peerhost = request.address.to_string();
-        let common_name = request
-            .certificate
-            .and_then(|der| dataplane::auth::x509::name_in(der, dataplane::config::CertName::Cn))
-            .unwrap_or_default();
-        let values = [request.username.unwrap_or(""), &password, request.client_id, &peerhost, &common_name];
+        let values = request_values(request);
         self.body.iter().map(|(name, template)| (name.clone(), expand(template, &values))).collect()
     }
 
@@ -369,44 +352,6 @@ async fn read_answer(mut response: reqwest::Response) -> Result<Answer, Failure>
     }
 }
 
-/// The template with each placeholder replaced by its value, in one pass:
-/// a value that holds a placeholder's text is not expanded again.
-/// (Templates were checked by [`check_template`].)
-fn expand(template: &str, values: &[&str; 5]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let tail = &rest[start..];
-        let Some(end) = tail.find('}') else {
-            rest = tail;
-            break;
-        };
-        match PLACEHOLDERS.iter().position(|placeholder| *placeholder == &tail[..=end]) {
-            Some(index) => out.push_str(values[index]),
-            None => out.push_str(&tail[..=end]),
-        }
-        rest = &tail[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A template may hold only the known placeholders.
-fn check_template(template: &str) -> Result<(), String> {
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        let tail = &rest[start..];
-        let end = tail.find('}').ok_or_else(|| format!("unclosed placeholder in {template:?}"))?;
-        let placeholder = &tail[..=end];
-        if !PLACEHOLDERS.contains(&placeholder) {
-            return Err(format!("unknown placeholder {placeholder} (known: {})", PLACEHOLDERS.join(", ")));
-        }
-        rest = &tail[end + 1..];
-    }
-    Ok(())
-}
-
 impl Authenticator for HttpAuthenticator {
     fn authenticate<'a>(&'a self, request: ConnectRequest<'a>) -> HookFuture<'a, Verdict<Grant>> {
         Box::pin(self.verdict(request))
@@ -426,7 +371,7 @@ mod tests {
         for (text, expect) in [
             ("url = \"ftp://x/\"", "url"),
             ("url = \"not a url\"", "url"),
-            ("url = \"http://x/\"\nbody = { u = \"${user}\" }", "unknown placeholder ${user}"),
+            ("url = \"http://x/\"\nbody = { u = \"${user}\" }", "placeholder ${user} not allowed"),
             ("url = \"http://x/\"\nbody = { u = \"${username\" }", "unclosed"),
             ("url = \"http://x/\"\ntimeout_ms = 0", "timeout_ms"),
             ("url = \"http://x/\"\nheaders = { content-type = \"text/plain\" }", "content-type"),

@@ -7,11 +7,18 @@
 //!   ignore.
 //! - `cache.rs`: the bounded, expiring memory of answers every external
 //!   authenticator keeps.
+//! - `redis_auth.rs`: `type = "redis"`, users in Redis hashes.
+//! - `password.rs`: password hashes in the formats EMQX's stores use, for
+//!   the database backends.
+//! - `template.rs`: placeholders and the failure policy they all share.
 
 #![forbid(unsafe_code)]
 
 mod cache;
 pub mod http;
+pub mod password;
+pub mod redis_auth;
+mod template;
 
 use std::sync::Arc;
 
@@ -28,6 +35,11 @@ impl Backends for Factory {
         match entry {
             AuthenticatorConfig::Http(table) => Some(
                 http::HttpAuthenticator::from_table(table)
+                    .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
+                    .map_err(|error| error.to_string()),
+            ),
+            AuthenticatorConfig::Redis(table) => Some(
+                redis_auth::RedisAuthenticator::from_table(table)
                     .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
                     .map_err(|error| error.to_string()),
             ),

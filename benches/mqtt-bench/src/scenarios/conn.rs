@@ -76,6 +76,10 @@ struct ConnReport {
     /// Broker CPU seconds from the first connection to the last CONNACK.
     #[serde(skip_serializing_if = "Option::is_none")]
     broker_cpu_s: Option<f64>,
+    /// Connections made per broker CPU-second (`connected / broker_cpu_s`):
+    /// the connect rate per core, whatever the load generator's own speed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connects_per_broker_cpu_s: Option<f64>,
     /// Broker CPU seconds over the hold (pings included).
     #[serde(skip_serializing_if = "Option::is_none")]
     hold_broker_cpu_s: Option<f64>,
@@ -243,6 +247,11 @@ async fn connect_and_hold(settings: ConnSettings) -> anyhow::Result<Report> {
         rss_held_kb: held.rss_kb,
         bytes_per_conn_held: per_conn(held.rss_kb),
         broker_cpu_s: cpu_delta(cpu_before, cpu_after),
+        connects_per_broker_cpu_s: cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| after - before)
+            .filter(|cpu| *cpu > 0.0)
+            .map(|cpu| round(connected as f64 / cpu, 1)),
         hold_broker_cpu_s: cpu_delta(cpu_after, held.cpu_s),
         hosts: config::used(&settings.hosts, settings.clients),
         deliveries: deliveries.count.load(Ordering::Relaxed),

@@ -1,0 +1,465 @@
+//! `type = "redis"`: users kept in Redis hashes, as EMQX's Redis
+//! authenticator reads them, so the same keys work for both.
+//!
+//! ```toml
+//! [[auth.authenticators]]
+//! type = "redis"
+//! server = "127.0.0.1:6379"
+//! database = 0
+//! username = "mqtt"               # Redis ACL user (optional)
+//! password = "..."                # optional
+//! cmd = "HMGET mqtt_user:${username} password_hash salt is_superuser"
+//! password_hash = { algorithm = "sha256", salt_position = "suffix" }
+//! timeout_ms = 5000
+//! pool_size = 8                   # commands in flight (one pipelined connection)
+//! queue = 64                      # checks that may wait for one of them
+//! on_error = "deny"               # or "ignore": ask the next authenticator
+//! cache_entries = 10000           # results held; 0: none
+//! cache_ttl_s = 60
+//! ```
+//!
+//! `cmd` is `HMGET <key> <field>...` or `HGET <key> <field>`; the key may
+//! hold `${username}`, `${clientid}`, `${peerhost}` and
+//! `${cert_common_name}` (never `${password}`: a key shows in Redis's
+//! logs), the fields none. `password_hash` (or `password`, EMQX 4's name)
+//! is required among the fields; `salt` and `is_superuser` (`1` or `true`)
+//! are optional.
+//!
+//! Outcomes: no such user (the hash field is missing) or a client that
+//! sent no password: ignore, the next authenticator decides; the password
+//! matches: allow; it does not: deny (bad username or password). Redis
+//! unreachable, slow past `timeout_ms`, a reply not understood or a stored
+//! hash that cannot be checked: `on_error`.
+//!
+//! Invariants:
+//! - **The command is built from arguments, never from text**: each
+//!   expanded value is one argument of the Redis protocol, so a username
+//!   with spaces or CRLF stays one key.
+//! - **Nothing runs on the connection's task**: the command is a task of
+//!   its own, at most `pool_size` at once and `queue` more waiting, within
+//!   `timeout_ms` in all; costly hashes (bcrypt, PBKDF2, argon2) are
+//!   checked on the blocking pool.
+//! - **No password is kept**: the cache holds a keyed MAC of the password
+//!   with the outcome ([`AnswerCache`]), and only outcomes that came from
+//!   Redis.
+//! - Only a single server for now: `mode = "sentinel"` and `"cluster"`
+//!   are refused at start with a message saying so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataplane::cluster::access::{default_refusal, Grant};
+use dataplane::hooks::{Authenticator, ConnectRequest, HookFuture, Verdict};
+use mqtt_codec::ReasonCode;
+use redis::aio::MultiplexedConnection;
+use serde::Deserialize;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::cache::AnswerCache;
+use crate::http::SettingsError;
+use crate::password::{from_emqx_spelling, HashAlgorithm};
+use crate::template::{check_template, default_on_error, expand, request_values, OnError};
+
+/// Placeholders a key may hold.
+const KEY_PLACEHOLDERS: [&str; 4] = ["${username}", "${clientid}", "${peerhost}", "${cert_common_name}"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Single,
+    Sentinel,
+    Cluster,
+}
+
+/// The settings of one `type = "redis"` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default = "single")]
+    mode: Mode,
+    server: String,
+    #[serde(default)]
+    database: i64,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    cmd: String,
+    password_hash: HashAlgorithm,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_pool_size")]
+    pool_size: usize,
+    #[serde(default = "default_queue")]
+    queue: usize,
+    #[serde(default = "default_on_error")]
+    on_error: OnError,
+    #[serde(default = "default_cache_entries")]
+    cache_entries: usize,
+    #[serde(default = "default_cache_ttl_s")]
+    cache_ttl_s: u64,
+}
+
+fn single() -> Mode {
+    Mode::Single
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_pool_size() -> usize {
+    8
+}
+fn default_queue() -> usize {
+    64
+}
+fn default_cache_entries() -> usize {
+    10_000
+}
+fn default_cache_ttl_s() -> u64 {
+    60
+}
+
+/// Where each wanted field is in the command's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fields {
+    hash: usize,
+    salt: Option<usize>,
+    superuser: Option<usize>,
+}
+
+/// What Redis and the hash said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Allow { superuser: bool },
+    Deny,
+    Ignore,
+}
+
+/// Why no outcome came.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("the command queue is full")]
+    Busy,
+    #[error("no answer within the timeout")]
+    Timeout,
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("{0}")]
+    Hash(String),
+}
+
+/// The `redis` authenticator.
+pub struct RedisAuthenticator {
+    client: redis::Client,
+    /// The pipelined connection, made on first use and again after an error.
+    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
+    /// `HMGET` or `HGET`.
+    verb: &'static str,
+    key: String,
+    fields: Vec<String>,
+    wanted: Fields,
+    algorithm: Arc<HashAlgorithm>,
+    timeout: Duration,
+    pool: Arc<Semaphore>,
+    admission: Arc<Semaphore>,
+    on_error: OnError,
+    cache: AnswerCache<Outcome>,
+    server: String,
+}
+
+impl std::fmt::Debug for RedisAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAuthenticator")
+            .field("server", &self.server)
+            .field("verb", &self.verb)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisAuthenticator {
+    /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
+    pub fn from_table(table: &toml::Table) -> Result<RedisAuthenticator, SettingsError> {
+        let mut table = table.clone();
+        from_emqx_spelling(&mut table);
+        let settings: Settings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))?;
+        RedisAuthenticator::new(settings)
+    }
+
+    fn new(settings: Settings) -> Result<RedisAuthenticator, SettingsError> {
+        let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
+        if settings.mode != Mode::Single {
+            return Err(invalid(
+                "mode",
+                format!("{:?} is not supported yet: only \"single\"", settings.mode).to_lowercase(),
+            ));
+        }
+        if settings.timeout_ms == 0 || settings.pool_size == 0 {
+            return Err(invalid("timeout_ms, pool_size", "must be at least 1".into()));
+        }
+        settings.password_hash.validate().map_err(|error| invalid("password_hash", error.to_string()))?;
+        let (verb, key, fields) = parse_command(&settings.cmd).map_err(|reason| invalid("cmd", reason))?;
+        let wanted = wanted_fields(&fields).map_err(|reason| invalid("cmd", reason))?;
+        let (host, port) = match settings.server.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port
+                    .parse()
+                    .map_err(|_| invalid("server", format!("bad port in {:?}", settings.server)))?;
+                (host.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
+            }
+            None => (settings.server.clone(), 6379),
+        };
+        let info = redis::ConnectionInfo {
+            addr: redis::ConnectionAddr::Tcp(host, port),
+            redis: redis::RedisConnectionInfo {
+                db: settings.database,
+                username: settings.username.clone(),
+                password: settings.password.clone(),
+                ..Default::default()
+            },
+        };
+        let client = redis::Client::open(info).map_err(|error| invalid("server", error.to_string()))?;
+        Ok(RedisAuthenticator {
+            client,
+            connection: Arc::new(Mutex::new(None)),
+            verb,
+            key,
+            fields,
+            wanted,
+            algorithm: Arc::new(settings.password_hash),
+            timeout: Duration::from_millis(settings.timeout_ms),
+            pool: Arc::new(Semaphore::new(settings.pool_size)),
+            admission: Arc::new(Semaphore::new(settings.pool_size.saturating_add(settings.queue))),
+            on_error: settings.on_error,
+            cache: AnswerCache::new(settings.cache_entries, Duration::from_secs(settings.cache_ttl_s)),
+            server: settings.server,
+        })
+    }
+
+    /// Looks the user up and checks the password, on a task of its own,
+    /// within the timeout.
+    async fn check(&self, key: String, password: Vec<u8>) -> Result<Outcome, Failure> {
+        let admitted = self.admission.clone().try_acquire_owned().map_err(|_| Failure::Busy)?;
+        let pool = self.pool.clone();
+        let connection = self.connection.clone();
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        let mut command = redis::cmd(self.verb);
+        command.arg(&key);
+        for field in &self.fields {
+            command.arg(field);
+        }
+        let verb = self.verb;
+        let wanted = self.wanted.clone();
+        let algorithm = self.algorithm.clone();
+        let mut task = tokio::spawn(async move {
+            let _admitted = admitted;
+            let _permit = pool.acquire_owned().await.map_err(|_| Failure::Busy)?;
+            let mut link = {
+                let mut held = connection.lock().await;
+                match held.as_ref() {
+                    Some(link) => link.clone(),
+                    None => {
+                        let link = client
+                            .get_multiplexed_async_connection()
+                            .await
+                            .map_err(|error| Failure::Redis(describe(&error)))?;
+                        *held = Some(link.clone());
+                        link
+                    }
+                }
+            };
+            let reply: Result<Vec<Option<Vec<u8>>>, redis::RedisError> = if verb == "HGET" {
+                command.query_async::<Option<Vec<u8>>>(&mut link).await.map(|value| vec![value])
+            } else {
+                command.query_async(&mut link).await
+            };
+            let values = match reply {
+                Ok(values) => values,
+                Err(error) => {
+                    if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
+                        *connection.lock().await = None;
+                    }
+                    return Err(Failure::Redis(describe(&error)));
+                }
+            };
+            judge(&values, &wanted, &algorithm, password).await
+        });
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => Err(Failure::Redis(error.to_string())),
+            Err(_) => {
+                // A Redis that hangs must not keep tasks (or the connection
+                // slot's lock, while connecting) past the timeout.
+                task.abort();
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    async fn verdict(&self, request: ConnectRequest<'_>) -> Verdict<Grant> {
+        let Some(password) = request.password else { return Verdict::Ignore };
+        let values = request_values(&request);
+        let key = expand(&self.key, &values);
+        let cache_key: [&[u8]; 2] = [key.as_bytes(), password];
+        let outcome = match self.cache.get(&cache_key) {
+            Some(outcome) => Ok(outcome),
+            None => {
+                let checked = self.check(key.clone(), password.to_vec()).await;
+                if let Ok(outcome) = &checked {
+                    self.cache.put(&cache_key, outcome.clone());
+                }
+                checked
+            }
+        };
+        match outcome {
+            Ok(Outcome::Allow { superuser }) => {
+                Verdict::Allow(Grant { superuser, credential: None, external: true, username: None })
+            }
+            Ok(Outcome::Deny) => Verdict::Deny(default_refusal(request.username)),
+            Ok(Outcome::Ignore) => Verdict::Ignore,
+            Err(failure) => {
+                tracing::warn!(server = %self.server, %failure, on_error = ?self.on_error, "Redis authenticator failed");
+                match self.on_error {
+                    OnError::Deny => Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE),
+                    OnError::Ignore => Verdict::Ignore,
+                }
+            }
+        }
+    }
+}
+
+/// A Redis error without anything the server echoed back (which may hold
+/// a key, and so a username).
+fn describe(error: &redis::RedisError) -> String {
+    if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_connection_refusal() {
+        "cannot connect".into()
+    } else if error.is_io_error() || error.is_connection_dropped() {
+        "connection lost".into()
+    } else {
+        format!("{:?}", error.kind())
+    }
+}
+
+/// The command's verb, key template and fields.
+fn parse_command(cmd: &str) -> Result<(&'static str, String, Vec<String>), String> {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let verb = match words.first().map(|verb| verb.to_ascii_uppercase()).as_deref() {
+        Some("HMGET") => "HMGET",
+        Some("HGET") => "HGET",
+        other => return Err(format!("expected HMGET or HGET, got {:?}", other.unwrap_or(""))),
+    };
+    let Some(key) = words.get(1) else { return Err("no key".into()) };
+    check_template(key, &KEY_PLACEHOLDERS)?;
+    let fields: Vec<String> = words[2..].iter().map(|field| field.to_string()).collect();
+    if fields.iter().any(|field| field.contains("${")) {
+        return Err("fields take no placeholders".into());
+    }
+    if verb == "HGET" && fields.len() != 1 {
+        return Err("HGET takes one field".into());
+    }
+    Ok((verb, key.to_string(), fields))
+}
+
+fn wanted_fields(fields: &[String]) -> Result<Fields, String> {
+    let position = |name: &str| fields.iter().position(|field| field == name);
+    let hash = position("password_hash")
+        .or_else(|| position("password"))
+        .ok_or("the fields must include password_hash (or password)")?;
+    Ok(Fields { hash, salt: position("salt"), superuser: position("is_superuser") })
+}
+
+/// The outcome of a reply: the user's hash checked against the password.
+async fn judge(
+    values: &[Option<Vec<u8>>],
+    wanted: &Fields,
+    algorithm: &Arc<HashAlgorithm>,
+    password: Vec<u8>,
+) -> Result<Outcome, Failure> {
+    let field = |index: Option<usize>| index.and_then(|index| values.get(index)).and_then(Option::as_ref);
+    let Some(stored) = field(Some(wanted.hash)) else { return Ok(Outcome::Ignore) };
+    let stored =
+        String::from_utf8(stored.clone()).map_err(|_| Failure::Hash("the stored hash is not text".into()))?;
+    let salt = field(wanted.salt).cloned().unwrap_or_default();
+    let superuser = field(wanted.superuser)
+        .map(|value| matches!(value.as_slice(), b"1" | b"true" | b"TRUE" | b"True"))
+        .unwrap_or(false);
+    let costly = matches!(
+        **algorithm,
+        HashAlgorithm::Bcrypt {} | HashAlgorithm::Pbkdf2 { .. } | HashAlgorithm::Argon2 {}
+    );
+    let check = {
+        let algorithm = algorithm.clone();
+        move || algorithm.verify(&password, &stored, &salt)
+    };
+    let matched = if costly {
+        tokio::task::spawn_blocking(check).await.map_err(|error| Failure::Hash(error.to_string()))?
+    } else {
+        check()
+    };
+    match matched {
+        Ok(true) => Ok(Outcome::Allow { superuser }),
+        Ok(false) => Ok(Outcome::Deny),
+        Err(error) => Err(Failure::Hash(error.to_string())),
+    }
+}
+
+impl Authenticator for RedisAuthenticator {
+    fn authenticate<'a>(&'a self, request: ConnectRequest<'a>) -> HookFuture<'a, Verdict<Grant>> {
+        Box::pin(self.verdict(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).expect("toml")
+    }
+
+    #[test]
+    fn commands_are_read_into_verb_key_and_fields() {
+        let (verb, key, fields) =
+            parse_command("hmget mqtt_user:${username} password_hash salt is_superuser").unwrap();
+        assert_eq!((verb, key.as_str()), ("HMGET", "mqtt_user:${username}"));
+        assert_eq!(wanted_fields(&fields), Ok(Fields { hash: 0, salt: Some(1), superuser: Some(2) }));
+        let (_, _, fields) = parse_command("HMGET u:${clientid} is_superuser password").unwrap();
+        assert_eq!(wanted_fields(&fields), Ok(Fields { hash: 1, salt: None, superuser: Some(0) }));
+        for bad in [
+            "GET mqtt_user:${username}",
+            "HMGET",
+            "HMGET k:${password} password_hash",
+            "HMGET k:${user} password_hash",
+            "HMGET k ${username}",
+            "HGET k password_hash salt",
+        ] {
+            assert!(parse_command(bad).is_err(), "{bad}");
+        }
+        assert!(wanted_fields(&["salt".to_string()]).is_err());
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_key() {
+        let base = "server = \"127.0.0.1:6379\"\ncmd = \"HMGET u:${username} password_hash\"\n";
+        for (extra, expect) in [
+            ("password_hash = { algorithm = \"sha256\" }\nmode = \"cluster\"", "not supported yet"),
+            ("password_hash = { algorithm = \"rot13\" }", "rot13"),
+            ("password_hash = { algorithm = \"pbkdf2\", mac_fun = \"sha\", iterations = 0 }", "iterations"),
+            ("password_hash = { algorithm = \"plain\" }\ntimeout_ms = 0", "timeout_ms"),
+            ("password_hash = { algorithm = \"plain\" }\nsurprise = 1", "surprise"),
+            ("", "password_hash"),
+        ] {
+            let error = RedisAuthenticator::from_table(&table(&format!("{base}{extra}")))
+                .err()
+                .map(|e| e.to_string());
+            assert!(error.as_deref().is_some_and(|error| error.contains(expect)), "{extra:?}: {error:?}");
+        }
+        let emqx = "server = \"127.0.0.1\"\ncmd = \"HGET u:${username} password\"\npassword_hash_algorithm = { name = \"md5\" }";
+        assert!(RedisAuthenticator::from_table(&table(emqx)).is_ok(), "EMQX's spelling of the hash setting");
+    }
+}

@@ -1,0 +1,83 @@
+//! What the external authenticators share: placeholders in their
+//! templates (`${username}`, `${password}`, `${clientid}`, `${peerhost}`,
+//! `${cert_common_name}`), expanded in one pass, each value as one value
+//! (never re-read as a template), and the policy when a backend fails.
+
+use dataplane::hooks::ConnectRequest;
+use serde::Deserialize;
+
+/// Every placeholder, in the order of [`request_values`].
+pub(crate) const PLACEHOLDERS: [&str; 5] =
+    ["${username}", "${password}", "${clientid}", "${peerhost}", "${cert_common_name}"];
+
+/// What a backend that fails (cannot be reached, does not answer in time,
+/// answers what is not understood) makes of the CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OnError {
+    /// Refuse, with 0x88 (server unavailable; 3.1.1: return code 3).
+    Deny,
+    /// Ask the next authenticator.
+    Ignore,
+}
+
+pub(crate) fn default_on_error() -> OnError {
+    OnError::Deny
+}
+
+/// The placeholders' values for `request`, in [`PLACEHOLDERS`]' order.
+pub(crate) fn request_values(request: &ConnectRequest<'_>) -> [String; 5] {
+    let password = request.password.map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+    let common_name = request
+        .certificate
+        .and_then(|der| dataplane::auth::x509::name_in(der, dataplane::config::CertName::Cn))
+        .unwrap_or_default();
+    [
+        request.username.unwrap_or("").to_owned(),
+        password,
+        request.client_id.to_owned(),
+        request.address.to_string(),
+        common_name,
+    ]
+}
+
+/// The template with each placeholder replaced by its value, in one pass:
+/// a value that holds a placeholder's text is not expanded again.
+/// (Templates were checked by [`check_template`].)
+pub(crate) fn expand(template: &str, values: &[String; 5]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let Some(end) = tail.find('}') else {
+            rest = tail;
+            break;
+        };
+        match PLACEHOLDERS.iter().position(|placeholder| *placeholder == &tail[..=end]) {
+            Some(index) => out.push_str(&values[index]),
+            None => out.push_str(&tail[..=end]),
+        }
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A template may hold only the `allowed` placeholders.
+pub(crate) fn check_template(template: &str, allowed: &[&str]) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        let tail = &rest[start..];
+        let end = tail.find('}').ok_or_else(|| format!("unclosed placeholder in {template:?}"))?;
+        let placeholder = &tail[..=end];
+        if !allowed.contains(&placeholder) {
+            return Err(format!(
+                "placeholder {placeholder} not allowed here (allowed: {})",
+                allowed.join(", ")
+            ));
+        }
+        rest = &tail[end + 1..];
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The `redis` authenticator against a real `redis-server` (Debian's
+//! redis-server package; `scripts/test.sh` installs it), started by the
+//! test on a free loopback port with a password: users as EMQX stores them
+//! (sha256 with a salt, a superuser flag), allow, deny, ignore (no such
+//! user: the next authenticator decides), a username that tries to be more
+//! than one Redis argument, a Redis that hangs or is down (the configured
+//! outcome within the timeout, while connected clients keep publishing),
+//! and a Redis back again.
+
+// Redis is started before the broker, by the harness: a blocking wait is fine there.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{login, Broker, Client, VERSIONS};
+use mqtt_codec::{Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions};
+use sha2::Digest;
+
+const REDIS_PASSWORD: &str = "redis-s3cret";
+
+/// A `redis-server` of the test's own, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        assert!(
+            Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success()),
+            "redis-server is missing: install Debian's redis-server (scripts/test.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..3 {
+            let port = common::free_port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .args(["--requirepass", REDIS_PASSWORD])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let mut redis = Redis { child, port, _dir: tempfile::tempdir().unwrap() };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if common::listens_on(redis.child.id(), port) {
+                    redis._dir = dir;
+                    return redis;
+                }
+                if let Ok(Some(_)) = redis.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Runs a command with redis-cli; returns its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--no-auth-warning", "-a", REDIS_PASSWORD])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(output.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal}");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Adds a user as EMQX's documentation shows it: sha256 of password then
+/// salt (`salt_position = "suffix"`), in hex.
+fn add_user(redis: &Redis, username: &str, password: &str, salt: &str, superuser: bool) {
+    let hash = hex_sha256(format!("{password}{salt}").as_bytes());
+    let key = format!("mqtt_user:{username}");
+    let superuser = if superuser { "1" } else { "0" };
+    redis.cli(&["HSET", &key, "password_hash", &hash, "salt", salt, "is_superuser", superuser]);
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn chain(redis: &Redis, on_error: &str, extra: &str) -> String {
+    format!(
+        "auth.authenticators=[{{ type = \"redis\", server = \"127.0.0.1:{}\", password = \"{REDIS_PASSWORD}\", \
+         cmd = \"HMGET mqtt_user:${{username}} password_hash salt is_superuser\", \
+         password_hash = {{ algorithm = \"sha256\", salt_position = \"suffix\" }}, \
+         timeout_ms = 500, on_error = \"{on_error}\"{extra} }}, {{ type = \"builtin\" }}]",
+        redis.port
+    )
+}
+
+async fn subscribe_reason(client: &mut Client, filter: &str) -> ReasonCode {
+    let filters = vec![(filter.to_owned(), SubscriptionOptions::default())];
+    client.send(&Packet::Subscribe(Subscribe { packet_id: 1, filters, ..Default::default() })).await;
+    match client.recv().await {
+        Some(Packet::SubAck(ack)) => ack.reasons[0],
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_in_redis_decide_who_connects_and_its_failures_follow_on_error() {
+    let redis = Redis::start();
+    add_user(&redis, "alice", "secret", "salt-a", false);
+    add_user(&redis, "root", "pw", "salt-r", true);
+    // No cache: every CONNECT asks Redis.
+    let broker = Broker::start(&[&chain(&redis, "deny", ", cache_entries = 0"), "auth.acl_no_match=deny"]);
+    let port = broker.port;
+
+    for version in VERSIONS {
+        let (_c, reason) = login(port, version, "a", "alice", "secret").await;
+        assert_eq!(reason, ReasonCode::SUCCESS, "{version:?}");
+        let (_c, reason) = login(port, version, "a2", "alice", "wrong").await;
+        assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "{version:?}");
+        // The salt is the user's: the right password with the other salt
+        // order does not pass.
+        let (_c, reason) = login(port, version, "a3", "alice", "salt-asecret").await;
+        assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "{version:?}");
+        // No such user in Redis: ignored, the built-in provider decides
+        // (anonymous from loopback).
+        let (_c, reason) = login(port, version, "c", "carol", "x").await;
+        assert_eq!(reason, ReasonCode::SUCCESS, "{version:?}");
+    }
+    // A superuser from Redis passes every authorizer; others meet
+    // acl_no_match = deny.
+    let (mut root, reason) = login(port, ProtocolVersion::V5, "rs", "root", "pw").await;
+    assert_eq!(reason, ReasonCode::SUCCESS);
+    assert_eq!(subscribe_reason(&mut root, "any/#").await, ReasonCode::GRANTED_QOS_0);
+    let (mut alice, _) = login(port, ProtocolVersion::V5, "al", "alice", "secret").await;
+    assert_eq!(subscribe_reason(&mut alice, "any/#").await, ReasonCode::NOT_AUTHORIZED);
+
+    // A username that tries to be a second command stays one key.
+    let sneaky = "x password_hash\r\nFLUSHALL\r\nHMGET y";
+    let (_c, reason) = login(port, ProtocolVersion::V5, "s", sneaky, "nope").await;
+    assert_eq!(
+        reason,
+        ReasonCode::SUCCESS,
+        "no such user: the built-in provider's loopback anonymous policy"
+    );
+    assert_eq!(redis.cli(&["EXISTS", "mqtt_user:alice"]), "1", "nothing flushed");
+    let (_c, reason) = login(port, ProtocolVersion::V5, "a4", "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SUCCESS);
+
+    // A password changed in Redis counts at once (no cache here).
+    add_user(&redis, "alice", "changed", "salt-b", false);
+    let (_c, reason) = login(port, ProtocolVersion::V5, "a5", "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let (_c, reason) = login(port, ProtocolVersion::V5, "a6", "alice", "changed").await;
+    assert_eq!(reason, ReasonCode::SUCCESS);
+
+    // Redis hangs (stopped): a CONNECT gets on_error = deny within the
+    // timeout, while a client that is in keeps publishing.
+    let (mut talker, _) = login(port, ProtocolVersion::V5, "t", "root", "pw").await;
+    talker.subscribe("t/#", QoS::AtMostOnce).await;
+    redis.signal("STOP");
+    let started = Instant::now();
+    let pending = tokio::spawn(login(port, ProtocolVersion::V5, "h", "alice", "changed"));
+    for n in 0..5u8 {
+        talker.publish("t/x", &[n], QoS::AtMostOnce, 0).await;
+        assert_eq!(&talker.expect_publish().await.payload[..], &[n]);
+    }
+    let (_c, reason) = pending.await.unwrap();
+    assert_eq!(reason, ReasonCode::SERVER_UNAVAILABLE, "a hanging Redis: on_error = deny");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered within the timeout: {:?}",
+        started.elapsed()
+    );
+    // Back: used again (the connection may have been dropped and made anew).
+    redis.signal("CONT");
+    common::eventually("Redis answers again", || async {
+        login(port, ProtocolVersion::V5, "b", "alice", "changed").await.1 == ReasonCode::SUCCESS
+    })
+    .await;
+
+    // Down: refused connections give the same outcome, fast.
+    drop(redis);
+    let started = Instant::now();
+    let (_c, reason) = login(port, ProtocolVersion::V5, "d", "alice", "changed").await;
+    assert_eq!(reason, ReasonCode::SERVER_UNAVAILABLE, "Redis down: on_error = deny");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_error_ignore_asks_the_next_and_results_are_cached() {
+    let redis = Redis::start();
+    add_user(&redis, "root", "pw", "s", true);
+    let broker = Broker::start(&[&chain(&redis, "ignore", ""), "auth.allow_anonymous=deny"]);
+    let port = broker.port;
+    let (_c, reason) = login(port, ProtocolVersion::V5, "r", "root", "pw").await;
+    assert_eq!(reason, ReasonCode::SUCCESS);
+
+    drop(redis);
+    // Down, on_error = ignore: the built-in provider decides (and refuses:
+    // no anonymous clients, no such user)...
+    let (_c, reason) = login(port, ProtocolVersion::V5, "x", "root", "wrong").await;
+    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    // ...but the result cached while Redis was up still lets root in.
+    let (_c, reason) = login(port, ProtocolVersion::V5, "r", "root", "pw").await;
+    assert_eq!(reason, ReasonCode::SUCCESS, "cached");
+}
