@@ -9,10 +9,10 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{login, Broker, Client, VERSIONS};
-use mqtt_codec::{Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions};
+use common::{login, login_while_talking, subscribe_reason, Broker, VERSIONS};
+use mqtt_codec::{ProtocolVersion, QoS, ReasonCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -102,15 +102,6 @@ fn run(service: Arc<Service>, listener: TcpListener) -> JoinHandle<()> {
     })
 }
 
-async fn subscribe_reason(client: &mut Client, filter: &str) -> ReasonCode {
-    let filters = vec![(filter.to_owned(), SubscriptionOptions::default())];
-    client.send(&Packet::Subscribe(Subscribe { packet_id: 1, filters, ..Default::default() })).await;
-    match client.recv().await {
-        Some(Packet::SubAck(ack)) => ack.reasons[0],
-        other => panic!("expected SUBACK, got {other:?}"),
-    }
-}
-
 /// The reason a client of `version` gets (the test client reads a 3.1.1
 /// return code as the 5.0 reason it stands for).
 fn expected(_version: ProtocolVersion, reason: ReasonCode) -> ReasonCode {
@@ -163,19 +154,9 @@ async fn an_http_service_decides_who_connects_and_its_failures_follow_on_error()
     let (mut alice, _) = login(port, ProtocolVersion::V5, "a", "alice", "secret").await;
     alice.subscribe("t/#", QoS::AtMostOnce).await;
     service.hang.store(true, Ordering::SeqCst);
-    let started = Instant::now();
-    let pending = tokio::spawn(login(port, ProtocolVersion::V5, "h", "alice", "secret"));
-    for n in 0..5u8 {
-        alice.publish("t/x", &[n], QoS::AtMostOnce, 0).await;
-        assert_eq!(&alice.expect_publish().await.payload[..], &[n]);
-    }
-    let (_c, reason) = pending.await.unwrap();
+    let (reason, took) = login_while_talking(port, &mut alice, "h", "alice", "secret").await;
     assert_eq!(reason, ReasonCode::SERVER_UNAVAILABLE, "a hanging service: on_error = deny");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "answered within the timeout: {:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_secs(3), "answered within the timeout: {took:?}");
 
     // Down: refused connections give the same outcome, fast.
     server.abort();

@@ -460,6 +460,39 @@ pub fn raw_packet(first_byte: u8, body: &[u8]) -> Vec<u8> {
 /// Both protocol versions the broker must serve alike.
 pub const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
 
+/// Logs in as `user` (v5) while `talker`, subscribed to `t/#`, publishes
+/// and receives five messages: a CONNECT that waits on a backend must not
+/// hold up clients that are in. Returns the CONNECT's reason and how long
+/// it took.
+pub async fn login_while_talking(
+    port: u16,
+    talker: &mut Client,
+    id: &str,
+    user: &str,
+    password: &str,
+) -> (ReasonCode, Duration) {
+    let started = std::time::Instant::now();
+    let (id, user, password) = (id.to_owned(), user.to_owned(), password.to_owned());
+    let pending =
+        tokio::spawn(async move { login(port, ProtocolVersion::V5, &id, &user, &password).await.1 });
+    for n in 0..5u8 {
+        talker.publish("t/x", &[n], QoS::AtMostOnce, 0).await;
+        assert_eq!(&talker.expect_publish().await.payload[..], &[n], "a client that is in keeps publishing");
+    }
+    let reason = pending.await.expect("the login task");
+    (reason, started.elapsed())
+}
+
+/// The first reason code of the SUBACK to a subscription to `filter`.
+pub async fn subscribe_reason(client: &mut Client, filter: &str) -> ReasonCode {
+    let filters = vec![(filter.to_owned(), SubscriptionOptions::default())];
+    client.send(&Packet::Subscribe(Subscribe { packet_id: 1, filters, ..Default::default() })).await;
+    match client.recv().await {
+        Some(Packet::SubAck(ack)) => ack.reasons[0],
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
 /// Runs `mqttctl` against `broker`'s embedded control plane at `server`,
 /// with the admin token the broker wrote in its data directory; asserts it
 /// succeeds.

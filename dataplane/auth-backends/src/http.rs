@@ -45,7 +45,10 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use crate::cache::AnswerCache;
-use crate::template::{check_template, default_on_error, expand, request_values, OnError, PLACEHOLDERS};
+use crate::template::{
+    check_template, default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size,
+    default_queue, default_timeout_ms, expand, request_values, OnError, PLACEHOLDERS,
+};
 
 /// The most of an answer's body that is read.
 const MAX_BODY: usize = 64 << 10;
@@ -90,21 +93,6 @@ fn default_body() -> BTreeMap<String, String> {
         .into_iter()
         .map(|name| (name.to_owned(), format!("${{{name}}}")))
         .collect()
-}
-fn default_timeout_ms() -> u64 {
-    5000
-}
-fn default_pool_size() -> usize {
-    8
-}
-fn default_queue() -> usize {
-    64
-}
-fn default_cache_entries() -> usize {
-    10_000
-}
-fn default_cache_ttl_s() -> u64 {
-    60
 }
 
 /// Settings that cannot be used.

@@ -58,7 +58,10 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::cache::AnswerCache;
 use crate::http::SettingsError;
 use crate::password::{from_emqx_spelling, HashAlgorithm};
-use crate::template::{check_template, default_on_error, expand, request_values, OnError};
+use crate::template::{
+    check_template, default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size,
+    default_queue, default_timeout_ms, expand, request_values, OnError,
+};
 
 /// Placeholders a key may hold.
 const KEY_PLACEHOLDERS: [&str; 4] = ["${username}", "${clientid}", "${peerhost}", "${cert_common_name}"];
@@ -102,21 +105,6 @@ struct Settings {
 
 fn single() -> Mode {
     Mode::Single
-}
-fn default_timeout_ms() -> u64 {
-    5000
-}
-fn default_pool_size() -> usize {
-    8
-}
-fn default_queue() -> usize {
-    64
-}
-fn default_cache_entries() -> usize {
-    10_000
-}
-fn default_cache_ttl_s() -> u64 {
-    60
 }
 
 /// Where each wanted field is in the command's reply.

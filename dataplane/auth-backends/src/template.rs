@@ -1,7 +1,9 @@
 //! What the external authenticators share: placeholders in their
 //! templates (`${username}`, `${password}`, `${clientid}`, `${peerhost}`,
 //! `${cert_common_name}`), expanded in one pass, each value as one value
-//! (never re-read as a template), and the policy when a backend fails.
+//! (never re-read as a template), the policy when a backend fails, and the
+//! defaults of the settings every one of them has (`timeout_ms`,
+//! `pool_size`, `queue`, `cache_entries`, `cache_ttl_s`).
 
 use dataplane::hooks::ConnectRequest;
 use serde::Deserialize;
@@ -23,6 +25,21 @@ pub(crate) enum OnError {
 
 pub(crate) fn default_on_error() -> OnError {
     OnError::Deny
+}
+pub(crate) fn default_timeout_ms() -> u64 {
+    5000
+}
+pub(crate) fn default_pool_size() -> usize {
+    8
+}
+pub(crate) fn default_queue() -> usize {
+    64
+}
+pub(crate) fn default_cache_entries() -> usize {
+    10_000
+}
+pub(crate) fn default_cache_ttl_s() -> u64 {
+    60
 }
 
 /// The placeholders' values for `request`, in [`PLACEHOLDERS`]' order.
