@@ -634,20 +634,21 @@ impl DataplaneConfig {
             })
         };
         for (position, entry) in self.auth.authenticators.iter().enumerate() {
-            // `http` and `redis` are built by the `auth-backends` crate, which
-            // checks their settings when the chain is loaded.
+            // `http`, `jwt` and `redis` are built by the `auth-backends` crate,
+            // which checks their settings when the chain is loaded.
             if !matches!(
                 entry,
                 AuthenticatorConfig::Builtin
                     | AuthenticatorConfig::Http(_)
                     | AuthenticatorConfig::Redis(_)
+                    | AuthenticatorConfig::Jwt(_)
                     | AuthenticatorConfig::X509(_)
             ) {
                 return not_built(
                     "auth.authenticators",
                     position,
                     entry.kind(),
-                    "builtin, http, redis, x509",
+                    "builtin, http, jwt, redis, x509",
                 );
             }
         }

@@ -8,6 +8,7 @@
 //! - `cache.rs`: the bounded, expiring memory of answers every external
 //!   authenticator keeps.
 //! - `redis_auth.rs`: `type = "redis"`, users in Redis hashes.
+//! - `jwt.rs`: `type = "jwt"`, a signed token as the password.
 //! - `password.rs`: password hashes in the formats EMQX's stores use, for
 //!   the database backends.
 //! - `template.rs`: placeholders and the failure policy they all share.
@@ -16,6 +17,7 @@
 
 mod cache;
 pub mod http;
+pub mod jwt;
 pub mod password;
 pub mod redis_auth;
 mod template;
@@ -35,6 +37,11 @@ impl Backends for Factory {
         match entry {
             AuthenticatorConfig::Http(table) => Some(
                 http::HttpAuthenticator::from_table(table)
+                    .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
+                    .map_err(|error| error.to_string()),
+            ),
+            AuthenticatorConfig::Jwt(table) => Some(
+                jwt::JwtAuthenticator::from_table(table)
                     .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
                     .map_err(|error| error.to_string()),
             ),
