@@ -634,13 +634,15 @@ impl DataplaneConfig {
             })
         };
         for (position, entry) in self.auth.authenticators.iter().enumerate() {
-            // `http`, `jwt` and `redis` are built by the `auth-backends` crate,
-            // which checks their settings when the chain is loaded.
+            // `http`, `jwt`, `postgresql` and `redis` are built by the
+            // `auth-backends` crate, which checks their settings when the
+            // chain is loaded.
             if !matches!(
                 entry,
                 AuthenticatorConfig::Builtin
                     | AuthenticatorConfig::Http(_)
                     | AuthenticatorConfig::Redis(_)
+                    | AuthenticatorConfig::Postgresql(_)
                     | AuthenticatorConfig::Jwt(_)
                     | AuthenticatorConfig::X509(_)
             ) {
@@ -648,7 +650,7 @@ impl DataplaneConfig {
                     "auth.authenticators",
                     position,
                     entry.kind(),
-                    "builtin, http, jwt, redis, x509",
+                    "builtin, http, jwt, postgresql, redis, x509",
                 );
             }
         }

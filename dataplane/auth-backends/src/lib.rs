@@ -8,10 +8,12 @@
 //! - `cache.rs`: the bounded, expiring memory of answers every external
 //!   authenticator keeps.
 //! - `redis_auth.rs`: `type = "redis"`, users in Redis hashes.
+//! - `postgres_auth.rs`: `type = "postgresql"`, users in a table.
 //! - `jwt.rs`: `type = "jwt"`, a signed token as the password.
 //! - `password.rs`: password hashes in the formats EMQX's stores use, for
 //!   the database backends.
 //! - `template.rs`: placeholders and the failure policy they all share.
+//! - `stored.rs`: a user store's row judged, and the verdict made of it.
 
 #![forbid(unsafe_code)]
 
@@ -19,7 +21,9 @@ mod cache;
 pub mod http;
 pub mod jwt;
 pub mod password;
+pub mod postgres_auth;
 pub mod redis_auth;
+mod stored;
 mod template;
 
 use std::sync::Arc;
@@ -42,6 +46,11 @@ impl Backends for Factory {
             ),
             AuthenticatorConfig::Jwt(table) => Some(
                 jwt::JwtAuthenticator::from_table(table)
+                    .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
+                    .map_err(|error| error.to_string()),
+            ),
+            AuthenticatorConfig::Postgresql(table) => Some(
+                postgres_auth::PostgresAuthenticator::from_table(table)
                     .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
                     .map_err(|error| error.to_string()),
             ),

@@ -48,9 +48,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dataplane::cluster::access::{default_refusal, Grant};
+use dataplane::cluster::access::Grant;
 use dataplane::hooks::{Authenticator, ConnectRequest, HookFuture, Verdict};
-use mqtt_codec::ReasonCode;
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
@@ -58,6 +57,7 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::cache::AnswerCache;
 use crate::http::SettingsError;
 use crate::password::{from_emqx_spelling, HashAlgorithm};
+use crate::stored::{self, Outcome, StoredUser};
 use crate::template::{
     check_template, default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size,
     default_queue, default_timeout_ms, expand, request_values, OnError,
@@ -113,14 +113,6 @@ struct Fields {
     hash: usize,
     salt: Option<usize>,
     superuser: Option<usize>,
-}
-
-/// What Redis and the hash said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
-    Allow { superuser: bool },
-    Deny,
-    Ignore,
 }
 
 /// Why no outcome came.
@@ -302,20 +294,7 @@ impl RedisAuthenticator {
                 checked
             }
         };
-        match outcome {
-            Ok(Outcome::Allow { superuser }) => {
-                Verdict::Allow(Grant { superuser, credential: None, external: true, username: None })
-            }
-            Ok(Outcome::Deny) => Verdict::Deny(default_refusal(request.username)),
-            Ok(Outcome::Ignore) => Verdict::Ignore,
-            Err(failure) => {
-                tracing::warn!(server = %self.server, %failure, on_error = ?self.on_error, "Redis authenticator failed");
-                match self.on_error {
-                    OnError::Deny => Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE),
-                    OnError::Ignore => Verdict::Ignore,
-                }
-            }
-        }
+        stored::verdict(outcome, request.username, self.on_error, &format!("redis {}", self.server))
     }
 }
 
@@ -369,31 +348,16 @@ async fn judge(
     password: Vec<u8>,
 ) -> Result<Outcome, Failure> {
     let field = |index: Option<usize>| index.and_then(|index| values.get(index)).and_then(Option::as_ref);
-    let Some(stored) = field(Some(wanted.hash)) else { return Ok(Outcome::Ignore) };
-    let stored =
-        String::from_utf8(stored.clone()).map_err(|_| Failure::Hash("the stored hash is not text".into()))?;
-    let salt = field(wanted.salt).cloned().unwrap_or_default();
-    let superuser = field(wanted.superuser)
-        .map(|value| matches!(value.as_slice(), b"1" | b"true" | b"TRUE" | b"True"))
-        .unwrap_or(false);
-    let costly = matches!(
-        **algorithm,
-        HashAlgorithm::Bcrypt {} | HashAlgorithm::Pbkdf2 { .. } | HashAlgorithm::Argon2 {}
-    );
-    let check = {
-        let algorithm = algorithm.clone();
-        move || algorithm.verify(&password, &stored, &salt)
+    let user = match field(Some(wanted.hash)) {
+        None => None,
+        Some(hash) => Some(StoredUser {
+            hash: String::from_utf8(hash.clone())
+                .map_err(|_| Failure::Hash("the stored hash is not text".into()))?,
+            salt: field(wanted.salt).cloned().unwrap_or_default(),
+            superuser: field(wanted.superuser).is_some_and(|value| stored::flag(value)),
+        }),
     };
-    let matched = if costly {
-        tokio::task::spawn_blocking(check).await.map_err(|error| Failure::Hash(error.to_string()))?
-    } else {
-        check()
-    };
-    match matched {
-        Ok(true) => Ok(Outcome::Allow { superuser }),
-        Ok(false) => Ok(Outcome::Deny),
-        Err(error) => Err(Failure::Hash(error.to_string())),
-    }
+    stored::judge(user, algorithm, password).await.map_err(Failure::Hash)
 }
 
 impl Authenticator for RedisAuthenticator {

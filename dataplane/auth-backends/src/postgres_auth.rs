@@ -1,0 +1,336 @@
+//! `type = "postgresql"`: users in a PostgreSQL table, read with the query
+//! EMQX's PostgreSQL authenticator takes, so the same table works for both.
+//!
+//! ```toml
+//! [[auth.authenticators]]
+//! type = "postgresql"
+//! server = "127.0.0.1:5432"
+//! database = "mqtt"
+//! username = "mqtt"
+//! password = "..."
+//! query = "SELECT password_hash, salt, is_superuser FROM mqtt_user WHERE username = ${username} LIMIT 1"
+//! password_hash = { algorithm = "sha256", salt_position = "suffix" }
+//! timeout_ms = 5000
+//! pool_size = 8                   # connections (sqlx pool, made as needed)
+//! queue = 64                      # checks that may wait for one of them
+//! on_error = "deny"               # or "ignore"
+//! cache_entries = 10000
+//! cache_ttl_s = 60
+//! ```
+//!
+//! Invariants:
+//! - **Values are bound, never pasted into SQL**: each placeholder of
+//!   `query` (`${username}`, `${clientid}`, `${peerhost}`,
+//!   `${cert_common_name}`; not `${password}`) becomes a parameter (`$1`,
+//!   `$2`, ...) bound as text. A placeholder inside quotes
+//!   (`'${username}'`) is refused at start: it would be a literal.
+//! - The first row's `password_hash` (or `password`) column, and `salt` and
+//!   `is_superuser` when the query returns them, are the user; no row is no
+//!   such user (ignore). Text, bytes, booleans and integers are read.
+//! - The pool connects on first use (the broker starts whether or not the
+//!   database is up), at most `pool_size` connections; a check waits at
+//!   most `timeout_ms` in all, and at most `pool_size + queue` checks wait.
+//! - Outcomes and the cache are as for Redis (`stored.rs`, `cache.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataplane::cluster::access::Grant;
+use dataplane::hooks::{Authenticator, ConnectRequest, HookFuture, Verdict};
+use serde::Deserialize;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Column, Row, TypeInfo};
+use tokio::sync::Semaphore;
+
+use crate::cache::AnswerCache;
+use crate::http::SettingsError;
+use crate::password::{from_emqx_spelling, HashAlgorithm};
+use crate::stored::{self, Outcome, StoredUser};
+use crate::template::{
+    default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size, default_queue,
+    default_timeout_ms, request_values, OnError, PLACEHOLDERS,
+};
+
+/// Placeholders a query may hold.
+const QUERY_PLACEHOLDERS: [&str; 4] = ["${username}", "${clientid}", "${peerhost}", "${cert_common_name}"];
+
+/// The settings of one `type = "postgresql"` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    server: String,
+    database: String,
+    username: String,
+    #[serde(default)]
+    password: Option<String>,
+    query: String,
+    password_hash: HashAlgorithm,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_pool_size")]
+    pool_size: usize,
+    #[serde(default = "default_queue")]
+    queue: usize,
+    #[serde(default = "default_on_error")]
+    on_error: OnError,
+    #[serde(default = "default_cache_entries")]
+    cache_entries: usize,
+    #[serde(default = "default_cache_ttl_s")]
+    cache_ttl_s: u64,
+}
+
+/// The `postgresql` authenticator.
+pub struct PostgresAuthenticator {
+    pool: PgPool,
+    /// The query with `$1`, `$2`, ... in place of its placeholders.
+    sql: String,
+    /// For each parameter, its placeholder's index in [`PLACEHOLDERS`].
+    parameters: Vec<usize>,
+    algorithm: Arc<HashAlgorithm>,
+    timeout: Duration,
+    admission: Arc<Semaphore>,
+    on_error: OnError,
+    cache: AnswerCache<Outcome>,
+    server: String,
+}
+
+impl std::fmt::Debug for PostgresAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresAuthenticator")
+            .field("server", &self.server)
+            .field("sql", &self.sql)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresAuthenticator {
+    /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
+    pub fn from_table(table: &toml::Table) -> Result<PostgresAuthenticator, SettingsError> {
+        let mut table = table.clone();
+        from_emqx_spelling(&mut table);
+        let settings: Settings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))?;
+        let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
+        if settings.timeout_ms == 0 || settings.pool_size == 0 || settings.pool_size > 1024 {
+            return Err(invalid(
+                "timeout_ms, pool_size",
+                "timeout_ms at least 1, pool_size 1 to 1024".into(),
+            ));
+        }
+        settings.password_hash.validate().map_err(|error| invalid("password_hash", error.to_string()))?;
+        let (sql, parameters) =
+            bind_placeholders(&settings.query).map_err(|reason| invalid("query", reason))?;
+        let (host, port) = match settings.server.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port
+                    .parse()
+                    .map_err(|_| invalid("server", format!("bad port in {:?}", settings.server)))?;
+                (host.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
+            }
+            None => (settings.server.clone(), 5432),
+        };
+        let mut options = PgConnectOptions::new()
+            .host(&host)
+            .port(port)
+            .database(&settings.database)
+            .username(&settings.username)
+            .application_name("mqttd");
+        if let Some(password) = &settings.password {
+            options = options.password(password);
+        }
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.pool_size as u32)
+            .min_connections(0)
+            .acquire_timeout(timeout)
+            .connect_lazy_with(options);
+        Ok(PostgresAuthenticator {
+            pool,
+            sql,
+            parameters,
+            algorithm: Arc::new(settings.password_hash),
+            timeout,
+            admission: Arc::new(Semaphore::new(settings.pool_size.saturating_add(settings.queue))),
+            on_error: settings.on_error,
+            cache: AnswerCache::new(settings.cache_entries, Duration::from_secs(settings.cache_ttl_s)),
+            server: settings.server,
+        })
+    }
+
+    /// Runs the query for these values and judges the row, on a task of
+    /// its own, within the timeout.
+    async fn check(&self, values: Vec<String>, password: Vec<u8>) -> Result<Outcome, String> {
+        let admitted =
+            self.admission.clone().try_acquire_owned().map_err(|_| "the check queue is full".to_owned())?;
+        let pool = self.pool.clone();
+        let sql = self.sql.clone();
+        let algorithm = self.algorithm.clone();
+        let mut task = tokio::spawn(async move {
+            let _admitted = admitted;
+            let mut query = sqlx::query(&sql);
+            for value in values {
+                query = query.bind(value);
+            }
+            let row = query.fetch_optional(&pool).await.map_err(|error| describe(&error))?;
+            let user = row.map(|row| read_user(&row)).transpose()?;
+            stored::judge(user, &algorithm, password).await
+        });
+        match tokio::time::timeout(self.timeout, &mut task).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => {
+                task.abort();
+                Err("no answer within the timeout".to_owned())
+            }
+        }
+    }
+
+    async fn verdict(&self, request: ConnectRequest<'_>) -> Verdict<Grant> {
+        let Some(password) = request.password else { return Verdict::Ignore };
+        let all = request_values(&request);
+        let values: Vec<String> = self.parameters.iter().map(|&index| all[index].clone()).collect();
+        let mut cache_key: Vec<&[u8]> = values.iter().map(|value| value.as_bytes()).collect();
+        cache_key.push(password);
+        let outcome = match self.cache.get(&cache_key) {
+            Some(outcome) => Ok(outcome),
+            None => {
+                let checked = self.check(values.clone(), password.to_vec()).await;
+                if let Ok(outcome) = &checked {
+                    self.cache.put(&cache_key, outcome.clone());
+                }
+                checked
+            }
+        };
+        stored::verdict(outcome, request.username, self.on_error, &format!("postgresql {}", self.server))
+    }
+}
+
+/// A database error without what the server echoed (which may hold a
+/// bound value, and so a username).
+fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::PoolTimedOut => "no connection within the timeout".into(),
+        sqlx::Error::Io(_) => "cannot reach the database".into(),
+        sqlx::Error::Database(database) => format!("database error {}", database.code().unwrap_or_default()),
+        other => format!("{}", other).chars().take(200).collect(),
+    }
+}
+
+/// The query with each placeholder replaced by the next `$n`, and which
+/// placeholder each parameter is.
+fn bind_placeholders(query: &str) -> Result<(String, Vec<usize>), String> {
+    let mut sql = String::with_capacity(query.len());
+    let mut parameters = Vec::new();
+    let mut rest = query;
+    while let Some(start) = rest.find("${") {
+        let before = &rest[..start];
+        let tail = &rest[start..];
+        let end = tail.find('}').ok_or_else(|| format!("unclosed placeholder in {query:?}"))?;
+        let placeholder = &tail[..=end];
+        if !QUERY_PLACEHOLDERS.contains(&placeholder) {
+            return Err(format!(
+                "placeholder {placeholder} not allowed here (allowed: {})",
+                QUERY_PLACEHOLDERS.join(", ")
+            ));
+        }
+        if before.ends_with('\'') || before.ends_with('"') {
+            return Err(format!("{placeholder} is bound as a parameter: write it without quotes"));
+        }
+        sql.push_str(before);
+        let index = PLACEHOLDERS.iter().position(|known| *known == placeholder).unwrap_or(0);
+        parameters.push(index);
+        sql.push_str(&format!("${}", parameters.len()));
+        rest = &tail[end + 1..];
+    }
+    sql.push_str(rest);
+    Ok((sql, parameters))
+}
+
+/// The user in a row: `password_hash` (or `password`), `salt`,
+/// `is_superuser`, whatever their SQL types.
+fn read_user(row: &PgRow) -> Result<StoredUser, String> {
+    let column = |name: &str| row.columns().iter().position(|column| column.name() == name);
+    let hash_at = column("password_hash")
+        .or_else(|| column("password"))
+        .ok_or("the query returns no password_hash (or password) column")?;
+    let hash = text_at(row, hash_at)?.ok_or("the row's password_hash is NULL")?;
+    let salt = match column("salt") {
+        Some(at) => text_at(row, at)?.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let superuser = match column("is_superuser") {
+        Some(at) => flag_at(row, at)?,
+        None => false,
+    };
+    let hash = String::from_utf8(hash).map_err(|_| "the stored hash is not text".to_owned())?;
+    Ok(StoredUser { hash, salt, superuser })
+}
+
+fn text_at(row: &PgRow, at: usize) -> Result<Option<Vec<u8>>, String> {
+    let kind = row.columns()[at].type_info().name().to_ascii_uppercase();
+    let read = |error: sqlx::Error| format!("column {at}: {}", describe(&error));
+    match kind.as_str() {
+        "BYTEA" => row.try_get::<Option<Vec<u8>>, _>(at).map_err(read),
+        _ => row.try_get::<Option<String>, _>(at).map(|text| text.map(String::into_bytes)).map_err(read),
+    }
+}
+
+fn flag_at(row: &PgRow, at: usize) -> Result<bool, String> {
+    let kind = row.columns()[at].type_info().name().to_ascii_uppercase();
+    let read = |error: sqlx::Error| format!("is_superuser: {}", describe(&error));
+    Ok(match kind.as_str() {
+        "BOOL" => row.try_get::<Option<bool>, _>(at).map_err(read)?.unwrap_or(false),
+        "INT2" => row.try_get::<Option<i16>, _>(at).map_err(read)?.is_some_and(|n| n != 0),
+        "INT4" => row.try_get::<Option<i32>, _>(at).map_err(read)?.is_some_and(|n| n != 0),
+        "INT8" => row.try_get::<Option<i64>, _>(at).map_err(read)?.is_some_and(|n| n != 0),
+        _ => text_at(row, at)?.is_some_and(|value| stored::flag(&value)),
+    })
+}
+
+impl Authenticator for PostgresAuthenticator {
+    fn authenticate<'a>(&'a self, request: ConnectRequest<'a>) -> HookFuture<'a, Verdict<Grant>> {
+        Box::pin(self.verdict(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_bound_parameters() {
+        let (sql, parameters) = bind_placeholders(
+            "SELECT password_hash FROM u WHERE username = ${username} AND (clientid = ${clientid} OR ${username} = '')",
+        )
+        .unwrap();
+        assert_eq!(sql, "SELECT password_hash FROM u WHERE username = $1 AND (clientid = $2 OR $3 = '')");
+        assert_eq!(parameters, vec![0, 2, 0]);
+        for bad in [
+            "SELECT 1 WHERE u = '${username}'",
+            "SELECT 1 WHERE p = ${password}",
+            "SELECT 1 WHERE u = ${user}",
+            "SELECT 1 WHERE u = ${username",
+        ] {
+            assert!(bind_placeholders(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_refused_with_the_key() {
+        let base = "server = \"127.0.0.1:5432\"\ndatabase = \"d\"\nusername = \"u\"\n";
+        for (extra, expect) in [
+            ("query = \"SELECT 1\"", "password_hash"),
+            (
+                "query = \"SELECT 1 WHERE u = '${username}'\"\npassword_hash = { algorithm = \"plain\" }",
+                "quotes",
+            ),
+            ("query = \"SELECT 1\"\npassword_hash = { algorithm = \"plain\" }\npool_size = 0", "pool_size"),
+            ("query = \"SELECT 1\"\npassword_hash = { algorithm = \"plain\" }\nsurprise = 1", "surprise"),
+        ] {
+            let table: toml::Table = toml::from_str(&format!("{base}{extra}")).unwrap();
+            let error = PostgresAuthenticator::from_table(&table).err().map(|e| e.to_string());
+            assert!(error.as_deref().is_some_and(|error| error.contains(expect)), "{extra:?}: {error:?}");
+        }
+    }
+}
