@@ -32,7 +32,6 @@
 //!   most `timeout_ms` in all, and at most `pool_size + queue` checks wait.
 //! - Outcomes and the cache are as for Redis (`stored.rs`, `cache.rs`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dataplane::cluster::access::Grant;
@@ -40,12 +39,10 @@ use dataplane::hooks::{Authenticator, ConnectRequest, HookFuture, Verdict};
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column, Row, TypeInfo};
-use tokio::sync::Semaphore;
 
-use crate::cache::AnswerCache;
 use crate::http::SettingsError;
-use crate::password::{from_emqx_spelling, HashAlgorithm};
-use crate::stored::{self, Outcome, StoredUser};
+use crate::password::HashAlgorithm;
+use crate::stored::{self, Store, StoreSettings, StoredUser};
 use crate::template::{
     default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size, default_queue,
     default_timeout_ms, request_values, OnError, PLACEHOLDERS,
@@ -86,11 +83,7 @@ pub struct PostgresAuthenticator {
     sql: String,
     /// For each parameter, its placeholder's index in [`PLACEHOLDERS`].
     parameters: Vec<usize>,
-    algorithm: Arc<HashAlgorithm>,
-    timeout: Duration,
-    admission: Arc<Semaphore>,
-    on_error: OnError,
-    cache: AnswerCache<Outcome>,
+    store: Store,
     server: String,
 }
 
@@ -106,11 +99,7 @@ impl std::fmt::Debug for PostgresAuthenticator {
 impl PostgresAuthenticator {
     /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
     pub fn from_table(table: &toml::Table) -> Result<PostgresAuthenticator, SettingsError> {
-        let mut table = table.clone();
-        from_emqx_spelling(&mut table);
-        let settings: Settings = toml::Value::Table(table)
-            .try_into()
-            .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))?;
+        let settings: Settings = stored::parse_settings(table)?;
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
         if settings.timeout_ms == 0 || settings.pool_size == 0 || settings.pool_size > 1024 {
             return Err(invalid(
@@ -121,15 +110,7 @@ impl PostgresAuthenticator {
         settings.password_hash.validate().map_err(|error| invalid("password_hash", error.to_string()))?;
         let (sql, parameters) =
             bind_placeholders(&settings.query).map_err(|reason| invalid("query", reason))?;
-        let (host, port) = match settings.server.rsplit_once(':') {
-            Some((host, port)) => {
-                let port = port
-                    .parse()
-                    .map_err(|_| invalid("server", format!("bad port in {:?}", settings.server)))?;
-                (host.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
-            }
-            None => (settings.server.clone(), 5432),
-        };
+        let (host, port) = stored::host_port(&settings.server, 5432)?;
         let mut options = PgConnectOptions::new()
             .host(&host)
             .port(port)
@@ -149,60 +130,35 @@ impl PostgresAuthenticator {
             pool,
             sql,
             parameters,
-            algorithm: Arc::new(settings.password_hash),
-            timeout,
-            admission: Arc::new(Semaphore::new(settings.pool_size.saturating_add(settings.queue))),
-            on_error: settings.on_error,
-            cache: AnswerCache::new(settings.cache_entries, Duration::from_secs(settings.cache_ttl_s)),
+            store: Store::new(StoreSettings {
+                algorithm: settings.password_hash,
+                timeout_ms: settings.timeout_ms,
+                pool_size: settings.pool_size,
+                queue: settings.queue,
+                on_error: settings.on_error,
+                cache_entries: settings.cache_entries,
+                cache_ttl_s: settings.cache_ttl_s,
+                name: format!("postgresql {}", settings.server),
+            }),
             server: settings.server,
         })
-    }
-
-    /// Runs the query for these values and judges the row, on a task of
-    /// its own, within the timeout.
-    async fn check(&self, values: Vec<String>, password: Vec<u8>) -> Result<Outcome, String> {
-        let admitted =
-            self.admission.clone().try_acquire_owned().map_err(|_| "the check queue is full".to_owned())?;
-        let pool = self.pool.clone();
-        let sql = self.sql.clone();
-        let algorithm = self.algorithm.clone();
-        let mut task = tokio::spawn(async move {
-            let _admitted = admitted;
-            let mut query = sqlx::query(&sql);
-            for value in values {
-                query = query.bind(value);
-            }
-            let row = query.fetch_optional(&pool).await.map_err(|error| describe(&error))?;
-            let user = row.map(|row| read_user(&row)).transpose()?;
-            stored::judge(user, &algorithm, password).await
-        });
-        match tokio::time::timeout(self.timeout, &mut task).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => {
-                task.abort();
-                Err("no answer within the timeout".to_owned())
-            }
-        }
     }
 
     async fn verdict(&self, request: ConnectRequest<'_>) -> Verdict<Grant> {
         let Some(password) = request.password else { return Verdict::Ignore };
         let all = request_values(&request);
         let values: Vec<String> = self.parameters.iter().map(|&index| all[index].clone()).collect();
-        let mut cache_key: Vec<&[u8]> = values.iter().map(|value| value.as_bytes()).collect();
-        cache_key.push(password);
-        let outcome = match self.cache.get(&cache_key) {
-            Some(outcome) => Ok(outcome),
-            None => {
-                let checked = self.check(values.clone(), password.to_vec()).await;
-                if let Ok(outcome) = &checked {
-                    self.cache.put(&cache_key, outcome.clone());
-                }
-                checked
+        let key: Vec<&[u8]> = values.iter().map(|value| value.as_bytes()).collect();
+        let (pool, sql, bound) = (self.pool.clone(), self.sql.clone(), values.clone());
+        let lookup = async move {
+            let mut query = sqlx::query(&sql);
+            for value in bound {
+                query = query.bind(value);
             }
+            let row = query.fetch_optional(&pool).await.map_err(|error| describe(&error))?;
+            row.map(|row| read_user(&row)).transpose()
         };
-        stored::verdict(outcome, request.username, self.on_error, &format!("postgresql {}", self.server))
+        self.store.decide(request.username, &key, password, lookup).await
     }
 }
 

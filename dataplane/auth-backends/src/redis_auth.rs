@@ -40,13 +40,12 @@
 //!   `timeout_ms` in all; costly hashes (bcrypt, PBKDF2, argon2) are
 //!   checked on the blocking pool.
 //! - **No password is kept**: the cache holds a keyed MAC of the password
-//!   with the outcome ([`AnswerCache`]), and only outcomes that came from
+//!   with the outcome (`cache.rs`), and only outcomes that came from
 //!   Redis.
 //! - Only a single server for now: `mode = "sentinel"` and `"cluster"`
 //!   are refused at start with a message saying so.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use dataplane::cluster::access::Grant;
 use dataplane::hooks::{Authenticator, ConnectRequest, HookFuture, Verdict};
@@ -54,10 +53,9 @@ use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::cache::AnswerCache;
 use crate::http::SettingsError;
-use crate::password::{from_emqx_spelling, HashAlgorithm};
-use crate::stored::{self, Outcome, StoredUser};
+use crate::password::HashAlgorithm;
+use crate::stored::{self, Store, StoreSettings, StoredUser};
 use crate::template::{
     check_template, default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size,
     default_queue, default_timeout_ms, expand, request_values, OnError,
@@ -115,19 +113,6 @@ struct Fields {
     superuser: Option<usize>,
 }
 
-/// Why no outcome came.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error("the command queue is full")]
-    Busy,
-    #[error("no answer within the timeout")]
-    Timeout,
-    #[error("redis: {0}")]
-    Redis(String),
-    #[error("{0}")]
-    Hash(String),
-}
-
 /// The `redis` authenticator.
 pub struct RedisAuthenticator {
     client: redis::Client,
@@ -138,12 +123,9 @@ pub struct RedisAuthenticator {
     key: String,
     fields: Vec<String>,
     wanted: Fields,
-    algorithm: Arc<HashAlgorithm>,
-    timeout: Duration,
+    /// `pool_size` permits: commands in flight.
     pool: Arc<Semaphore>,
-    admission: Arc<Semaphore>,
-    on_error: OnError,
-    cache: AnswerCache<Outcome>,
+    store: Store,
     server: String,
 }
 
@@ -160,11 +142,7 @@ impl std::fmt::Debug for RedisAuthenticator {
 impl RedisAuthenticator {
     /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
     pub fn from_table(table: &toml::Table) -> Result<RedisAuthenticator, SettingsError> {
-        let mut table = table.clone();
-        from_emqx_spelling(&mut table);
-        let settings: Settings = toml::Value::Table(table)
-            .try_into()
-            .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))?;
+        let settings: Settings = stored::parse_settings(table)?;
         RedisAuthenticator::new(settings)
     }
 
@@ -182,15 +160,7 @@ impl RedisAuthenticator {
         settings.password_hash.validate().map_err(|error| invalid("password_hash", error.to_string()))?;
         let (verb, key, fields) = parse_command(&settings.cmd).map_err(|reason| invalid("cmd", reason))?;
         let wanted = wanted_fields(&fields).map_err(|reason| invalid("cmd", reason))?;
-        let (host, port) = match settings.server.rsplit_once(':') {
-            Some((host, port)) => {
-                let port = port
-                    .parse()
-                    .map_err(|_| invalid("server", format!("bad port in {:?}", settings.server)))?;
-                (host.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
-            }
-            None => (settings.server.clone(), 6379),
-        };
+        let (host, port) = stored::host_port(&settings.server, 6379)?;
         let info = redis::ConnectionInfo {
             addr: redis::ConnectionAddr::Tcp(host, port),
             redis: redis::RedisConnectionInfo {
@@ -208,24 +178,30 @@ impl RedisAuthenticator {
             key,
             fields,
             wanted,
-            algorithm: Arc::new(settings.password_hash),
-            timeout: Duration::from_millis(settings.timeout_ms),
             pool: Arc::new(Semaphore::new(settings.pool_size)),
-            admission: Arc::new(Semaphore::new(settings.pool_size.saturating_add(settings.queue))),
-            on_error: settings.on_error,
-            cache: AnswerCache::new(settings.cache_entries, Duration::from_secs(settings.cache_ttl_s)),
+            store: Store::new(StoreSettings {
+                algorithm: settings.password_hash,
+                timeout_ms: settings.timeout_ms,
+                pool_size: settings.pool_size,
+                queue: settings.queue,
+                on_error: settings.on_error,
+                cache_entries: settings.cache_entries,
+                cache_ttl_s: settings.cache_ttl_s,
+                name: format!("redis {}", settings.server),
+            }),
             server: settings.server,
         })
     }
 
-    /// Looks the user up and checks the password, on a task of its own,
-    /// within the timeout.
-    async fn check(&self, key: String, password: Vec<u8>) -> Result<Outcome, Failure> {
-        let admitted = self.admission.clone().try_acquire_owned().map_err(|_| Failure::Busy)?;
+    /// Looks the user up: the command on the pipelined connection (made
+    /// first if there is none), its reply read as a user.
+    fn lookup(
+        &self,
+        key: String,
+    ) -> impl std::future::Future<Output = Result<Option<StoredUser>, String>> + Send {
         let pool = self.pool.clone();
         let connection = self.connection.clone();
         let client = self.client.clone();
-        let timeout = self.timeout;
         let mut command = redis::cmd(self.verb);
         command.arg(&key);
         for field in &self.fields {
@@ -233,10 +209,8 @@ impl RedisAuthenticator {
         }
         let verb = self.verb;
         let wanted = self.wanted.clone();
-        let algorithm = self.algorithm.clone();
-        let mut task = tokio::spawn(async move {
-            let _admitted = admitted;
-            let _permit = pool.acquire_owned().await.map_err(|_| Failure::Busy)?;
+        async move {
+            let _permit = pool.acquire_owned().await.map_err(|_| "the Redis pool is closed".to_owned())?;
             let mut link = {
                 let mut held = connection.lock().await;
                 match held.as_ref() {
@@ -245,7 +219,7 @@ impl RedisAuthenticator {
                         let link = client
                             .get_multiplexed_async_connection()
                             .await
-                            .map_err(|error| Failure::Redis(describe(&error)))?;
+                            .map_err(|error| describe(&error))?;
                         *held = Some(link.clone());
                         link
                     }
@@ -256,45 +230,23 @@ impl RedisAuthenticator {
             } else {
                 command.query_async(&mut link).await
             };
-            let values = match reply {
-                Ok(values) => values,
+            match reply {
+                Ok(values) => read_user(&values, &wanted),
                 Err(error) => {
                     if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
                         *connection.lock().await = None;
                     }
-                    return Err(Failure::Redis(describe(&error)));
+                    Err(describe(&error))
                 }
-            };
-            judge(&values, &wanted, &algorithm, password).await
-        });
-        match tokio::time::timeout(timeout, &mut task).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(error)) => Err(Failure::Redis(error.to_string())),
-            Err(_) => {
-                // A Redis that hangs must not keep tasks (or the connection
-                // slot's lock, while connecting) past the timeout.
-                task.abort();
-                Err(Failure::Timeout)
             }
         }
     }
 
     async fn verdict(&self, request: ConnectRequest<'_>) -> Verdict<Grant> {
         let Some(password) = request.password else { return Verdict::Ignore };
-        let values = request_values(&request);
-        let key = expand(&self.key, &values);
-        let cache_key: [&[u8]; 2] = [key.as_bytes(), password];
-        let outcome = match self.cache.get(&cache_key) {
-            Some(outcome) => Ok(outcome),
-            None => {
-                let checked = self.check(key.clone(), password.to_vec()).await;
-                if let Ok(outcome) = &checked {
-                    self.cache.put(&cache_key, outcome.clone());
-                }
-                checked
-            }
-        };
-        stored::verdict(outcome, request.username, self.on_error, &format!("redis {}", self.server))
+        let key = expand(&self.key, &request_values(&request));
+        let lookup = self.lookup(key.clone());
+        self.store.decide(request.username, &[key.as_bytes()], password, lookup).await
     }
 }
 
@@ -340,24 +292,15 @@ fn wanted_fields(fields: &[String]) -> Result<Fields, String> {
     Ok(Fields { hash, salt: position("salt"), superuser: position("is_superuser") })
 }
 
-/// The outcome of a reply: the user's hash checked against the password.
-async fn judge(
-    values: &[Option<Vec<u8>>],
-    wanted: &Fields,
-    algorithm: &Arc<HashAlgorithm>,
-    password: Vec<u8>,
-) -> Result<Outcome, Failure> {
+/// The user in a reply (`None`: no such user).
+fn read_user(values: &[Option<Vec<u8>>], wanted: &Fields) -> Result<Option<StoredUser>, String> {
     let field = |index: Option<usize>| index.and_then(|index| values.get(index)).and_then(Option::as_ref);
-    let user = match field(Some(wanted.hash)) {
-        None => None,
-        Some(hash) => Some(StoredUser {
-            hash: String::from_utf8(hash.clone())
-                .map_err(|_| Failure::Hash("the stored hash is not text".into()))?,
-            salt: field(wanted.salt).cloned().unwrap_or_default(),
-            superuser: field(wanted.superuser).is_some_and(|value| stored::flag(value)),
-        }),
-    };
-    stored::judge(user, algorithm, password).await.map_err(Failure::Hash)
+    let Some(hash) = field(Some(wanted.hash)) else { return Ok(None) };
+    Ok(Some(StoredUser {
+        hash: String::from_utf8(hash.clone()).map_err(|_| "the stored hash is not text".to_owned())?,
+        salt: field(wanted.salt).cloned().unwrap_or_default(),
+        superuser: field(wanted.superuser).is_some_and(|value| stored::flag(value)),
+    }))
 }
 
 impl Authenticator for RedisAuthenticator {

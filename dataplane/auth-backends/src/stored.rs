@@ -1,16 +1,139 @@
-//! What the user-store authenticators (Redis, PostgreSQL) share once their
-//! store has answered: the user's row judged against the password (costly
-//! hashes on the blocking pool), and the outcome turned into the chain's
-//! verdict, with `on_error` for a store that failed.
+//! What the user-store authenticators (Redis, PostgreSQL) share: the
+//! lookup run on a task of its own, admitted only while fewer than `pool_size
+//! + queue` wait and abandoned (aborted) at the timeout; the user's row
+//! judged against the password (costly hashes on the blocking pool); the
+//! answer cache; and the outcome turned into the chain's verdict, with
+//! `on_error` for a store that failed.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dataplane::cluster::access::{default_refusal, Grant};
 use dataplane::hooks::Verdict;
 use mqtt_codec::ReasonCode;
 
-use crate::password::HashAlgorithm;
+use tokio::sync::Semaphore;
+
+use crate::cache::AnswerCache;
+use crate::http::SettingsError;
+use crate::password::{from_emqx_spelling, HashAlgorithm};
 use crate::template::OnError;
+
+/// A user store's settings from its chain entry (EMQX's spelling of the
+/// hash setting read too).
+pub(crate) fn parse_settings<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+) -> Result<T, SettingsError> {
+    let mut table = table.clone();
+    from_emqx_spelling(&mut table);
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))
+}
+
+/// `host:port` (or `host`, `[v6]:port`) as host and port.
+pub(crate) fn host_port(server: &str, default_port: u16) -> Result<(String, u16), SettingsError> {
+    match server.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !port.contains(']') => {
+            let port = port.parse().map_err(|_| SettingsError::Invalid {
+                key: "server",
+                reason: format!("bad port in {server:?}"),
+            })?;
+            Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+        }
+        _ => Ok((server.trim_start_matches('[').trim_end_matches(']').to_owned(), default_port)),
+    }
+}
+
+/// The parts of a user-store authenticator that do not depend on the store.
+pub(crate) struct Store {
+    algorithm: Arc<HashAlgorithm>,
+    timeout: Duration,
+    /// `pool_size + queue` permits: lookups running or waiting.
+    admission: Arc<Semaphore>,
+    on_error: OnError,
+    cache: AnswerCache<Outcome>,
+    /// The store, as logs name it (no credentials).
+    name: String,
+}
+
+/// The settings every user store has.
+pub(crate) struct StoreSettings {
+    pub algorithm: HashAlgorithm,
+    pub timeout_ms: u64,
+    pub pool_size: usize,
+    pub queue: usize,
+    pub on_error: OnError,
+    pub cache_entries: usize,
+    pub cache_ttl_s: u64,
+    pub name: String,
+}
+
+impl Store {
+    pub fn new(settings: StoreSettings) -> Store {
+        Store {
+            algorithm: Arc::new(settings.algorithm),
+            timeout: Duration::from_millis(settings.timeout_ms),
+            admission: Arc::new(Semaphore::new(settings.pool_size.saturating_add(settings.queue))),
+            on_error: settings.on_error,
+            cache: AnswerCache::new(settings.cache_entries, Duration::from_secs(settings.cache_ttl_s)),
+            name: settings.name,
+        }
+    }
+
+    /// The verdict on `password` for the user `lookup` finds; `key` is what
+    /// the lookup was made of (the cache files the outcome under it and the
+    /// password).
+    pub async fn decide<F>(
+        &self,
+        username: Option<&str>,
+        key: &[&[u8]],
+        password: &[u8],
+        lookup: F,
+    ) -> Verdict<Grant>
+    where
+        F: Future<Output = Result<Option<StoredUser>, String>> + Send + 'static,
+    {
+        let mut cache_key = key.to_vec();
+        cache_key.push(password);
+        let outcome = match self.cache.get(&cache_key) {
+            Some(outcome) => Ok(outcome),
+            None => {
+                let checked = self.check(password.to_vec(), lookup).await;
+                if let Ok(outcome) = &checked {
+                    self.cache.put(&cache_key, outcome.clone());
+                }
+                checked
+            }
+        };
+        verdict(outcome, username, self.on_error, &self.name)
+    }
+
+    async fn check<F>(&self, password: Vec<u8>, lookup: F) -> Result<Outcome, String>
+    where
+        F: Future<Output = Result<Option<StoredUser>, String>> + Send + 'static,
+    {
+        let admitted =
+            self.admission.clone().try_acquire_owned().map_err(|_| "the lookup queue is full".to_owned())?;
+        let algorithm = self.algorithm.clone();
+        let mut task = tokio::spawn(async move {
+            let _admitted = admitted;
+            let user = lookup.await?;
+            judge(user, &algorithm, password).await
+        });
+        match tokio::time::timeout(self.timeout, &mut task).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => {
+                // A store that hangs must not keep tasks (or a connection
+                // slot's lock, while connecting) past the timeout.
+                task.abort();
+                Err("no answer within the timeout".to_owned())
+            }
+        }
+    }
+}
 
 /// What the store and the hash said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,5 +209,19 @@ pub(crate) fn verdict(
                 OnError::Ignore => Verdict::Ignore,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_host_and_port() {
+        assert_eq!(host_port("127.0.0.1:6380", 6379).unwrap(), ("127.0.0.1".to_owned(), 6380));
+        assert_eq!(host_port("db.example", 5432).unwrap(), ("db.example".to_owned(), 5432));
+        assert_eq!(host_port("[::1]:5433", 5432).unwrap(), ("::1".to_owned(), 5433));
+        assert_eq!(host_port("[::1]", 5432).unwrap(), ("::1".to_owned(), 5432));
+        assert!(host_port("db:port", 5432).is_err());
     }
 }
