@@ -634,7 +634,7 @@ impl DataplaneConfig {
             })
         };
         for (position, entry) in self.auth.authenticators.iter().enumerate() {
-            // `http`, `jwt`, `postgresql` and `redis` are built by the
+            // `http`, `jwt`, `mysql`, `postgresql` and `redis` are built by the
             // `auth-backends` crate, which checks their settings when the
             // chain is loaded.
             if !matches!(
@@ -643,6 +643,7 @@ impl DataplaneConfig {
                     | AuthenticatorConfig::Http(_)
                     | AuthenticatorConfig::Redis(_)
                     | AuthenticatorConfig::Postgresql(_)
+                    | AuthenticatorConfig::Mysql(_)
                     | AuthenticatorConfig::Jwt(_)
                     | AuthenticatorConfig::X509(_)
             ) {
@@ -650,7 +651,7 @@ impl DataplaneConfig {
                     "auth.authenticators",
                     position,
                     entry.kind(),
-                    "builtin, http, jwt, postgresql, redis, x509",
+                    "builtin, http, jwt, mysql, postgresql, redis, x509",
                 );
             }
         }

@@ -8,7 +8,7 @@
 //! - `cache.rs`: the bounded, expiring memory of answers every external
 //!   authenticator keeps.
 //! - `redis_auth.rs`: `type = "redis"`, users in Redis hashes.
-//! - `postgres_auth.rs`: `type = "postgresql"`, users in a table.
+//! - `sql_auth.rs`: `type = "postgresql"` and `"mysql"`, users in a table.
 //! - `jwt.rs`: `type = "jwt"`, a signed token as the password.
 //! - `password.rs`: password hashes in the formats EMQX's stores use, for
 //!   the database backends.
@@ -21,8 +21,8 @@ mod cache;
 pub mod http;
 pub mod jwt;
 pub mod password;
-pub mod postgres_auth;
 pub mod redis_auth;
+pub mod sql_auth;
 mod stored;
 mod template;
 
@@ -50,7 +50,12 @@ impl Backends for Factory {
                     .map_err(|error| error.to_string()),
             ),
             AuthenticatorConfig::Postgresql(table) => Some(
-                postgres_auth::PostgresAuthenticator::from_table(table)
+                sql_auth::SqlAuthenticator::from_table(table, sql_auth::Dialect::Postgres)
+                    .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
+                    .map_err(|error| error.to_string()),
+            ),
+            AuthenticatorConfig::Mysql(table) => Some(
+                sql_auth::SqlAuthenticator::from_table(table, sql_auth::Dialect::Mysql)
                     .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
                     .map_err(|error| error.to_string()),
             ),

@@ -1,10 +1,11 @@
-//! `type = "postgresql"`: users in a PostgreSQL table, read with the query
-//! EMQX's PostgreSQL authenticator takes, so the same table works for both.
+//! `type = "postgresql"` and `type = "mysql"` (MySQL or MariaDB): users
+//! in a table, read with the query EMQX's SQL authenticators take, so the
+//! same table works for both.
 //!
 //! ```toml
 //! [[auth.authenticators]]
-//! type = "postgresql"
-//! server = "127.0.0.1:5432"
+//! type = "postgresql"             # or "mysql"
+//! server = "127.0.0.1:5432"       # MySQL: 3306 by default
 //! database = "mqtt"
 //! username = "mqtt"
 //! password = "..."
@@ -22,8 +23,9 @@
 //! - **Values are bound, never pasted into SQL**: each placeholder of
 //!   `query` (`${username}`, `${clientid}`, `${peerhost}`,
 //!   `${cert_common_name}`; not `${password}`) becomes a parameter (`$1`,
-//!   `$2`, ...) bound as text. A placeholder inside quotes
-//!   (`'${username}'`) is refused at start: it would be a literal.
+//!   `$2`, ... for PostgreSQL, `?` for MySQL) bound as text. A placeholder
+//!   inside quotes (`'${username}'`) is refused at start: it would be a
+//!   literal.
 //! - The first row's `password_hash` (or `password`) column, and `salt` and
 //!   `is_superuser` when the query returns them, are the user; no row is no
 //!   such user (ignore). Text, bytes, booleans and integers are read.
@@ -37,8 +39,9 @@ use std::time::Duration;
 use dataplane::cluster::access::Grant;
 use dataplane::hooks::{Authenticator, ConnectRequest, HookFuture, Verdict};
 use serde::Deserialize;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Column, Row, TypeInfo};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Column, Row};
 
 use crate::http::SettingsError;
 use crate::password::HashAlgorithm;
@@ -51,7 +54,14 @@ use crate::template::{
 /// Placeholders a query may hold.
 const QUERY_PLACEHOLDERS: [&str; 4] = ["${username}", "${clientid}", "${peerhost}", "${cert_common_name}"];
 
-/// The settings of one `type = "postgresql"` entry.
+/// Which database speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Mysql,
+}
+
+/// The settings of one `type = "postgresql"` or `"mysql"` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
@@ -76,10 +86,17 @@ struct Settings {
     cache_ttl_s: u64,
 }
 
-/// The `postgresql` authenticator.
-pub struct PostgresAuthenticator {
-    pool: PgPool,
-    /// The query with `$1`, `$2`, ... in place of its placeholders.
+/// A pool of either database's connections.
+#[derive(Clone)]
+enum Pool {
+    Postgres(PgPool),
+    Mysql(MySqlPool),
+}
+
+/// The `postgresql` and `mysql` authenticators.
+pub struct SqlAuthenticator {
+    pool: Pool,
+    /// The query with `$1`, `$2`, ... (or `?`) in place of its placeholders.
     sql: String,
     /// For each parameter, its placeholder's index in [`PLACEHOLDERS`].
     parameters: Vec<usize>,
@@ -87,18 +104,18 @@ pub struct PostgresAuthenticator {
     server: String,
 }
 
-impl std::fmt::Debug for PostgresAuthenticator {
+impl std::fmt::Debug for SqlAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresAuthenticator")
+        f.debug_struct("SqlAuthenticator")
             .field("server", &self.server)
             .field("sql", &self.sql)
             .finish_non_exhaustive()
     }
 }
 
-impl PostgresAuthenticator {
+impl SqlAuthenticator {
     /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
-    pub fn from_table(table: &toml::Table) -> Result<PostgresAuthenticator, SettingsError> {
+    pub fn from_table(table: &toml::Table, dialect: Dialect) -> Result<SqlAuthenticator, SettingsError> {
         let settings: Settings = stored::parse_settings(table)?;
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
         if settings.timeout_ms == 0 || settings.pool_size == 0 || settings.pool_size > 1024 {
@@ -109,24 +126,46 @@ impl PostgresAuthenticator {
         }
         settings.password_hash.validate().map_err(|error| invalid("password_hash", error.to_string()))?;
         let (sql, parameters) =
-            bind_placeholders(&settings.query).map_err(|reason| invalid("query", reason))?;
-        let (host, port) = stored::host_port(&settings.server, 5432)?;
-        let mut options = PgConnectOptions::new()
-            .host(&host)
-            .port(port)
-            .database(&settings.database)
-            .username(&settings.username)
-            .application_name("mqttd");
-        if let Some(password) = &settings.password {
-            options = options.password(password);
-        }
+            bind_placeholders(&settings.query, dialect).map_err(|reason| invalid("query", reason))?;
         let timeout = Duration::from_millis(settings.timeout_ms);
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.pool_size as u32)
-            .min_connections(0)
-            .acquire_timeout(timeout)
-            .connect_lazy_with(options);
-        Ok(PostgresAuthenticator {
+        let (pool, kind) = match dialect {
+            Dialect::Postgres => {
+                let (host, port) = stored::host_port(&settings.server, 5432)?;
+                let mut options = PgConnectOptions::new()
+                    .host(&host)
+                    .port(port)
+                    .database(&settings.database)
+                    .username(&settings.username)
+                    .application_name("mqttd");
+                if let Some(password) = &settings.password {
+                    options = options.password(password);
+                }
+                let pool = PgPoolOptions::new()
+                    .max_connections(settings.pool_size as u32)
+                    .min_connections(0)
+                    .acquire_timeout(timeout)
+                    .connect_lazy_with(options);
+                (Pool::Postgres(pool), "postgresql")
+            }
+            Dialect::Mysql => {
+                let (host, port) = stored::host_port(&settings.server, 3306)?;
+                let mut options = MySqlConnectOptions::new()
+                    .host(&host)
+                    .port(port)
+                    .database(&settings.database)
+                    .username(&settings.username);
+                if let Some(password) = &settings.password {
+                    options = options.password(password);
+                }
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(settings.pool_size as u32)
+                    .min_connections(0)
+                    .acquire_timeout(timeout)
+                    .connect_lazy_with(options);
+                (Pool::Mysql(pool), "mysql")
+            }
+        };
+        Ok(SqlAuthenticator {
             pool,
             sql,
             parameters,
@@ -138,7 +177,7 @@ impl PostgresAuthenticator {
                 on_error: settings.on_error,
                 cache_entries: settings.cache_entries,
                 cache_ttl_s: settings.cache_ttl_s,
-                name: format!("postgresql {}", settings.server),
+                name: format!("{kind} {}", settings.server),
             }),
             server: settings.server,
         })
@@ -151,12 +190,24 @@ impl PostgresAuthenticator {
         let key: Vec<&[u8]> = values.iter().map(|value| value.as_bytes()).collect();
         let (pool, sql, bound) = (self.pool.clone(), self.sql.clone(), values.clone());
         let lookup = async move {
-            let mut query = sqlx::query(&sql);
-            for value in bound {
-                query = query.bind(value);
+            match pool {
+                Pool::Postgres(pool) => {
+                    let mut query = sqlx::query(&sql);
+                    for value in bound {
+                        query = query.bind(value);
+                    }
+                    let row = query.fetch_optional(&pool).await.map_err(|error| describe(&error))?;
+                    row.map(|row| read_user!(row)).transpose()
+                }
+                Pool::Mysql(pool) => {
+                    let mut query = sqlx::query(&sql);
+                    for value in bound {
+                        query = query.bind(value);
+                    }
+                    let row = query.fetch_optional(&pool).await.map_err(|error| describe(&error))?;
+                    row.map(|row| read_user!(row)).transpose()
+                }
             }
-            let row = query.fetch_optional(&pool).await.map_err(|error| describe(&error))?;
-            row.map(|row| read_user(&row)).transpose()
         };
         self.store.decide(request.username, &key, password, lookup).await
     }
@@ -173,9 +224,9 @@ fn describe(error: &sqlx::Error) -> String {
     }
 }
 
-/// The query with each placeholder replaced by the next `$n`, and which
-/// placeholder each parameter is.
-fn bind_placeholders(query: &str) -> Result<(String, Vec<usize>), String> {
+/// The query with each placeholder replaced by the next `$n` (PostgreSQL)
+/// or `?` (MySQL), and which placeholder each parameter is.
+fn bind_placeholders(query: &str, dialect: Dialect) -> Result<(String, Vec<usize>), String> {
     let mut sql = String::with_capacity(query.len());
     let mut parameters = Vec::new();
     let mut rest = query;
@@ -196,55 +247,66 @@ fn bind_placeholders(query: &str) -> Result<(String, Vec<usize>), String> {
         sql.push_str(before);
         let index = PLACEHOLDERS.iter().position(|known| *known == placeholder).unwrap_or(0);
         parameters.push(index);
-        sql.push_str(&format!("${}", parameters.len()));
+        match dialect {
+            Dialect::Postgres => sql.push_str(&format!("${}", parameters.len())),
+            Dialect::Mysql => sql.push('?'),
+        }
         rest = &tail[end + 1..];
     }
     sql.push_str(rest);
     Ok((sql, parameters))
 }
 
-/// The user in a row: `password_hash` (or `password`), `salt`,
-/// `is_superuser`, whatever their SQL types.
-fn read_user(row: &PgRow) -> Result<StoredUser, String> {
-    let column = |name: &str| row.columns().iter().position(|column| column.name() == name);
-    let hash_at = column("password_hash")
-        .or_else(|| column("password"))
-        .ok_or("the query returns no password_hash (or password) column")?;
-    let hash = text_at(row, hash_at)?.ok_or("the row's password_hash is NULL")?;
-    let salt = match column("salt") {
-        Some(at) => text_at(row, at)?.unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let superuser = match column("is_superuser") {
-        Some(at) => flag_at(row, at)?,
-        None => false,
-    };
-    let hash = String::from_utf8(hash).map_err(|_| "the stored hash is not text".to_owned())?;
-    Ok(StoredUser { hash, salt, superuser })
+/// The user in a row (either database's): `password_hash` (or
+/// `password`), `salt`, `is_superuser`, each decoded as the first type the
+/// column's SQL type allows (sqlx refuses the others).
+macro_rules! read_user {
+    ($row:expr) => {{
+        let row = &$row;
+        let column = |name: &str| row.columns().iter().position(|column| column.name() == name);
+        let text_at = |at: usize| -> Result<Option<Vec<u8>>, String> {
+            if let Ok(text) = row.try_get::<Option<String>, _>(at) {
+                return Ok(text.map(String::into_bytes));
+            }
+            row.try_get::<Option<Vec<u8>>, _>(at)
+                .map_err(|error| format!("column {at}: {}", describe(&error)))
+        };
+        let flag_at = |at: usize| -> Result<bool, String> {
+            if let Ok(flag) = row.try_get::<Option<bool>, _>(at) {
+                return Ok(flag.unwrap_or(false));
+            }
+            if let Ok(number) = row.try_get::<Option<i64>, _>(at) {
+                return Ok(number.is_some_and(|n| n != 0));
+            }
+            if let Ok(number) = row.try_get::<Option<i32>, _>(at) {
+                return Ok(number.is_some_and(|n| n != 0));
+            }
+            if let Ok(number) = row.try_get::<Option<i16>, _>(at) {
+                return Ok(number.is_some_and(|n| n != 0));
+            }
+            Ok(text_at(at)?.is_some_and(|value| stored::flag(&value)))
+        };
+        (|| -> Result<StoredUser, String> {
+            let hash_at = column("password_hash")
+                .or_else(|| column("password"))
+                .ok_or("the query returns no password_hash (or password) column")?;
+            let hash = text_at(hash_at)?.ok_or("the row's password_hash is NULL")?;
+            let salt = match column("salt") {
+                Some(at) => text_at(at)?.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let superuser = match column("is_superuser") {
+                Some(at) => flag_at(at)?,
+                None => false,
+            };
+            let hash = String::from_utf8(hash).map_err(|_| "the stored hash is not text".to_owned())?;
+            Ok(StoredUser { hash, salt, superuser })
+        })()
+    }};
 }
+use read_user;
 
-fn text_at(row: &PgRow, at: usize) -> Result<Option<Vec<u8>>, String> {
-    let kind = row.columns()[at].type_info().name().to_ascii_uppercase();
-    let read = |error: sqlx::Error| format!("column {at}: {}", describe(&error));
-    match kind.as_str() {
-        "BYTEA" => row.try_get::<Option<Vec<u8>>, _>(at).map_err(read),
-        _ => row.try_get::<Option<String>, _>(at).map(|text| text.map(String::into_bytes)).map_err(read),
-    }
-}
-
-fn flag_at(row: &PgRow, at: usize) -> Result<bool, String> {
-    let kind = row.columns()[at].type_info().name().to_ascii_uppercase();
-    let read = |error: sqlx::Error| format!("is_superuser: {}", describe(&error));
-    Ok(match kind.as_str() {
-        "BOOL" => row.try_get::<Option<bool>, _>(at).map_err(read)?.unwrap_or(false),
-        "INT2" => row.try_get::<Option<i16>, _>(at).map_err(read)?.is_some_and(|n| n != 0),
-        "INT4" => row.try_get::<Option<i32>, _>(at).map_err(read)?.is_some_and(|n| n != 0),
-        "INT8" => row.try_get::<Option<i64>, _>(at).map_err(read)?.is_some_and(|n| n != 0),
-        _ => text_at(row, at)?.is_some_and(|value| stored::flag(&value)),
-    })
-}
-
-impl Authenticator for PostgresAuthenticator {
+impl Authenticator for SqlAuthenticator {
     fn authenticate<'a>(&'a self, request: ConnectRequest<'a>) -> HookFuture<'a, Verdict<Grant>> {
         Box::pin(self.verdict(request))
     }
@@ -256,11 +318,13 @@ mod tests {
 
     #[test]
     fn placeholders_become_bound_parameters() {
-        let (sql, parameters) = bind_placeholders(
-            "SELECT password_hash FROM u WHERE username = ${username} AND (clientid = ${clientid} OR ${username} = '')",
-        )
-        .unwrap();
+        let query =
+            "SELECT password_hash FROM u WHERE username = ${username} AND (clientid = ${clientid} OR ${username} = '')";
+        let (sql, parameters) = bind_placeholders(query, Dialect::Postgres).unwrap();
         assert_eq!(sql, "SELECT password_hash FROM u WHERE username = $1 AND (clientid = $2 OR $3 = '')");
+        assert_eq!(parameters, vec![0, 2, 0]);
+        let (sql, parameters) = bind_placeholders(query, Dialect::Mysql).unwrap();
+        assert_eq!(sql, "SELECT password_hash FROM u WHERE username = ? AND (clientid = ? OR ? = '')");
         assert_eq!(parameters, vec![0, 2, 0]);
         for bad in [
             "SELECT 1 WHERE u = '${username}'",
@@ -268,7 +332,7 @@ mod tests {
             "SELECT 1 WHERE u = ${user}",
             "SELECT 1 WHERE u = ${username",
         ] {
-            assert!(bind_placeholders(bad).is_err(), "{bad}");
+            assert!(bind_placeholders(bad, Dialect::Mysql).is_err(), "{bad}");
         }
     }
 
@@ -285,7 +349,7 @@ mod tests {
             ("query = \"SELECT 1\"\npassword_hash = { algorithm = \"plain\" }\nsurprise = 1", "surprise"),
         ] {
             let table: toml::Table = toml::from_str(&format!("{base}{extra}")).unwrap();
-            let error = PostgresAuthenticator::from_table(&table).err().map(|e| e.to_string());
+            let error = SqlAuthenticator::from_table(&table, Dialect::Postgres).err().map(|e| e.to_string());
             assert!(error.as_deref().is_some_and(|error| error.contains(expect)), "{extra:?}: {error:?}");
         }
     }
