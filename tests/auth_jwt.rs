@@ -2,10 +2,14 @@
 //! configured secret (v3.1.1 and v5) lets its client in; one with another
 //! secret, an expired one or one for another client id is refused (0x86 /
 //! return code 4); a password that is not a JWT is left to the next
-//! authenticator (here the built-in users, with no anonymous access).
+//! authenticator (here the built-in users, with no anonymous access). With
+//! a JWKS URL (served by the test): a token signed by a key of the set is
+//! let in, one naming an unknown key is refused, and a rotated set is
+//! taken in at the next refresh.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{login, Broker, VERSIONS};
@@ -46,4 +50,91 @@ async fn a_signed_token_lets_its_client_in_and_nothing_else_does() {
     // Not a JWT: the built-in users decide (no such user, no anonymous).
     let (_c, reason) = login(port, ProtocolVersion::V5, "p", "alice", "a plain password").await;
     assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+}
+
+/// A P-256 key as a JWK with `kid`, and the key that signs for it.
+fn ec_key(kid: &str) -> (serde_json::Value, EncodingKey) {
+    use base64::Engine;
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let point = pair.public_key_raw();
+    assert_eq!(point.len(), 65, "an uncompressed P-256 point");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+                     "x": b64(&point[1..33]), "y": b64(&point[33..])});
+    (jwk, EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap())
+}
+
+fn es256(kid: &str, key: &EncodingKey) -> String {
+    let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    encode(&header, &json!({"sub": "alice", "exp": now() + 60}), key).unwrap()
+}
+
+/// Serves `body` (swappable) to every GET on `listener`, until aborted.
+fn serve_jwks(
+    listener: tokio::net::TcpListener,
+    body: Arc<parking_lot::Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let body = body.lock().clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_come_from_a_jwks_url_and_rotate() {
+    let (jwk1, key1) = ec_key("k1");
+    let (jwk2, key2) = ec_key("k2");
+    let body = Arc::new(parking_lot::Mutex::new(json!({"keys": [jwk1]}).to_string()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let server = serve_jwks(listener, body.clone());
+    let chain = format!(
+        "auth.authenticators=[{{ type = \"jwt\", jwks_url = \"{url}\", jwks_refresh_s = 1, \
+         verify_claims = {{ sub = \"${{username}}\" }} }}, {{ type = \"builtin\" }}]"
+    );
+    let broker = Broker::start(&[&chain, "auth.allow_anonymous=deny"]);
+    let port = broker.port;
+
+    let first = es256("k1", &key1);
+    common::eventually("the first key set is fetched", || async {
+        login(port, ProtocolVersion::V5, "j1", "alice", &first).await.1 == ReasonCode::SUCCESS
+    })
+    .await;
+    let (_c, reason) = login(port, ProtocolVersion::V311, "j1", "alice", &first).await;
+    assert_eq!(reason, ReasonCode::SUCCESS);
+    let unknown = es256("k2", &key2);
+    let (_c, reason) = login(port, ProtocolVersion::V5, "j2", "alice", &unknown).await;
+    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "a key the set does not have");
+    let forged = es256("k1", &key2);
+    let (_c, reason) = login(port, ProtocolVersion::V5, "j3", "alice", &forged).await;
+    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "signed by another key under k1's name");
+
+    // Rotation: the set now has k2 only.
+    *body.lock() = json!({"keys": [jwk2]}).to_string();
+    common::eventually("the rotated set is taken in", || async {
+        login(port, ProtocolVersion::V5, "j4", "alice", &unknown).await.1 == ReasonCode::SUCCESS
+    })
+    .await;
+    let (_c, reason) = login(port, ProtocolVersion::V5, "j5", "alice", &first).await;
+    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "k1 is gone from the set");
+
+    // The URL down: the last good set stays in use.
+    server.abort();
+    let _ = server.await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (_c, reason) = login(port, ProtocolVersion::V5, "j6", "alice", &unknown).await;
+    assert_eq!(reason, ReasonCode::SUCCESS, "the last keys stay in use");
 }

@@ -9,13 +9,18 @@
 //! secret_base64_encoded = false
 //! # or, instead of secret: public_key = """-----BEGIN PUBLIC KEY----- ..."""
 //! #   (RSA: RS256/384/512, PS256/384/512; EC: ES256, ES384; Ed25519: EdDSA)
+//! # or: jwks_url = "https://idp.example/.well-known/jwks.json"
+//! #     jwks_refresh_s = 300      # fetched at start and this often (jwks.rs)
+//! #     timeout_ms = 5000         # for each fetch
 //! verify_claims = { sub = "${username}", clientid = "${clientid}" }
 //! ```
 //!
 //! Outcomes: no token, or something that is not a JWT (not three base64url
 //! parts with a JSON header): ignore, the next authenticator decides; a
 //! token whose signature, algorithm, `exp`, `nbf` or claims do not hold:
-//! deny (bad username or password); a valid one: allow.
+//! deny (bad username or password); a valid one: allow. With a JWKS URL
+//! whose keys have not been fetched yet: 0x88 (server unavailable). A token
+//! names its key with `kid` (or is tried against every key of the set).
 //!
 //! Invariants:
 //! - **The key decides the algorithms**: a secret accepts only HMAC, a
@@ -29,19 +34,25 @@
 //! - Checking is local CPU work of microseconds, bounded by the token's
 //!   size (an MQTT password is at most 65,535 bytes), so it runs in place.
 //!
-//! Not yet: keys from a JWKS URL, ACL rules carried in an `acl` claim, and
-//! ending a session when its token expires.
+//! Not yet: ACL rules carried in an `acl` claim, and ending a session when
+//! its token expires.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dataplane::cluster::access::{default_refusal, Grant};
 use dataplane::hooks::{Authenticator, ConnectRequest, HookFuture, Verdict};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use mqtt_codec::ReasonCode;
 use serde::Deserialize;
 
 use crate::http::SettingsError;
-use crate::template::{check_template, expand, request_values};
+use crate::jwks::Jwks;
+use crate::template::{check_template, default_timeout_ms, expand, request_values};
+
+/// A token's claims.
+type Claims = serde_json::Map<String, serde_json::Value>;
 
 /// Placeholders a claim's expected value may hold.
 const CLAIM_PLACEHOLDERS: [&str; 4] = ["${username}", "${clientid}", "${peerhost}", "${cert_common_name}"];
@@ -66,7 +77,17 @@ struct Settings {
     #[serde(default)]
     public_key: Option<String>,
     #[serde(default)]
+    jwks_url: Option<String>,
+    #[serde(default = "default_refresh_s")]
+    jwks_refresh_s: u64,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default)]
     verify_claims: BTreeMap<String, String>,
+}
+
+fn default_refresh_s() -> u64 {
+    300
 }
 
 fn password() -> From {
@@ -84,12 +105,23 @@ enum Refusal {
     Premature,
     #[error("claim {0:?} does not match")]
     Claim(String),
+    #[error("the JWKS keys have not been fetched")]
+    NoKeys,
+}
+
+/// Where the keys come from.
+enum Keys {
+    /// A secret or a public key from the config (the validation's
+    /// algorithms are its).
+    Fixed(DecodingKey),
+    /// A JWKS URL's, each key with its own algorithms.
+    Jwks(Arc<Jwks>),
 }
 
 /// The `jwt` authenticator.
 pub struct JwtAuthenticator {
     from: From,
-    key: DecodingKey,
+    keys: Keys,
     validation: Validation,
     claims: Vec<(String, String)>,
 }
@@ -110,8 +142,8 @@ impl JwtAuthenticator {
             .try_into()
             .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))?;
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
-        let (key, algorithms) = match (&settings.secret, &settings.public_key) {
-            (Some(secret), None) => {
+        let (keys, algorithms) = match (&settings.secret, &settings.public_key, &settings.jwks_url) {
+            (Some(secret), None, None) => {
                 let key = if settings.secret_base64_encoded {
                     DecodingKey::from_base64_secret(secret)
                         .map_err(|error| invalid("secret", error.to_string()))?
@@ -121,12 +153,32 @@ impl JwtAuthenticator {
                 if secret.is_empty() {
                     return Err(invalid("secret", "is empty".into()));
                 }
-                (key, vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512])
+                (Keys::Fixed(key), vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512])
             }
-            (None, Some(pem)) => public_key(pem.as_bytes()).ok_or_else(|| {
-                invalid("public_key", "not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".into())
-            })?,
-            _ => return Err(invalid("secret, public_key", "set exactly one of them".into())),
+            (None, Some(pem), None) => {
+                let (key, algorithms) = public_key(pem.as_bytes()).ok_or_else(|| {
+                    invalid("public_key", "not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".into())
+                })?;
+                (Keys::Fixed(key), algorithms)
+            }
+            (None, None, Some(url)) => {
+                let url = reqwest::Url::parse(url).map_err(|error| invalid("jwks_url", error.to_string()))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(invalid(
+                        "jwks_url",
+                        format!("scheme {:?} is not http or https", url.scheme()),
+                    ));
+                }
+                if settings.jwks_refresh_s == 0 || settings.timeout_ms == 0 {
+                    return Err(invalid("jwks_refresh_s, timeout_ms", "must be at least 1".into()));
+                }
+                let refresh = Duration::from_secs(settings.jwks_refresh_s);
+                let jwks = Jwks::start(url, refresh, Duration::from_millis(settings.timeout_ms))
+                    .map_err(|reason| invalid("jwks_url", reason))?;
+                // Each key brings its own; these only seed the validation.
+                (Keys::Jwks(jwks), vec![Algorithm::RS256])
+            }
+            _ => return Err(invalid("secret, public_key, jwks_url", "set exactly one of them".into())),
         };
         for (name, template) in &settings.verify_claims {
             check_template(template, &CLAIM_PLACEHOLDERS)
@@ -142,7 +194,7 @@ impl JwtAuthenticator {
         validation.leeway = 0;
         Ok(JwtAuthenticator {
             from: settings.from,
-            key,
+            keys,
             validation,
             claims: settings.verify_claims.into_iter().collect(),
         })
@@ -150,13 +202,7 @@ impl JwtAuthenticator {
 
     /// The claims of a token that holds, or why it does not.
     fn check(&self, token: &str, values: &[String; 5]) -> Result<(), Refusal> {
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token,
-            &self.key,
-            &self.validation,
-        )
-        .map_err(|error| Refusal::Signature(format!("{:?}", error.kind())))?;
-        let claims = data.claims;
+        let claims = self.verified_claims(token)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
         if let Some(exp) = claims.get("exp") {
             if exp.as_u64().is_none_or(|exp| exp <= now) {
@@ -182,6 +228,34 @@ impl JwtAuthenticator {
         Ok(())
     }
 
+    /// The claims of a token whose signature holds.
+    fn verified_claims(&self, token: &str) -> Result<Claims, Refusal> {
+        let signature =
+            |error: jsonwebtoken::errors::Error| Refusal::Signature(format!("{:?}", error.kind()));
+        match &self.keys {
+            Keys::Fixed(key) => {
+                Ok(jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(signature)?.claims)
+            }
+            Keys::Jwks(jwks) => {
+                let keys = jwks.keys().ok_or(Refusal::NoKeys)?;
+                let header = jsonwebtoken::decode_header(token).map_err(signature)?;
+                let mut refusal = Refusal::Signature("no key of the set for this token".into());
+                for key in keys.iter().filter(|key| header.kid.is_none() || key.kid == header.kid) {
+                    if !key.algorithms.contains(&header.alg) {
+                        continue;
+                    }
+                    let mut validation = self.validation.clone();
+                    validation.algorithms = vec![header.alg];
+                    match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+                        Ok(data) => return Ok(data.claims),
+                        Err(error) => refusal = signature(error),
+                    }
+                }
+                Err(refusal)
+            }
+        }
+    }
+
     fn verdict(&self, request: &ConnectRequest<'_>) -> Verdict<Grant> {
         let token = match self.from {
             From::Password => request.password.and_then(|password| std::str::from_utf8(password).ok()),
@@ -191,6 +265,10 @@ impl JwtAuthenticator {
         match self.check(token, &request_values(request)) {
             Ok(()) => {
                 Verdict::Allow(Grant { superuser: false, credential: None, external: true, username: None })
+            }
+            Err(Refusal::NoKeys) => {
+                tracing::warn!("JWT not checked: the JWKS keys have not been fetched");
+                Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE)
             }
             Err(refusal) => {
                 tracing::debug!(%refusal, "JWT refused");
@@ -348,6 +426,8 @@ mod tests {
     fn bad_settings_are_refused_with_the_key() {
         for (text, expect) in [
             ("", "exactly one"),
+            ("jwks_url = \"ftp://x/\"", "jwks_url"),
+            ("jwks_url = \"http://x/\"\nsecret = \"a\"", "exactly one"),
             ("secret = \"a\"\npublic_key = \"b\"", "exactly one"),
             ("secret = \"\"", "empty"),
             ("public_key = \"not pem\"", "public_key"),

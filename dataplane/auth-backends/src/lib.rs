@@ -9,7 +9,8 @@
 //!   authenticator keeps.
 //! - `redis_auth.rs`: `type = "redis"`, users in Redis hashes.
 //! - `sql_auth.rs`: `type = "postgresql"` and `"mysql"`, users in a table.
-//! - `jwt.rs`: `type = "jwt"`, a signed token as the password.
+//! - `jwt.rs`: `type = "jwt"`, a signed token as the password; `jwks.rs`:
+//!   its keys from a JWKS URL.
 //! - `password.rs`: password hashes in the formats EMQX's stores use, for
 //!   the database backends.
 //! - `template.rs`: placeholders and the failure policy they all share.
@@ -19,6 +20,7 @@
 
 mod cache;
 pub mod http;
+mod jwks;
 pub mod jwt;
 pub mod password;
 pub mod redis_auth;
