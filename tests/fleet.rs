@@ -61,7 +61,12 @@ impl Fleet {
     async fn client(&self, i: usize, client_id: &str) -> Client {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if tokio::net::TcpStream::connect((IPS[i], self.ports[i])).await.is_ok() {
+            // Only this fleet's node i: the tests share the addresses, and a
+            // port picked free may be taken by another test's node first
+            // (then this node cannot listen, and another would answer).
+            if common::listens_on(self.nodes[i].child.id(), self.ports[i])
+                && tokio::net::TcpStream::connect((IPS[i], self.ports[i])).await.is_ok()
+            {
                 let connect = connect_packet(ProtocolVersion::V5, client_id, true);
                 let (client, ack) = Client::connect_with_at(IPS[i], self.ports[i], connect).await;
                 if ack.reason.is_success() {
