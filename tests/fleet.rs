@@ -63,10 +63,11 @@ impl Fleet {
         loop {
             // Only this fleet's node i: the tests share the addresses, and a
             // port picked free may be taken by another test's node first
-            // (then this node cannot listen, and another would answer).
-            if common::listens_on(self.nodes[i].child.id(), self.ports[i])
-                && tokio::net::TcpStream::connect((IPS[i], self.ports[i])).await.is_ok()
-            {
+            // (then this node cannot listen, and another would answer). A
+            // test that holds its nodes itself checks its own.
+            let ours =
+                self.nodes.get(i).is_none_or(|node| common::listens_on(node.child.id(), self.ports[i]));
+            if ours && tokio::net::TcpStream::connect((IPS[i], self.ports[i])).await.is_ok() {
                 let connect = connect_packet(ProtocolVersion::V5, client_id, true);
                 let (client, ack) = Client::connect_with_at(IPS[i], self.ports[i], connect).await;
                 if ack.reason.is_success() {
