@@ -56,16 +56,9 @@ impl Redis {
                 .spawn()
                 .expect("spawn redis-server");
             let mut redis = Redis { child, port, _dir: tempfile::tempdir().unwrap() };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if common::listens_on(redis.child.id(), port) {
-                    redis._dir = dir;
-                    return redis;
-                }
-                if let Ok(Some(_)) = redis.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if common::wait_listening(&mut redis.child, port, Duration::from_secs(10)).is_ok() {
+                redis._dir = dir;
+                return redis;
             }
         }
         panic!("redis-server did not start");

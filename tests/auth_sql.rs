@@ -87,15 +87,8 @@ impl Postgres {
                 .spawn()
                 .expect("spawn postgres");
             let mut server = Postgres { child, bin: bin.clone(), port, dir };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if common::listens_on(server.child.id(), port) {
-                    return server;
-                }
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if common::wait_listening(&mut server.child, port, Duration::from_secs(20)).is_ok() {
+                return server;
             }
             let _ = server.child.kill();
             let _ = server.child.wait();
@@ -173,14 +166,9 @@ impl Mariadb {
             .spawn()
             .expect("spawn mariadbd");
         let mut server = Mariadb { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !common::listens_on(server.child.id(), port) {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let log = std::fs::read_to_string(server.dir.path().join("err")).unwrap_or_default();
-                panic!("mariadbd exited ({status}): {log}");
-            }
-            assert!(Instant::now() < deadline, "mariadbd did not start listening on {port}");
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(why) = common::wait_listening(&mut server.child, port, Duration::from_secs(30)) {
+            let log = std::fs::read_to_string(server.dir.path().join("err")).unwrap_or_default();
+            panic!("mariadbd: {why}: {log}");
         }
         server.root(&format!(
             "CREATE DATABASE mqtt; CREATE USER 'mqtt'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}'; \

@@ -64,6 +64,22 @@ pub fn listens_on(pid: u32, port: u16) -> bool {
     })
 }
 
+/// Waits until `child` itself listens on `port`; says why not if it exits
+/// first or `timeout` passes (then it is left running for the caller).
+pub fn wait_listening(child: &mut Child, port: u16, timeout: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if listens_on(child.id(), port) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("pid {} exited ({status}) before listening on {port}", child.id()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("pid {} did not start listening on {port}", child.id()))
+}
+
 /// A running `mqttd`, killed on drop.
 pub struct Broker {
     child: Child,
@@ -154,17 +170,7 @@ impl Broker {
     }
 
     fn try_wait_port(&mut self, port: u16) -> Result<(), String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if listens_on(self.child.id(), port) {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("mqttd exited ({status}) before listening on {port}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!("mqttd (pid {}) did not start listening on {port}", self.child.id()))
+        wait_listening(&mut self.child, port, Duration::from_secs(10))
     }
 
     /// Sends SIGTERM and waits for the exit status.
