@@ -28,13 +28,15 @@ fi
 # iproute2 (tests/partition.rs puts a node in its own network namespace),
 # redis-server and redis-cli (tests/auth_redis.rs runs a Redis of its own),
 # PostgreSQL and MariaDB (tests/auth_sql.rs runs one of each of its own,
-# PostgreSQL as the postgres user); the packages' system services are not
+# PostgreSQL as the postgres user), OpenLDAP's slapd (tests/auth_ldap.rs);
+# the packages' system services are not
 # needed and are left as Debian sets them.
 need=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+{ [ -x /usr/sbin/slapd ] && [ -x /usr/sbin/slapadd ]; } || need+=(slapd)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)

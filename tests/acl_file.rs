@@ -149,9 +149,13 @@ fn a_broken_acl_file_or_a_backend_not_built_stops_the_start_with_a_clear_error()
     assert!(!ok);
     assert!(stderr.contains("cannot read the ACL file"), "{stderr}");
 
+    let (ok, stderr) =
+        run_to_exit(&["auth.authorizers=[{ type = \"postgresql\", server = \"x\" }]".to_owned()]);
+    assert!(!ok);
+    assert!(stderr.contains("auth.authorizers") && stderr.contains("\"postgresql\""), "{stderr}");
     let (ok, stderr) = run_to_exit(&["auth.authenticators=[{ type = \"ldap\", server = \"x\" }]".to_owned()]);
     assert!(!ok);
-    assert!(stderr.contains("auth.authenticators") && stderr.contains("\"ldap\""), "{stderr}");
+    assert!(stderr.contains("bind_dn"), "{stderr}");
     // A backend this build has, with its settings wrong: says which.
     let (ok, stderr) =
         run_to_exit(&["auth.authenticators=[{ type = \"redis\", server = \"x\" }]".to_owned()]);

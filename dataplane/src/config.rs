@@ -634,7 +634,7 @@ impl DataplaneConfig {
             })
         };
         for (position, entry) in self.auth.authenticators.iter().enumerate() {
-            // `http`, `jwt`, `mysql`, `postgresql` and `redis` are built by the
+            // `http`, `jwt`, `ldap`, `mysql`, `postgresql` and `redis` are built by the
             // `auth-backends` crate, which checks their settings when the
             // chain is loaded.
             if !matches!(
@@ -645,13 +645,14 @@ impl DataplaneConfig {
                     | AuthenticatorConfig::Postgresql(_)
                     | AuthenticatorConfig::Mysql(_)
                     | AuthenticatorConfig::Jwt(_)
+                    | AuthenticatorConfig::Ldap(_)
                     | AuthenticatorConfig::X509(_)
             ) {
                 return not_built(
                     "auth.authenticators",
                     position,
                     entry.kind(),
-                    "builtin, http, jwt, mysql, postgresql, redis, x509",
+                    "builtin, http, jwt, ldap, mysql, postgresql, redis, x509",
                 );
             }
         }

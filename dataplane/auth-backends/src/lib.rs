@@ -9,6 +9,8 @@
 //!   authenticator keeps.
 //! - `redis_auth.rs`: `type = "redis"`, users in Redis hashes.
 //! - `sql_auth.rs`: `type = "postgresql"` and `"mysql"`, users in a table.
+//! - `ldap_auth.rs`: `type = "ldap"`, users in a directory, checked by a
+//!   bind.
 //! - `jwt.rs`: `type = "jwt"`, a signed token as the password; `jwks.rs`:
 //!   its keys from a JWKS URL.
 //! - `password.rs`: password hashes in the formats EMQX's stores use, for
@@ -22,6 +24,7 @@ mod cache;
 pub mod http;
 mod jwks;
 pub mod jwt;
+pub mod ldap_auth;
 pub mod password;
 pub mod redis_auth;
 pub mod sql_auth;
@@ -63,6 +66,11 @@ impl Backends for Factory {
             ),
             AuthenticatorConfig::Redis(table) => Some(
                 redis_auth::RedisAuthenticator::from_table(table)
+                    .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
+                    .map_err(|error| error.to_string()),
+            ),
+            AuthenticatorConfig::Ldap(table) => Some(
+                ldap_auth::LdapAuthenticator::from_table(table)
                     .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
                     .map_err(|error| error.to_string()),
             ),

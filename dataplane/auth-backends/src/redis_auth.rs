@@ -180,7 +180,7 @@ impl RedisAuthenticator {
             wanted,
             pool: Arc::new(Semaphore::new(settings.pool_size)),
             store: Store::new(StoreSettings {
-                algorithm: settings.password_hash,
+                algorithm: Some(settings.password_hash),
                 timeout_ms: settings.timeout_ms,
                 pool_size: settings.pool_size,
                 queue: settings.queue,

@@ -170,7 +170,7 @@ impl SqlAuthenticator {
             sql,
             parameters,
             store: Store::new(StoreSettings {
-                algorithm: settings.password_hash,
+                algorithm: Some(settings.password_hash),
                 timeout_ms: settings.timeout_ms,
                 pool_size: settings.pool_size,
                 queue: settings.queue,

@@ -1,4 +1,4 @@
-//! What the user-store authenticators (Redis, PostgreSQL) share: the
+//! What the user-store authenticators (Redis, PostgreSQL, MySQL, LDAP) share: the
 //! lookup run on a task of its own, admitted only while fewer than `pool_size
 //! + queue` wait and abandoned (aborted) at the timeout; the user's row
 //! judged against the password (costly hashes on the blocking pool); the
@@ -48,7 +48,9 @@ pub(crate) fn host_port(server: &str, default_port: u16) -> Result<(String, u16)
 
 /// The parts of a user-store authenticator that do not depend on the store.
 pub(crate) struct Store {
-    algorithm: Arc<HashAlgorithm>,
+    /// How stored passwords are hashed (none: the store judges passwords
+    /// itself, as LDAP's bind does).
+    algorithm: Option<Arc<HashAlgorithm>>,
     timeout: Duration,
     /// `pool_size + queue` permits: lookups running or waiting.
     admission: Arc<Semaphore>,
@@ -60,7 +62,7 @@ pub(crate) struct Store {
 
 /// The settings every user store has.
 pub(crate) struct StoreSettings {
-    pub algorithm: HashAlgorithm,
+    pub algorithm: Option<HashAlgorithm>,
     pub timeout_ms: u64,
     pub pool_size: usize,
     pub queue: usize,
@@ -73,7 +75,7 @@ pub(crate) struct StoreSettings {
 impl Store {
     pub fn new(settings: StoreSettings) -> Store {
         Store {
-            algorithm: Arc::new(settings.algorithm),
+            algorithm: settings.algorithm.map(Arc::new),
             timeout: Duration::from_millis(settings.timeout_ms),
             admission: Arc::new(Semaphore::new(settings.pool_size.saturating_add(settings.queue))),
             on_error: settings.on_error,
@@ -95,12 +97,34 @@ impl Store {
     where
         F: Future<Output = Result<Option<StoredUser>, String>> + Send + 'static,
     {
+        let algorithm = self.algorithm.clone();
+        let secret = password.to_vec();
+        let check = async move {
+            let algorithm = algorithm.ok_or_else(|| "no password hash configured".to_owned())?;
+            let user = lookup.await?;
+            judge(user, &algorithm, secret).await
+        };
+        self.decide_by(username, key, password, check).await
+    }
+
+    /// The verdict `check` comes to (a store that judges the password
+    /// itself); cached under `key` and the password like [`Store::decide`].
+    pub async fn decide_by<F>(
+        &self,
+        username: Option<&str>,
+        key: &[&[u8]],
+        password: &[u8],
+        check: F,
+    ) -> Verdict<Grant>
+    where
+        F: Future<Output = Result<Outcome, String>> + Send + 'static,
+    {
         let mut cache_key = key.to_vec();
         cache_key.push(password);
         let outcome = match self.cache.get(&cache_key) {
             Some(outcome) => Ok(outcome),
             None => {
-                let checked = self.check(password.to_vec(), lookup).await;
+                let checked = self.check(check).await;
                 if let Ok(outcome) = &checked {
                     self.cache.put(&cache_key, outcome.clone());
                 }
@@ -110,17 +134,15 @@ impl Store {
         verdict(outcome, username, self.on_error, &self.name)
     }
 
-    async fn check<F>(&self, password: Vec<u8>, lookup: F) -> Result<Outcome, String>
+    async fn check<F>(&self, check: F) -> Result<Outcome, String>
     where
-        F: Future<Output = Result<Option<StoredUser>, String>> + Send + 'static,
+        F: Future<Output = Result<Outcome, String>> + Send + 'static,
     {
         let admitted =
             self.admission.clone().try_acquire_owned().map_err(|_| "the lookup queue is full".to_owned())?;
-        let algorithm = self.algorithm.clone();
         let mut task = tokio::spawn(async move {
             let _admitted = admitted;
-            let user = lookup.await?;
-            judge(user, &algorithm, password).await
+            check.await
         });
         match tokio::time::timeout(self.timeout, &mut task).await {
             Ok(Ok(outcome)) => outcome,
