@@ -150,9 +150,14 @@ fn a_broken_acl_file_or_a_backend_not_built_stops_the_start_with_a_clear_error()
     assert!(stderr.contains("cannot read the ACL file"), "{stderr}");
 
     let (ok, stderr) =
-        run_to_exit(&["auth.authorizers=[{ type = \"postgresql\", server = \"x\" }]".to_owned()]);
+        run_to_exit(&["auth.authorizers=[{ type = \"http\", url = \"http://x\" }]".to_owned()]);
     assert!(!ok);
-    assert!(stderr.contains("auth.authorizers") && stderr.contains("\"postgresql\""), "{stderr}");
+    assert!(stderr.contains("auth.authorizers") && stderr.contains("\"http\""), "{stderr}");
+    // An authorizer this build has, with its settings wrong: says which.
+    let (ok, stderr) =
+        run_to_exit(&["auth.authorizers=[{ type = \"redis\", server = \"x\", cmd = \"GET k\" }]".to_owned()]);
+    assert!(!ok);
+    assert!(stderr.contains("auth.authorizers") && stderr.contains("HGETALL"), "{stderr}");
     let (ok, stderr) = run_to_exit(&["auth.authenticators=[{ type = \"ldap\", server = \"x\" }]".to_owned()]);
     assert!(!ok);
     assert!(stderr.contains("bind_dn"), "{stderr}");

@@ -203,3 +203,56 @@ async fn on_error_ignore_asks_the_next_and_results_are_cached() {
     let (_c, reason) = login(port, ProtocolVersion::V5, "r", "root", "pw").await;
     assert_eq!(reason, ReasonCode::SUCCESS, "cached");
 }
+
+/// The `redis` authorizer with EMQX's layout (`HGETALL mqtt_acl:${username}`,
+/// topic → action): what the hash allows, a deny that a wider allow cannot
+/// undo, QoS conditions, rules changed in Redis, and Redis down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_in_redis_decide_what_a_user_may_do() {
+    let redis = Redis::start();
+    add_user(&redis, "alice", "secret", "s", false);
+    redis.cli(&["HSET", "mqtt_acl:alice", "alice/#", "all"]);
+    redis.cli(&["HSET", "mqtt_acl:alice", "alice/secret/#", r#"{"permission": "deny", "action": "all"}"#]);
+    redis.cli(&["HSET", "mqtt_acl:alice", "shared/in", r#"{"action": "publish", "qos": 1}"#]);
+    let authz = format!(
+        "auth.authorizers=[{{ type = \"redis\", server = \"127.0.0.1:{}\", password = \"{REDIS_PASSWORD}\", \
+         cmd = \"HGETALL mqtt_acl:${{username}}\", timeout_ms = 500, refresh_s = 1 }}]",
+        redis.port
+    );
+    let broker = Broker::start(&[&chain(&redis, "deny", ""), &authz, "auth.acl_no_match=deny"]);
+    let port = broker.port;
+
+    let (mut alice, reason) = login(port, ProtocolVersion::V5, "a", "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SUCCESS);
+    assert_eq!(subscribe_reason(&mut alice, "alice/inbox/#").await, ReasonCode::GRANTED_QOS_0);
+    assert_eq!(subscribe_reason(&mut alice, "alice/#").await, ReasonCode::NOT_AUTHORIZED, "reaches the deny");
+    assert_eq!(subscribe_reason(&mut alice, "alice/secret/x").await, ReasonCode::NOT_AUTHORIZED);
+    assert_eq!(subscribe_reason(&mut alice, "bob/#").await, ReasonCode::NOT_AUTHORIZED, "no rule");
+    assert_eq!(subscribe_reason(&mut alice, "shared/in").await, ReasonCode::NOT_AUTHORIZED, "publish only");
+    let reason = alice.publish_reason("shared/in", b"x", 1).await;
+    assert!(reason == ReasonCode::SUCCESS || reason == ReasonCode::NO_MATCHING_SUBSCRIBERS, "{reason:?}");
+    assert_eq!(alice.publish_reason("alice/secret/x", b"x", 2).await, ReasonCode::NOT_AUTHORIZED);
+
+    // A rule added in Redis is read once the held ones are a second old.
+    redis.cli(&["HSET", "mqtt_acl:alice", "bob/#", "subscribe"]);
+    common::eventually("the new rule is read", || async {
+        let (mut again, _) = login(port, ProtocolVersion::V5, "a2", "alice", "secret").await;
+        subscribe_reason(&mut again, "bob/x").await == ReasonCode::GRANTED_QOS_0
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscribe_reason(&mut alice, "bob/y").await != ReasonCode::GRANTED_QOS_0 {
+        assert!(Instant::now() < deadline, "the connected client's rules were never refreshed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Redis stopped: the connected client keeps what it holds.
+    redis.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(subscribe_reason(&mut alice, "alice/inbox/2").await, ReasonCode::GRANTED_QOS_0, "held rules");
+    assert_eq!(
+        subscribe_reason(&mut alice, "alice/secret/2").await,
+        ReasonCode::NOT_AUTHORIZED,
+        "held denies"
+    );
+}

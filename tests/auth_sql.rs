@@ -5,7 +5,9 @@
 //! the test runs as root: PostgreSQL refuses root) and MariaDB (`type =
 //! "mysql"`, with EMQX's MySQL layout, `is_superuser tinyint(1)`). For each:
 //! allow, deny, a superuser, usernames that try SQL injection, and a
-//! database that goes down.
+//! database that goes down; and the SQL authorizers with EMQX's `mqtt_acl`
+//! layout: rule order, placeholders, QoS and retain conditions, client ids
+//! that try SQL injection, rules changed in the table, a database down.
 
 // The databases are started before the broker, by the harness: blocking waits are fine there.
 #![allow(clippy::disallowed_methods)]
@@ -17,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{login, subscribe_reason, Broker, VERSIONS};
-use mqtt_codec::{ProtocolVersion, ReasonCode};
+use mqtt_codec::{Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode};
 use sha2::Digest;
 
 const PG_PASSWORD: &str = "pg-s3cret";
@@ -290,4 +292,171 @@ async fn mysql_users_decide_who_connects_and_no_username_becomes_sql() {
     db.root(&insert("mqtt.mqtt_user", |superuser| if superuser { "1" } else { "0" }));
     let chain = chain("mysql", db.port, "mqtt", DB_PASSWORD);
     exercise(&chain, || db.stop()).await;
+}
+
+/// The publish's acknowledgement reason: PUBACK's at QoS 1, PUBREC's at
+/// QoS 2 (the exchange completed when it succeeded).
+async fn ack(client: &mut common::Client, topic: &str, qos: QoS, retain: bool, packet_id: u16) -> ReasonCode {
+    let publish = Publish {
+        qos,
+        retain,
+        topic: topic.into(),
+        packet_id: Some(packet_id),
+        payload: b"x".to_vec().into(),
+        ..Default::default()
+    };
+    client.send(&Packet::Publish(publish)).await;
+    match client.recv().await {
+        Some(Packet::PubAck(ack)) if qos == QoS::AtLeastOnce => ack.reason,
+        Some(Packet::PubRec(rec)) if qos == QoS::ExactlyOnce => {
+            if rec.reason.0 < 0x80 {
+                client.send(&Packet::PubRel(PubAck { packet_id, ..Default::default() })).await;
+                assert!(matches!(client.recv().await, Some(Packet::PubComp(_))));
+            }
+            rec.reason
+        }
+        other => panic!("expected the acknowledgement, got {other:?}"),
+    }
+}
+
+fn allowed(reason: ReasonCode) -> bool {
+    reason == ReasonCode::SUCCESS || reason == ReasonCode::NO_MATCHING_SUBSCRIBERS
+}
+
+/// EMQX's `mqtt_acl` rows for the client `dev-1`, in id order.
+const RULES: [(&str, &str, &str, &str, &str); 3] = [
+    // (permission, action, topic, qos, retain)
+    ("deny", "all", "dev/secret/#", "NULL", "NULL"),
+    ("allow", "publish", "dev/${clientid}/up", "1", "0"),
+    ("allow", "subscribe", "dev/#", "NULL", "NULL"),
+];
+
+fn insert_rules(table: &str) -> String {
+    RULES
+        .iter()
+        .map(|(permission, action, topic, qos, retain)| {
+            format!(
+                "INSERT INTO {table} (clientid, permission, action, topic, qos, retain) \
+                 VALUES ('dev-1', '{permission}', '{action}', '{topic}', {qos}, {retain});"
+            )
+        })
+        .collect()
+}
+
+/// A database the tests run SQL on and stop.
+trait Database {
+    fn run(&self, sql: &str);
+    fn halt(&mut self);
+}
+
+impl Database for Postgres {
+    fn run(&self, sql: &str) {
+        self.sql(sql)
+    }
+    fn halt(&mut self) {
+        self.stop()
+    }
+}
+
+impl Database for Mariadb {
+    fn run(&self, sql: &str) {
+        self.root(sql)
+    }
+    fn halt(&mut self) {
+        self.stop()
+    }
+}
+
+/// What every SQL authorizer must do: `entry` reads the rules by client
+/// id from `table` of `db`.
+async fn exercise_rules(entry: &str, db: &mut impl Database, table: &str) {
+    let broker = Broker::start(&[
+        &format!("auth.authorizers=[{entry}, {{ type = \"builtin\" }}]"),
+        "auth.acl_no_match=deny",
+    ]);
+    let port = broker.port;
+    let mut dev = common::Client::connect(port, ProtocolVersion::V5, "dev-1", true).await;
+    assert!(allowed(ack(&mut dev, "dev/dev-1/up", QoS::AtLeastOnce, false, 1).await), "rule 2");
+    for (topic, qos, retain, why) in [
+        ("dev/dev-2/up", QoS::AtLeastOnce, false, "another client's topic"),
+        ("dev/secret/up", QoS::AtLeastOnce, false, "rule 1 denies"),
+        ("dev/dev-1/up", QoS::ExactlyOnce, false, "rule 2 is for QoS 1 only"),
+        ("dev/dev-1/up", QoS::AtLeastOnce, true, "rule 2 is for retain = 0 only"),
+        ("elsewhere", QoS::AtLeastOnce, false, "no rule: acl_no_match = deny"),
+    ] {
+        assert_eq!(ack(&mut dev, topic, qos, retain, 2).await, ReasonCode::NOT_AUTHORIZED, "{why}");
+    }
+    assert_eq!(subscribe_reason(&mut dev, "dev/dev-1/down").await, ReasonCode::GRANTED_QOS_0);
+    assert_eq!(subscribe_reason(&mut dev, "dev/#").await, ReasonCode::NOT_AUTHORIZED, "reaches dev/secret");
+    // Another client has no rows; a client id that tries to be SQL is bound.
+    for other in ["dev-2", "x' OR clientid = 'dev-1", "dev-1' -- "] {
+        let mut client = common::Client::connect(port, ProtocolVersion::V5, other, true).await;
+        let topic = format!("dev/{}/up", other.replace(['/', '+', '#'], "_"));
+        assert_eq!(
+            ack(&mut client, &topic, QoS::AtLeastOnce, false, 1).await,
+            ReasonCode::NOT_AUTHORIZED,
+            "{other}"
+        );
+    }
+
+    // A rule added to the table reaches the connected client once its
+    // rules are refreshed (refresh_s = 1).
+    db.run(&format!(
+        "INSERT INTO {table} (clientid, permission, action, topic) VALUES ('dev-1', 'allow', 'publish', 'dev/new');"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut packet_id = 10;
+    while !allowed(ack(&mut dev, "dev/new", QoS::AtLeastOnce, false, packet_id).await) {
+        assert!(Instant::now() < deadline, "the new rule was never read");
+        packet_id += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The database goes down: the connected client keeps the rules it
+    // holds; a client connecting now gets none (on_error = ignore: the
+    // built-in rules, none, then acl_no_match = deny).
+    db.halt();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(allowed(ack(&mut dev, "dev/dev-1/up", QoS::AtLeastOnce, false, 3).await), "held rules");
+    let mut late = common::Client::connect(port, ProtocolVersion::V5, "dev-3", true).await;
+    assert_eq!(ack(&mut late, "dev/dev-3/up", QoS::AtLeastOnce, false, 1).await, ReasonCode::NOT_AUTHORIZED);
+    assert!(allowed(ack(&mut dev, "dev/dev-1/up", QoS::AtLeastOnce, false, 4).await), "still held");
+}
+
+fn rules_entry(kind: &str, port: u16, database: &str, password: &str) -> String {
+    format!(
+        "{{ type = \"{kind}\", server = \"127.0.0.1:{port}\", database = \"{database}\", \
+         username = \"mqtt\", password = \"{password}\", \
+         query = \"SELECT permission, action, topic, qos, retain FROM mqtt_acl WHERE clientid = ${{clientid}} ORDER BY id\", \
+         timeout_ms = 1000, refresh_s = 1 }}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_rules_decide_what_a_client_may_do() {
+    let mut pg = Postgres::start();
+    pg.sql(
+        "CREATE TABLE mqtt_acl (id serial PRIMARY KEY, ipaddress text NOT NULL DEFAULT '', \
+         username text NOT NULL DEFAULT '', clientid text NOT NULL DEFAULT '', action text NOT NULL, \
+         permission text NOT NULL, topic text NOT NULL, qos smallint, retain smallint)",
+    );
+    pg.sql(&insert_rules("mqtt_acl"));
+    let entry = rules_entry("postgresql", pg.port, "postgres", PG_PASSWORD);
+    exercise_rules(&entry, &mut pg, "mqtt_acl").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_rules_decide_what_a_client_may_do() {
+    let mut db = Mariadb::start();
+    // EMQX's MySQL layout.
+    db.root(
+        "CREATE TABLE mqtt.mqtt_acl (id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+         ipaddress VARCHAR(60) NOT NULL DEFAULT '', username VARCHAR(255) NOT NULL DEFAULT '', \
+         clientid VARCHAR(255) NOT NULL DEFAULT '', action ENUM('publish', 'subscribe', 'all') NOT NULL, \
+         permission ENUM('allow', 'deny') NOT NULL, topic VARCHAR(255) NOT NULL DEFAULT '', \
+         qos TINYINT(1), retain TINYINT(1))",
+    );
+    db.root(&insert_rules("mqtt.mqtt_acl"));
+    let entry = rules_entry("mysql", db.port, "mqtt", DB_PASSWORD);
+    exercise_rules(&entry, &mut db, "mqtt.mqtt_acl").await;
 }

@@ -135,6 +135,7 @@ impl Broker {
                 Slot::Hook(hook) => hooks.add_authorizer(hook),
             }
         }
+        hooks.set_rule_sources(chains.rule_sources);
         if config.sys.presence {
             hooks.add_observer(Arc::new(crate::presence::Presence));
         }
@@ -438,7 +439,7 @@ impl Broker {
         // Judged as its client stands now (a superuser may have been demoted).
         let mut who = will.identity.clone();
         let current = self.access.recheck(&mut who).is_ok();
-        if !current || self.authorize_publish(&who, &message.topic).is_err() {
+        if !current || self.authorize_publish(&who, &message.topic, message.qos, message.retain).is_err() {
             tracing::debug!(topic = %message.topic, client_id = %will.identity.client_id, "will refused by the ACL");
             Metrics::add(&self.metrics.messages_dropped, 1);
             self.dropped(Some(&will.identity.client_id), &message, DropReason::NotAuthorized);
@@ -664,7 +665,12 @@ impl Broker {
         }
         let allowed = |delivery: &Delivery| {
             let group = delivery.share.as_ref().map(|key| &*key.group);
-            let subject = crate::cluster::acl::Subject { group, filter: &delivery.message.topic };
+            let subject = crate::cluster::acl::Subject {
+                group,
+                filter: &delivery.message.topic,
+                qos: None,
+                retain: None,
+            };
             let no_match = self.access.no_match_allows();
             self.hooks.authorize(&state.identity, crate::cluster::view::Action::Subscribe, subject, no_match)
         };
@@ -687,12 +693,12 @@ impl Broker {
     pub fn drop_denied_subscriptions(&self, state: &mut SessionState) -> usize {
         let denied: Vec<Box<str>> = state
             .subscriptions
-            .keys()
-            .filter(|raw| match topic::parse_filter(raw) {
-                Ok(parsed) => !self.may_subscribe(&state.identity, &parsed),
+            .iter()
+            .filter(|(raw, held)| match topic::parse_filter(raw) {
+                Ok(parsed) => !self.may_subscribe(&state.identity, &parsed, held.options.qos),
                 Err(_) => true,
             })
-            .cloned()
+            .map(|(raw, _)| raw.clone())
             .collect();
         for raw in &denied {
             if let Ok(parsed) = topic::parse_filter(raw) {

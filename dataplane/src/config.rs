@@ -667,7 +667,18 @@ impl DataplaneConfig {
                         });
                     }
                 }
-                other => return not_built("auth.authorizers", position, other.kind(), "builtin, file"),
+                // `mysql`, `postgresql` and `redis` are built by the
+                // `auth-backends` crate.
+                AuthorizerConfig::Postgresql(_) | AuthorizerConfig::Mysql(_) | AuthorizerConfig::Redis(_) => {
+                }
+                other => {
+                    return not_built(
+                        "auth.authorizers",
+                        position,
+                        other.kind(),
+                        "builtin, file, mysql, postgresql, redis",
+                    )
+                }
             }
         }
         Ok(())

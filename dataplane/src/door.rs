@@ -109,31 +109,38 @@ impl Broker {
                 return Err(reason);
             }
         };
-        Ok(Identity {
+        let mut identity = Identity {
             client_id: Arc::from(request.client_id),
             username: grant.username.or_else(|| request.username.map(Box::from)),
             address: request.address,
             superuser: grant.superuser,
             credential: grant.credential,
             external: grant.external,
-        })
+            acl: None,
+        };
+        if !identity.superuser {
+            identity.acl = self.hooks.load_rules(&identity, grant.rules).await;
+        }
+        Ok(identity)
     }
 
-    /// May `who` publish to `topic_name`? (The authorizer chain alone.)
-    pub fn may_publish(&self, who: &Identity, topic_name: &str) -> bool {
-        let subject = Subject { group: None, filter: topic_name };
+    /// May `who` publish to `topic_name` at `qos`, with `retain`? (The
+    /// authorizer chain alone.)
+    pub fn may_publish(&self, who: &Identity, topic_name: &str, qos: QoS, retain: bool) -> bool {
+        let subject = Subject { group: None, filter: topic_name, qos: Some(qos), retain: Some(retain) };
         self.hooks.authorize(who, Action::Publish, subject, self.access.no_match_allows())
     }
 
     /// May `who` subscribe to `filter`: every topic it can match? Presence
     /// events (client ids, usernames and addresses of everyone) are for
     /// superusers only once users exist, whatever the rules say.
-    pub fn may_subscribe(&self, who: &Identity, filter: &ParsedFilter<'_>) -> bool {
+    /// `qos` is what the subscription would be granted.
+    pub fn may_subscribe(&self, who: &Identity, filter: &ParsedFilter<'_>, qos: QoS) -> bool {
         let group = match filter {
             ParsedFilter::Shared { group, .. } => Some(*group),
             _ => None,
         };
-        let subject = Subject { group, filter: filter.filter() };
+        let subject = Subject { group, filter: filter.filter(), qos: Some(qos), retain: None };
         if !who.superuser && self.access.has_users() && reads_presence(subject) {
             return false;
         }
@@ -142,7 +149,13 @@ impl Broker {
 
     /// Checks a topic a client publishes to: never `$SYS`, within the level
     /// limit, allowed by the authorizer chain.
-    pub fn authorize_publish(&self, who: &Identity, topic_name: &str) -> Result<(), ReasonCode> {
+    pub fn authorize_publish(
+        &self,
+        who: &Identity,
+        topic_name: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), ReasonCode> {
         if topic_name.starts_with("$SYS") {
             // Only the broker publishes $SYS topics.
             return Err(ReasonCode::NOT_AUTHORIZED);
@@ -150,7 +163,7 @@ impl Broker {
         if levels(topic_name) > self.config.mqtt.max_topic_levels {
             return Err(ReasonCode::TOPIC_NAME_INVALID);
         }
-        if !self.may_publish(who, topic_name) {
+        if !self.may_publish(who, topic_name, qos, retain) {
             return Err(ReasonCode::NOT_AUTHORIZED);
         }
         Ok(())
@@ -351,7 +364,7 @@ impl Broker {
         pressure: &mut Vec<crate::pressure::Pressure>,
         publisher: Option<&Arc<crate::mailbox::Mailbox>>,
     ) -> Result<crate::broker::Published, ReasonCode> {
-        if let Err(reason) = self.authorize_publish(who, &message.topic) {
+        if let Err(reason) = self.authorize_publish(who, &message.topic, message.qos, message.retain) {
             self.dropped(None, &message, DropReason::NotAuthorized);
             return Err(reason);
         }
@@ -401,10 +414,10 @@ impl Broker {
         if limit > 0 && session.subscriptions.len() >= limit && !session.subscriptions.contains_key(raw) {
             return Err(ReasonCode::QUOTA_EXCEEDED);
         }
-        if !self.may_subscribe(&session.identity, &parsed) {
+        options.qos = options.qos.min(QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce));
+        if !self.may_subscribe(&session.identity, &parsed, options.qos) {
             return Err(ReasonCode::NOT_AUTHORIZED);
         }
-        options.qos = options.qos.min(QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce));
         let (existed, announced) = self.subscribe(&parsed, session.subscriber(), options, identifier);
         session.subscriptions.insert(raw.into(), SessionSubscription { options, identifier });
         Ok(Subscribed { qos: options.qos, existed, shared, announced })

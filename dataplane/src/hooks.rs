@@ -143,6 +143,9 @@ pub struct Extensions {
 pub struct Hooks {
     authenticators: Vec<Arc<dyn Authenticator>>,
     authorizers: Vec<Arc<dyn Authorizer>>,
+    /// The external authorizers among `authorizers`, whose rules a client
+    /// fetches when it connects.
+    rule_sources: Vec<Arc<crate::auth::external::ExternalAuthorizer>>,
     observers: Vec<Arc<dyn Observer>>,
     wants: Interests,
 }
@@ -156,6 +159,22 @@ impl Hooks {
     /// Adds an authorizer at the end of the chain.
     pub fn add_authorizer(&mut self, hook: Arc<dyn Authorizer>) {
         self.authorizers.push(hook);
+    }
+
+    /// Sets the external authorizers (already in the chain) whose rules each
+    /// client fetches when it connects.
+    pub fn set_rule_sources(&mut self, sources: Vec<Arc<crate::auth::external::ExternalAuthorizer>>) {
+        self.rule_sources = sources;
+    }
+
+    /// The rules `who` holds from now on: `granted` by its authenticator and
+    /// fetched from each external authorizer.
+    pub async fn load_rules(
+        &self,
+        who: &Identity,
+        granted: Option<crate::auth::client_rules::RuleSet>,
+    ) -> Option<Arc<crate::auth::external::ClientAcl>> {
+        crate::auth::external::load(&self.rule_sources, who, granted).await
     }
 
     /// Adds an observer.
@@ -193,6 +212,13 @@ impl Hooks {
     pub fn authorize(&self, who: &Identity, action: Action, subject: Subject<'_>, no_match: bool) -> bool {
         if who.superuser {
             return true;
+        }
+        if let Some(granted) = who.acl.as_ref().and_then(|acl| acl.granted.as_ref()) {
+            match granted.decide(who, action, subject) {
+                Verdict::Allow(()) => return true,
+                Verdict::Deny(_) => return false,
+                Verdict::Ignore => {}
+            }
         }
         for hook in &self.authorizers {
             match hook.authorize(who, action, subject) {
@@ -303,7 +329,7 @@ mod tests {
     #[test]
     fn first_answer_decides_and_ignore_falls_through() {
         let who = Identity::anonymous(Arc::from("c"), [127, 0, 0, 1].into());
-        let subject = Subject { group: None, filter: "t" };
+        let subject = Subject::topic("t");
         let mut hooks = Hooks::default();
         assert!(hooks.authorize(&who, Action::Publish, subject, true), "an empty chain: no_match decides");
         hooks.add_authorizer(Arc::new(Fixed(Verdict::Ignore)));

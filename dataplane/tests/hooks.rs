@@ -229,6 +229,7 @@ impl dataplane::hooks::Authenticator for TokenAuth {
                     credential: None,
                     external: false,
                     username: None,
+                    rules: None,
                 })
             } else {
                 Verdict::Ignore

@@ -281,9 +281,13 @@ impl HttpAuthenticator {
             }
         };
         match answer {
-            Ok(Answer::Allow { superuser }) => {
-                Verdict::Allow(Grant { superuser, credential: None, external: true, username: None })
-            }
+            Ok(Answer::Allow { superuser }) => Verdict::Allow(Grant {
+                superuser,
+                credential: None,
+                external: true,
+                username: None,
+                rules: None,
+            }),
             Ok(Answer::Deny) => Verdict::Deny(default_refusal(request.username)),
             Ok(Answer::Ignore) => Verdict::Ignore,
             Err(failure) => {

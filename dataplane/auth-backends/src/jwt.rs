@@ -263,9 +263,13 @@ impl JwtAuthenticator {
         };
         let Some(token) = token.filter(|token| looks_like_jwt(token)) else { return Verdict::Ignore };
         match self.check(token, &request_values(request)) {
-            Ok(()) => {
-                Verdict::Allow(Grant { superuser: false, credential: None, external: true, username: None })
-            }
+            Ok(()) => Verdict::Allow(Grant {
+                superuser: false,
+                credential: None,
+                external: true,
+                username: None,
+                rules: None,
+            }),
             Err(Refusal::NoKeys) => {
                 tracing::warn!("JWT not checked: the JWKS keys have not been fetched");
                 Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE)

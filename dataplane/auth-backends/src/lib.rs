@@ -7,12 +7,16 @@
 //!   ignore.
 //! - `cache.rs`: the bounded, expiring memory of answers every external
 //!   authenticator keeps.
-//! - `redis_auth.rs`: `type = "redis"`, users in Redis hashes.
+//! - `redis_auth.rs`: `type = "redis"`, users in Redis hashes;
+//!   `redis_acl.rs`: the `redis` authorizer, a client's rules in a hash.
 //! - `sql_auth.rs`: `type = "postgresql"` and `"mysql"`, users in a table.
 //! - `ldap_auth.rs`: `type = "ldap"`, users in a directory, checked by a
 //!   bind.
 //! - `jwt.rs`: `type = "jwt"`, a signed token as the password; `jwks.rs`:
 //!   its keys from a JWKS URL.
+//! - `sql_acl.rs`: `[[auth.authorizers]]` `type = "postgresql"` and
+//!   `"mysql"`, a client's ACL rules from a table; `acl_source.rs`: what
+//!   the external authorizers share.
 //! - `password.rs`: password hashes in the formats EMQX's stores use, for
 //!   the database backends.
 //! - `template.rs`: placeholders and the failure policy they all share.
@@ -20,21 +24,25 @@
 
 #![forbid(unsafe_code)]
 
+mod acl_source;
 mod cache;
 pub mod http;
 mod jwks;
 pub mod jwt;
 pub mod ldap_auth;
 pub mod password;
+pub mod redis_acl;
 pub mod redis_auth;
+pub mod sql_acl;
 pub mod sql_auth;
 mod stored;
 mod template;
 
 use std::sync::Arc;
 
+use dataplane::auth::external::RuleSource;
 use dataplane::auth::Backends;
-use dataplane::config::AuthenticatorConfig;
+use dataplane::config::{AuthenticatorConfig, AuthorizerConfig};
 use dataplane::hooks::Authenticator;
 
 /// The backends this crate builds.
@@ -72,6 +80,27 @@ impl Backends for Factory {
             AuthenticatorConfig::Ldap(table) => Some(
                 ldap_auth::LdapAuthenticator::from_table(table)
                     .map(|hook| Arc::new(hook) as Arc<dyn Authenticator>)
+                    .map_err(|error| error.to_string()),
+            ),
+            _ => None,
+        }
+    }
+
+    fn rule_source(&self, entry: &AuthorizerConfig) -> Option<Result<Arc<dyn RuleSource>, String>> {
+        match entry {
+            AuthorizerConfig::Postgresql(table) => Some(
+                sql_acl::SqlRuleSource::from_table(table, sql_auth::Dialect::Postgres)
+                    .map(|source| Arc::new(source) as Arc<dyn RuleSource>)
+                    .map_err(|error| error.to_string()),
+            ),
+            AuthorizerConfig::Mysql(table) => Some(
+                sql_acl::SqlRuleSource::from_table(table, sql_auth::Dialect::Mysql)
+                    .map(|source| Arc::new(source) as Arc<dyn RuleSource>)
+                    .map_err(|error| error.to_string()),
+            ),
+            AuthorizerConfig::Redis(table) => Some(
+                redis_acl::RedisRuleSource::from_table(table)
+                    .map(|source| Arc::new(source) as Arc<dyn RuleSource>)
                     .map_err(|error| error.to_string()),
             ),
             _ => None,

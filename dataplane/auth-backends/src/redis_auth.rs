@@ -113,18 +113,83 @@ struct Fields {
     superuser: Option<usize>,
 }
 
+/// One Redis server: a pipelined connection, made on first use and again
+/// after an error, with at most `pool_size` commands in flight.
+#[derive(Clone)]
+pub(crate) struct RedisLink {
+    client: redis::Client,
+    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
+    pool: Arc<Semaphore>,
+}
+
+/// Where a Redis server is and who the broker is there.
+pub(crate) struct RedisServer<'a> {
+    pub server: &'a str,
+    pub database: i64,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+}
+
+impl RedisLink {
+    pub fn new(server: &RedisServer<'_>, pool_size: usize) -> Result<RedisLink, SettingsError> {
+        let (host, port) = stored::host_port(server.server, 6379)?;
+        let info = redis::ConnectionInfo {
+            addr: redis::ConnectionAddr::Tcp(host, port),
+            redis: redis::RedisConnectionInfo {
+                db: server.database,
+                username: server.username.map(str::to_owned),
+                password: server.password.map(str::to_owned),
+                ..Default::default()
+            },
+        };
+        let client = redis::Client::open(info)
+            .map_err(|error| SettingsError::Invalid { key: "server", reason: error.to_string() })?;
+        Ok(RedisLink {
+            client,
+            connection: Arc::new(Mutex::new(None)),
+            pool: Arc::new(Semaphore::new(pool_size)),
+        })
+    }
+
+    /// Runs `command`; a connection that failed is dropped, to be made
+    /// anew by the next command.
+    pub async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, String> {
+        let _permit = self.pool.acquire().await.map_err(|_| "the Redis pool is closed".to_owned())?;
+        let mut link = {
+            let mut held = self.connection.lock().await;
+            match held.as_ref() {
+                Some(link) => link.clone(),
+                None => {
+                    let link = self
+                        .client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(|error| describe(&error))?;
+                    *held = Some(link.clone());
+                    link
+                }
+            }
+        };
+        match command.query_async::<T>(&mut link).await {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
+                    *self.connection.lock().await = None;
+                }
+                Err(describe(&error))
+            }
+        }
+    }
+}
+
 /// The `redis` authenticator.
 pub struct RedisAuthenticator {
-    client: redis::Client,
-    /// The pipelined connection, made on first use and again after an error.
-    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
+    link: RedisLink,
     /// `HMGET` or `HGET`.
     verb: &'static str,
     key: String,
     fields: Vec<String>,
     wanted: Fields,
-    /// `pool_size` permits: commands in flight.
-    pool: Arc<Semaphore>,
     store: Store,
     server: String,
 }
@@ -160,25 +225,21 @@ impl RedisAuthenticator {
         settings.password_hash.validate().map_err(|error| invalid("password_hash", error.to_string()))?;
         let (verb, key, fields) = parse_command(&settings.cmd).map_err(|reason| invalid("cmd", reason))?;
         let wanted = wanted_fields(&fields).map_err(|reason| invalid("cmd", reason))?;
-        let (host, port) = stored::host_port(&settings.server, 6379)?;
-        let info = redis::ConnectionInfo {
-            addr: redis::ConnectionAddr::Tcp(host, port),
-            redis: redis::RedisConnectionInfo {
-                db: settings.database,
-                username: settings.username.clone(),
-                password: settings.password.clone(),
-                ..Default::default()
+        let link = RedisLink::new(
+            &RedisServer {
+                server: &settings.server,
+                database: settings.database,
+                username: settings.username.as_deref(),
+                password: settings.password.as_deref(),
             },
-        };
-        let client = redis::Client::open(info).map_err(|error| invalid("server", error.to_string()))?;
+            settings.pool_size,
+        )?;
         Ok(RedisAuthenticator {
-            client,
-            connection: Arc::new(Mutex::new(None)),
+            link,
             verb,
             key,
             fields,
             wanted,
-            pool: Arc::new(Semaphore::new(settings.pool_size)),
             store: Store::new(StoreSettings {
                 algorithm: Some(settings.password_hash),
                 timeout_ms: settings.timeout_ms,
@@ -199,9 +260,7 @@ impl RedisAuthenticator {
         &self,
         key: String,
     ) -> impl std::future::Future<Output = Result<Option<StoredUser>, String>> + Send {
-        let pool = self.pool.clone();
-        let connection = self.connection.clone();
-        let client = self.client.clone();
+        let link = self.link.clone();
         let mut command = redis::cmd(self.verb);
         command.arg(&key);
         for field in &self.fields {
@@ -210,35 +269,12 @@ impl RedisAuthenticator {
         let verb = self.verb;
         let wanted = self.wanted.clone();
         async move {
-            let _permit = pool.acquire_owned().await.map_err(|_| "the Redis pool is closed".to_owned())?;
-            let mut link = {
-                let mut held = connection.lock().await;
-                match held.as_ref() {
-                    Some(link) => link.clone(),
-                    None => {
-                        let link = client
-                            .get_multiplexed_async_connection()
-                            .await
-                            .map_err(|error| describe(&error))?;
-                        *held = Some(link.clone());
-                        link
-                    }
-                }
-            };
-            let reply: Result<Vec<Option<Vec<u8>>>, redis::RedisError> = if verb == "HGET" {
-                command.query_async::<Option<Vec<u8>>>(&mut link).await.map(|value| vec![value])
+            let values: Vec<Option<Vec<u8>>> = if verb == "HGET" {
+                vec![link.query::<Option<Vec<u8>>>(command).await?]
             } else {
-                command.query_async(&mut link).await
+                link.query(command).await?
             };
-            match reply {
-                Ok(values) => read_user(&values, &wanted),
-                Err(error) => {
-                    if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
-                        *connection.lock().await = None;
-                    }
-                    Err(describe(&error))
-                }
-            }
+            read_user(&values, &wanted)
         }
     }
 

@@ -88,7 +88,7 @@ struct Settings {
 
 /// A pool of either database's connections.
 #[derive(Clone)]
-enum Pool {
+pub(crate) enum Pool {
     Postgres(PgPool),
     Mysql(MySqlPool),
 }
@@ -125,46 +125,19 @@ impl SqlAuthenticator {
             ));
         }
         settings.password_hash.validate().map_err(|error| invalid("password_hash", error.to_string()))?;
-        let (sql, parameters) =
-            bind_placeholders(&settings.query, dialect).map_err(|reason| invalid("query", reason))?;
-        let timeout = Duration::from_millis(settings.timeout_ms);
-        let (pool, kind) = match dialect {
-            Dialect::Postgres => {
-                let (host, port) = stored::host_port(&settings.server, 5432)?;
-                let mut options = PgConnectOptions::new()
-                    .host(&host)
-                    .port(port)
-                    .database(&settings.database)
-                    .username(&settings.username)
-                    .application_name("mqttd");
-                if let Some(password) = &settings.password {
-                    options = options.password(password);
-                }
-                let pool = PgPoolOptions::new()
-                    .max_connections(settings.pool_size as u32)
-                    .min_connections(0)
-                    .acquire_timeout(timeout)
-                    .connect_lazy_with(options);
-                (Pool::Postgres(pool), "postgresql")
-            }
-            Dialect::Mysql => {
-                let (host, port) = stored::host_port(&settings.server, 3306)?;
-                let mut options = MySqlConnectOptions::new()
-                    .host(&host)
-                    .port(port)
-                    .database(&settings.database)
-                    .username(&settings.username);
-                if let Some(password) = &settings.password {
-                    options = options.password(password);
-                }
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(settings.pool_size as u32)
-                    .min_connections(0)
-                    .acquire_timeout(timeout)
-                    .connect_lazy_with(options);
-                (Pool::Mysql(pool), "mysql")
-            }
-        };
+        let (sql, parameters) = bind_placeholders(&settings.query, dialect, &QUERY_PLACEHOLDERS)
+            .map_err(|reason| invalid("query", reason))?;
+        let (pool, kind) = connect_pool(
+            dialect,
+            &Connection {
+                server: &settings.server,
+                database: &settings.database,
+                username: &settings.username,
+                password: settings.password.as_deref(),
+            },
+            settings.pool_size,
+            Duration::from_millis(settings.timeout_ms),
+        )?;
         Ok(SqlAuthenticator {
             pool,
             sql,
@@ -213,9 +186,65 @@ impl SqlAuthenticator {
     }
 }
 
+/// Where a database is and who the broker is there.
+pub(crate) struct Connection<'a> {
+    pub server: &'a str,
+    pub database: &'a str,
+    pub username: &'a str,
+    pub password: Option<&'a str>,
+}
+
+/// A lazy pool of at most `pool_size` connections (made on first use, so
+/// the broker starts whether or not the database is up), and the kind of
+/// database as logs name it.
+pub(crate) fn connect_pool(
+    dialect: Dialect,
+    connection: &Connection<'_>,
+    pool_size: usize,
+    timeout: Duration,
+) -> Result<(Pool, &'static str), SettingsError> {
+    Ok(match dialect {
+        Dialect::Postgres => {
+            let (host, port) = stored::host_port(connection.server, 5432)?;
+            let mut options = PgConnectOptions::new()
+                .host(&host)
+                .port(port)
+                .database(connection.database)
+                .username(connection.username)
+                .application_name("mqttd");
+            if let Some(password) = connection.password {
+                options = options.password(password);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(pool_size as u32)
+                .min_connections(0)
+                .acquire_timeout(timeout)
+                .connect_lazy_with(options);
+            (Pool::Postgres(pool), "postgresql")
+        }
+        Dialect::Mysql => {
+            let (host, port) = stored::host_port(connection.server, 3306)?;
+            let mut options = MySqlConnectOptions::new()
+                .host(&host)
+                .port(port)
+                .database(connection.database)
+                .username(connection.username);
+            if let Some(password) = connection.password {
+                options = options.password(password);
+            }
+            let pool = MySqlPoolOptions::new()
+                .max_connections(pool_size as u32)
+                .min_connections(0)
+                .acquire_timeout(timeout)
+                .connect_lazy_with(options);
+            (Pool::Mysql(pool), "mysql")
+        }
+    })
+}
+
 /// A database error without what the server echoed (which may hold a
 /// bound value, and so a username).
-fn describe(error: &sqlx::Error) -> String {
+pub(crate) fn describe(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::PoolTimedOut => "no connection within the timeout".into(),
         sqlx::Error::Io(_) => "cannot reach the database".into(),
@@ -226,7 +255,11 @@ fn describe(error: &sqlx::Error) -> String {
 
 /// The query with each placeholder replaced by the next `$n` (PostgreSQL)
 /// or `?` (MySQL), and which placeholder each parameter is.
-fn bind_placeholders(query: &str, dialect: Dialect) -> Result<(String, Vec<usize>), String> {
+pub(crate) fn bind_placeholders(
+    query: &str,
+    dialect: Dialect,
+    allowed: &[&str],
+) -> Result<(String, Vec<usize>), String> {
     let mut sql = String::with_capacity(query.len());
     let mut parameters = Vec::new();
     let mut rest = query;
@@ -235,10 +268,10 @@ fn bind_placeholders(query: &str, dialect: Dialect) -> Result<(String, Vec<usize
         let tail = &rest[start..];
         let end = tail.find('}').ok_or_else(|| format!("unclosed placeholder in {query:?}"))?;
         let placeholder = &tail[..=end];
-        if !QUERY_PLACEHOLDERS.contains(&placeholder) {
+        if !allowed.contains(&placeholder) {
             return Err(format!(
                 "placeholder {placeholder} not allowed here (allowed: {})",
-                QUERY_PLACEHOLDERS.join(", ")
+                allowed.join(", ")
             ));
         }
         if before.ends_with('\'') || before.ends_with('"') {
@@ -320,10 +353,10 @@ mod tests {
     fn placeholders_become_bound_parameters() {
         let query =
             "SELECT password_hash FROM u WHERE username = ${username} AND (clientid = ${clientid} OR ${username} = '')";
-        let (sql, parameters) = bind_placeholders(query, Dialect::Postgres).unwrap();
+        let (sql, parameters) = bind_placeholders(query, Dialect::Postgres, &QUERY_PLACEHOLDERS).unwrap();
         assert_eq!(sql, "SELECT password_hash FROM u WHERE username = $1 AND (clientid = $2 OR $3 = '')");
         assert_eq!(parameters, vec![0, 2, 0]);
-        let (sql, parameters) = bind_placeholders(query, Dialect::Mysql).unwrap();
+        let (sql, parameters) = bind_placeholders(query, Dialect::Mysql, &QUERY_PLACEHOLDERS).unwrap();
         assert_eq!(sql, "SELECT password_hash FROM u WHERE username = ? AND (clientid = ? OR ? = '')");
         assert_eq!(parameters, vec![0, 2, 0]);
         for bad in [
@@ -332,7 +365,7 @@ mod tests {
             "SELECT 1 WHERE u = ${user}",
             "SELECT 1 WHERE u = ${username",
         ] {
-            assert!(bind_placeholders(bad, Dialect::Mysql).is_err(), "{bad}");
+            assert!(bind_placeholders(bad, Dialect::Mysql, &QUERY_PLACEHOLDERS).is_err(), "{bad}");
         }
     }
 

@@ -138,21 +138,30 @@ impl Store {
     where
         F: Future<Output = Result<Outcome, String>> + Send + 'static,
     {
-        let admitted =
-            self.admission.clone().try_acquire_owned().map_err(|_| "the lookup queue is full".to_owned())?;
-        let mut task = tokio::spawn(async move {
-            let _admitted = admitted;
-            check.await
-        });
-        match tokio::time::timeout(self.timeout, &mut task).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => {
-                // A store that hangs must not keep tasks (or a connection
-                // slot's lock, while connecting) past the timeout.
-                task.abort();
-                Err("no answer within the timeout".to_owned())
-            }
+        bounded(&self.admission, self.timeout, check).await
+    }
+}
+
+/// Runs `work` on a task of its own if `admission` has a permit (else a
+/// failure: the queue is full), for at most `timeout`: a backend that hangs
+/// keeps no task (nor a connection slot's lock) past it.
+pub(crate) async fn bounded<T, F>(admission: &Arc<Semaphore>, timeout: Duration, work: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, String>> + Send + 'static,
+{
+    let admitted =
+        admission.clone().try_acquire_owned().map_err(|_| "the lookup queue is full".to_owned())?;
+    let mut task = tokio::spawn(async move {
+        let _admitted = admitted;
+        work.await
+    });
+    match tokio::time::timeout(timeout, &mut task).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => {
+            task.abort();
+            Err("no answer within the timeout".to_owned())
         }
     }
 }
@@ -220,7 +229,7 @@ pub(crate) fn verdict(
 ) -> Verdict<Grant> {
     match outcome {
         Ok(Outcome::Allow { superuser }) => {
-            Verdict::Allow(Grant { superuser, credential: None, external: true, username: None })
+            Verdict::Allow(Grant { superuser, credential: None, external: true, username: None, rules: None })
         }
         Ok(Outcome::Deny) => Verdict::Deny(default_refusal(username)),
         Ok(Outcome::Ignore) => Verdict::Ignore,

@@ -42,6 +42,31 @@ pub(crate) fn default_cache_ttl_s() -> u64 {
     60
 }
 
+/// Placeholders an authorizer's query may hold: what a connected client's
+/// identity says (no password; no certificate).
+pub(crate) const ACL_PLACEHOLDERS: [&str; 3] = ["${username}", "${clientid}", "${peerhost}"];
+
+/// The placeholders' values for a connected client, in [`PLACEHOLDERS`]'
+/// order (the password and certificate name empty).
+pub(crate) fn identity_values(who: &dataplane::cluster::access::Identity) -> [String; 5] {
+    [
+        who.username.as_deref().unwrap_or("").to_owned(),
+        String::new(),
+        who.client_id.to_string(),
+        who.address.to_string(),
+        String::new(),
+    ]
+}
+
+pub(crate) fn default_refresh_s() -> u64 {
+    60
+}
+
+/// An authorizer that fails leaves the check to the next one unless told.
+pub(crate) fn default_acl_on_error() -> OnError {
+    OnError::Ignore
+}
+
 /// The placeholders' values for `request`, in [`PLACEHOLDERS`]' order.
 pub(crate) fn request_values(request: &ConnectRequest<'_>) -> [String; 5] {
     let password = request.password.map(String::from_utf8_lossy).unwrap_or_default().into_owned();

@@ -283,11 +283,12 @@ mod tests {
             superuser: false,
             credential: None,
             external: false,
+            acl: None,
         }
     }
 
     fn decide(file: &AclFile, who: &Identity, action: Action, filter: &str) -> Verdict<()> {
-        file.authorize(who, action, Subject { group: None, filter })
+        file.authorize(who, action, Subject::topic(filter))
     }
 
     const FILE: &str = "\

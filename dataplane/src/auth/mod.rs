@@ -11,6 +11,8 @@
 //! rules out.
 
 pub mod acl_file;
+pub mod client_rules;
+pub mod external;
 pub mod failures;
 pub mod x509;
 
@@ -28,6 +30,14 @@ pub trait Backends: Send + Sync + std::fmt::Debug {
     /// The authenticator for `entry`; `None` if this factory does not know
     /// its type, an error (naming the key at fault) if its settings are bad.
     fn authenticator(&self, entry: &AuthenticatorConfig) -> Option<Result<Arc<dyn Authenticator>, String>>;
+
+    /// The rule source of an external authorizer entry, as `authenticator`.
+    fn rule_source(
+        &self,
+        _entry: &AuthorizerConfig,
+    ) -> Option<Result<Arc<dyn external::RuleSource>, String>> {
+        None
+    }
 }
 
 /// One place in a chain.
@@ -45,6 +55,9 @@ pub struct Chains {
     pub authorizers: Vec<Slot<dyn Authorizer>>,
     /// ACL files to watch for changes.
     pub acl_files: Vec<Arc<AclFile>>,
+    /// The external authorizers, in chain order: each client's rules from
+    /// them are fetched when it connects.
+    pub rule_sources: Vec<Arc<external::ExternalAuthorizer>>,
 }
 
 impl Default for Chains {
@@ -54,6 +67,7 @@ impl Default for Chains {
             authenticators: vec![Slot::Builtin],
             authorizers: vec![Slot::Builtin],
             acl_files: Vec::new(),
+            rule_sources: Vec::new(),
         }
     }
 }
@@ -65,8 +79,8 @@ pub enum ChainError {
     AclFile { position: usize, source: AclFileError },
     #[error("auth.{chain} entry {position}: type {kind:?} is not built yet")]
     NotBuilt { chain: &'static str, position: usize, kind: &'static str },
-    #[error("auth.authenticators entry {position} (type {kind:?}): {reason}")]
-    Backend { position: usize, kind: &'static str, reason: String },
+    #[error("auth.{chain} entry {position} (type {kind:?}): {reason}")]
+    Backend { chain: &'static str, position: usize, kind: &'static str, reason: String },
 }
 
 impl Chains {
@@ -74,8 +88,12 @@ impl Chains {
     /// the types the core does not have. The config has been validated; a
     /// type no one builds is still refused here.
     pub fn load(config: &AuthConfig, backends: Option<&dyn Backends>) -> Result<Chains, ChainError> {
-        let mut chains =
-            Chains { authenticators: Vec::new(), authorizers: Vec::new(), acl_files: Vec::new() };
+        let mut chains = Chains {
+            authenticators: Vec::new(),
+            authorizers: Vec::new(),
+            acl_files: Vec::new(),
+            rule_sources: Vec::new(),
+        };
         for (index, entry) in config.authenticators.iter().enumerate() {
             match entry {
                 AuthenticatorConfig::Builtin => chains.authenticators.push(Slot::Builtin),
@@ -86,7 +104,14 @@ impl Chains {
                     let (position, kind) = (index + 1, other.kind());
                     match backends.and_then(|backends| backends.authenticator(other)) {
                         Some(Ok(hook)) => chains.authenticators.push(Slot::Hook(hook)),
-                        Some(Err(reason)) => return Err(ChainError::Backend { position, kind, reason }),
+                        Some(Err(reason)) => {
+                            return Err(ChainError::Backend {
+                                chain: "authenticators",
+                                position,
+                                kind,
+                                reason,
+                            })
+                        }
                         None => return Err(ChainError::NotBuilt { chain: "authenticators", position, kind }),
                     }
                 }
@@ -103,11 +128,21 @@ impl Chains {
                     chains.authorizers.push(Slot::Hook(loaded));
                 }
                 other => {
-                    return Err(ChainError::NotBuilt {
-                        chain: "authorizers",
-                        position: index + 1,
-                        kind: other.kind(),
-                    })
+                    let (position, kind) = (index + 1, other.kind());
+                    match backends.and_then(|backends| backends.rule_source(other)) {
+                        Some(Ok(source)) => {
+                            let hook = Arc::new(external::ExternalAuthorizer::new(
+                                chains.rule_sources.len(),
+                                source,
+                            ));
+                            chains.rule_sources.push(hook.clone());
+                            chains.authorizers.push(Slot::Hook(hook));
+                        }
+                        Some(Err(reason)) => {
+                            return Err(ChainError::Backend { chain: "authorizers", position, kind, reason })
+                        }
+                        None => return Err(ChainError::NotBuilt { chain: "authorizers", position, kind }),
+                    }
                 }
             }
         }

@@ -47,6 +47,7 @@ impl X509Authenticator {
             credential: None,
             external: true,
             username: Some(name.into()),
+            rules: None,
         })
     }
 }

@@ -39,12 +39,23 @@ pub struct Identity {
     /// Let in by an authenticator other than the built-in one: a change to
     /// the built-in users does not judge it again (bans still do).
     pub external: bool,
+    /// Rules held for this client: from its authenticator (a JWT's `acl`
+    /// claim) and from external authorizers (`auth::external`).
+    pub acl: Option<Arc<crate::auth::external::ClientAcl>>,
 }
 
 impl Identity {
     /// An anonymous client at `address`.
     pub fn anonymous(client_id: Arc<str>, address: IpAddr) -> Identity {
-        Identity { client_id, username: None, address, superuser: false, credential: None, external: false }
+        Identity {
+            client_id,
+            username: None,
+            address,
+            superuser: false,
+            credential: None,
+            external: false,
+            acl: None,
+        }
     }
 }
 
@@ -61,6 +72,9 @@ pub struct Grant {
     /// authenticator gives one (`x509`: the certificate's name); `None`
     /// keeps the one in CONNECT.
     pub username: Option<Box<str>>,
+    /// ACL rules the authenticator carries (a JWT's `acl` claim), checked
+    /// before the authorizer chain.
+    pub rules: Option<crate::auth::client_rules::RuleSet>,
 }
 
 /// How a client is refused when no authenticator decides: 0x86 (bad user
@@ -185,6 +199,7 @@ impl AccessControl {
                         credential: Some(Arc::from(user.password_hash.as_str())),
                         external: false,
                         username: None,
+                        rules: None,
                     }),
                     (Ok(Ok(_)), Some(_)) => Verdict::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
                     (Ok(Ok(_)), None) => Verdict::Ignore,
@@ -194,7 +209,13 @@ impl AccessControl {
             }
         }
         if self.anonymous_ok(&view, address) {
-            Verdict::Allow(Grant { superuser: false, credential: None, external: false, username: None })
+            Verdict::Allow(Grant {
+                superuser: false,
+                credential: None,
+                external: false,
+                username: None,
+                rules: None,
+            })
         } else {
             Verdict::Ignore
         }
@@ -242,7 +263,7 @@ impl AccessControl {
     /// (For unit tests; the broker asks the whole chain, `Broker::may_publish`.)
     #[cfg(test)]
     pub fn may_publish(&self, who: &Identity, topic_name: &str) -> bool {
-        self.decide(who, Action::Publish, Subject { group: None, filter: topic_name })
+        self.decide(who, Action::Publish, Subject::topic(topic_name))
     }
 
     /// May `who` subscribe to `filter`, by the built-in rules alone? Only if
@@ -254,7 +275,11 @@ impl AccessControl {
             ParsedFilter::Shared { group, .. } => Some(*group),
             _ => None,
         };
-        self.decide(who, Action::Subscribe, Subject { group, filter: filter.filter() })
+        self.decide(
+            who,
+            Action::Subscribe,
+            Subject { group, filter: filter.filter(), qos: None, retain: None },
+        )
     }
 
     /// The built-in decision alone, as the chain would give it with no
@@ -364,6 +389,7 @@ mod tests {
             superuser: false,
             credential: None,
             external: false,
+            acl: None,
         }
     }
 
@@ -441,7 +467,7 @@ mod tests {
         let open = AccessControl::new(Arc::new(ArcSwap::from_pointee(loaded)), AuthConfig::default());
         assert_eq!(
             open.authenticate(None, None, local).await,
-            Ok(Grant { superuser: false, credential: None, external: false, username: None }),
+            Ok(Grant { superuser: false, credential: None, external: false, username: None, rules: None }),
             "no users: loopback is open"
         );
         assert_eq!(open.authenticate(None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));

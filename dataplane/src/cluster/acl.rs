@@ -70,6 +70,19 @@ pub struct Subject<'a> {
     pub group: Option<&'a str>,
     /// A topic name, or a topic filter without its prefix.
     pub filter: &'a str,
+    /// The QoS of the publish, or the one a subscription would be granted;
+    /// `None` when not known (an allow rule that names QoS levels then does
+    /// not match, a deny rule does).
+    pub qos: Option<mqtt_codec::QoS>,
+    /// The publish's retain flag (`None` for subscriptions).
+    pub retain: Option<bool>,
+}
+
+impl<'a> Subject<'a> {
+    /// A topic name or a plain filter, with nothing else known.
+    pub fn topic(filter: &'a str) -> Subject<'a> {
+        Subject { group: None, filter, qos: None, retain: None }
+    }
 }
 
 /// How one rule bears on a subject.
@@ -271,7 +284,7 @@ mod tests {
     const NOBODY: Placeholders<'static> = Placeholders { username: Some("bob"), client_id: "c1" };
 
     fn bearing(rule: &str, filter: &str, allow: bool) -> Bearing {
-        Pattern::compile(rule).unwrap().bearing(Subject { group: None, filter }, NOBODY, allow)
+        Pattern::compile(rule).unwrap().bearing(Subject::topic(filter), NOBODY, allow)
     }
 
     #[test]
@@ -297,36 +310,46 @@ mod tests {
     #[test]
     fn placeholders_are_one_literal_level() {
         let p = Pattern::compile("clients/%c/#").unwrap();
-        let subject = Subject { group: None, filter: "clients/#" };
+        let subject = Subject::topic("clients/#");
         for id in ["#", "+", "a/b", "", "$x"] {
             let who = Placeholders { username: None, client_id: id };
             assert_eq!(p.bearing(subject, who, true), Bearing::None, "client id {id:?} must not widen");
             assert_eq!(p.bearing(subject, who, false), Bearing::Overlaps, "a deny rule still denies");
         }
         let who = Placeholders { username: None, client_id: "c1" };
-        assert_eq!(p.bearing(Subject { group: None, filter: "clients/c1/x" }, who, true), Bearing::Covers);
+        assert_eq!(p.bearing(Subject::topic("clients/c1/x"), who, true), Bearing::Covers);
         let user = Pattern::compile("home/${username}/dev-%c").unwrap();
         let who = Placeholders { username: Some("ann"), client_id: "7" };
-        assert_eq!(
-            user.bearing(Subject { group: None, filter: "home/ann/dev-7" }, who, true),
-            Bearing::Covers
-        );
+        assert_eq!(user.bearing(Subject::topic("home/ann/dev-7"), who, true), Bearing::Covers);
         let anon = Placeholders { username: None, client_id: "7" };
-        assert_eq!(user.bearing(Subject { group: None, filter: "home/+/dev-7" }, anon, true), Bearing::None);
+        assert_eq!(user.bearing(Subject::topic("home/+/dev-7"), anon, true), Bearing::None);
     }
 
     #[test]
     fn share_groups() {
         let p = Pattern::compile("$share/g1/jobs/#").unwrap();
         let who = NOBODY;
-        assert_eq!(p.bearing(Subject { group: Some("g1"), filter: "jobs/+" }, who, true), Bearing::Covers);
-        assert_eq!(p.bearing(Subject { group: Some("g2"), filter: "jobs/+" }, who, true), Bearing::None);
-        assert_eq!(p.bearing(Subject { group: None, filter: "jobs/+" }, who, true), Bearing::None);
+        assert_eq!(
+            p.bearing(Subject { group: Some("g1"), filter: "jobs/+", qos: None, retain: None }, who, true),
+            Bearing::Covers
+        );
+        assert_eq!(
+            p.bearing(Subject { group: Some("g2"), filter: "jobs/+", qos: None, retain: None }, who, true),
+            Bearing::None
+        );
+        assert_eq!(p.bearing(Subject::topic("jobs/+"), who, true), Bearing::None);
         let any = Pattern::compile("$share/+/jobs/#").unwrap();
-        assert_eq!(any.bearing(Subject { group: Some("g2"), filter: "jobs/a" }, who, false), Bearing::Covers);
+        assert_eq!(
+            any.bearing(Subject { group: Some("g2"), filter: "jobs/a", qos: None, retain: None }, who, false),
+            Bearing::Covers
+        );
         let queue = Pattern::compile("$queue/jobs").unwrap();
         assert_eq!(
-            queue.bearing(Subject { group: Some("$queue"), filter: "jobs" }, who, true),
+            queue.bearing(
+                Subject { group: Some("$queue"), filter: "jobs", qos: None, retain: None },
+                who,
+                true
+            ),
             Bearing::Covers
         );
         for bad in ["a/#/b", "a+", "$share/g", "$share/#/a", "", "$share/g/"] {

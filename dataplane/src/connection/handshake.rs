@@ -275,7 +275,7 @@ fn build_will(
     if will.topic.is_empty() || crate::topic::has_wildcard(&will.topic) {
         return Err(ReasonCode::TOPIC_NAME_INVALID);
     }
-    broker.authorize_publish(identity, &will.topic)?;
+    broker.authorize_publish(identity, &will.topic, will.qos, will.retain)?;
     if will.qos as u8 > broker.config.mqtt.max_qos {
         return Err(ReasonCode::QOS_NOT_SUPPORTED);
     }

@@ -276,7 +276,12 @@ impl<T: Transport> Connection<T> {
         let reason = match Self::message_from(publish, self.session.client_id()) {
             Err(reason) => reason,
             Ok(message) if qos == QoS::ExactlyOnce => {
-                match self.broker.authorize_publish(&self.session.identity, &message.topic) {
+                match self.broker.authorize_publish(
+                    &self.session.identity,
+                    &message.topic,
+                    message.qos,
+                    message.retain,
+                ) {
                     Ok(()) => {
                         self.session.awaiting_rel.insert(packet_id, message);
                         ReasonCode::SUCCESS
