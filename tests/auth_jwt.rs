@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{login, Broker, VERSIONS};
+use common::{login, subscribe_reason, Broker, VERSIONS};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use mqtt_codec::{ProtocolVersion, ReasonCode};
 use serde_json::json;
@@ -137,4 +137,70 @@ async fn keys_come_from_a_jwks_url_and_rotate() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let (_c, reason) = login(port, ProtocolVersion::V5, "j6", "alice", &unknown).await;
     assert_eq!(reason, ReasonCode::SUCCESS, "the last keys stay in use");
+}
+
+/// A token's `acl` claim decides before the authorizer chain (here the
+/// built-in rules, none, then acl_no_match = deny), in both of EMQX's
+/// spellings; a claim that does not parse refuses the token; and a
+/// connection ends when its token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_claims_decide_and_an_expired_token_ends_its_connection() {
+    let chain = "auth.authenticators=[{ type = \"jwt\", secret = \"jwt-s3cret\", \
+                 verify_claims = { sub = \"${username}\" } }]";
+    let broker = Broker::start(&[chain, "auth.acl_no_match=deny"]);
+    let port = broker.port;
+    let rules = json!([
+        {"permission": "deny", "action": "all", "topic": "dev/${clientid}/secret"},
+        {"permission": "allow", "action": "subscribe", "topic": "dev/${clientid}/#"},
+        {"permission": "allow", "action": "publish", "topic": "up/#", "qos": [1]},
+    ]);
+    let new_style = token(b"jwt-s3cret", json!({"sub": "alice", "exp": now() + 600, "acl": rules}));
+    let (mut alice, reason) = login(port, ProtocolVersion::V5, "d1", "alice", &new_style).await;
+    assert_eq!(reason, ReasonCode::SUCCESS);
+    assert_eq!(subscribe_reason(&mut alice, "dev/d1/in").await, ReasonCode::GRANTED_QOS_0);
+    assert_eq!(
+        subscribe_reason(&mut alice, "dev/d1/#").await,
+        ReasonCode::NOT_AUTHORIZED,
+        "reaches the deny"
+    );
+    assert_eq!(
+        subscribe_reason(&mut alice, "dev/d2/in").await,
+        ReasonCode::NOT_AUTHORIZED,
+        "another client's"
+    );
+    let reason = alice.publish_reason("up/x", b"x", 1).await;
+    assert!(reason == ReasonCode::SUCCESS || reason == ReasonCode::NO_MATCHING_SUBSCRIBERS, "{reason:?}");
+    assert_eq!(
+        alice.publish_reason("dev/d1/in", b"x", 2).await,
+        ReasonCode::NOT_AUTHORIZED,
+        "subscribe only"
+    );
+
+    let old_style = token(
+        b"jwt-s3cret",
+        json!({"sub": "bob", "exp": now() + 600, "acl": {"pub": ["up/bob"], "sub": ["down/bob"]}}),
+    );
+    let (mut bob, reason) = login(port, ProtocolVersion::V5, "b1", "bob", &old_style).await;
+    assert_eq!(reason, ReasonCode::SUCCESS);
+    assert_eq!(subscribe_reason(&mut bob, "down/bob").await, ReasonCode::GRANTED_QOS_0);
+    assert_eq!(subscribe_reason(&mut bob, "up/bob").await, ReasonCode::NOT_AUTHORIZED);
+
+    for bad in
+        [json!("everything"), json!([{"permission": "allow", "action": "pub"}]), json!({"write": ["t"]})]
+    {
+        let refused = token(b"jwt-s3cret", json!({"sub": "eve", "exp": now() + 600, "acl": bad}));
+        let (_c, reason) = login(port, ProtocolVersion::V5, "e1", "eve", &refused).await;
+        assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "{bad}");
+    }
+
+    // A token that expires in two seconds: the connection is told 0x87
+    // then, and closed.
+    let short = token(b"jwt-s3cret", json!({"sub": "carol", "exp": now() + 2}));
+    let (mut carol, reason) = login(port, ProtocolVersion::V5, "c1", "carol", &short).await;
+    assert_eq!(reason, ReasonCode::SUCCESS);
+    let started = std::time::Instant::now();
+    carol.expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
+    assert!(started.elapsed() <= std::time::Duration::from_secs(4), "{:?}", started.elapsed());
+    // The others, whose tokens hold, stay.
+    assert_eq!(subscribe_reason(&mut alice, "dev/d1/more").await, ReasonCode::GRANTED_QOS_0);
 }

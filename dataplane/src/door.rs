@@ -98,7 +98,7 @@ impl Broker {
         if self.login_failures.banned(request.address) {
             return Err(ReasonCode::BANNED);
         }
-        let grant = match self.hooks.authenticate(request).await {
+        let mut grant = match self.hooks.authenticate(request).await {
             Ok(grant) => grant,
             Err(reason) => {
                 let credentials =
@@ -111,16 +111,14 @@ impl Broker {
         };
         let mut identity = Identity {
             client_id: Arc::from(request.client_id),
-            username: grant.username.or_else(|| request.username.map(Box::from)),
+            username: grant.username.take().or_else(|| request.username.map(Box::from)),
             address: request.address,
             superuser: grant.superuser,
-            credential: grant.credential,
+            credential: grant.credential.take(),
             external: grant.external,
             acl: None,
         };
-        if !identity.superuser {
-            identity.acl = self.hooks.load_rules(&identity, grant.rules).await;
-        }
+        identity.acl = self.hooks.load_rules(&identity, &mut grant).await;
         Ok(identity)
     }
 

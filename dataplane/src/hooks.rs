@@ -167,14 +167,16 @@ impl Hooks {
         self.rule_sources = sources;
     }
 
-    /// The rules `who` holds from now on: `granted` by its authenticator and
-    /// fetched from each external authorizer.
+    /// What `who` holds from now on: the rules `granted` by its
+    /// authenticator and fetched from each external authorizer (none for a
+    /// superuser, whom no rule binds), and when its credential expires.
     pub async fn load_rules(
         &self,
         who: &Identity,
-        granted: Option<crate::auth::client_rules::RuleSet>,
+        grant: &mut crate::cluster::access::Grant,
     ) -> Option<Arc<crate::auth::external::ClientAcl>> {
-        crate::auth::external::load(&self.rule_sources, who, granted).await
+        let sources = if who.superuser { &[][..] } else { &self.rule_sources[..] };
+        crate::auth::external::load(sources, who, grant.rules.take(), grant.expires_at).await
     }
 
     /// Adds an observer.

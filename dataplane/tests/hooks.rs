@@ -230,6 +230,7 @@ impl dataplane::hooks::Authenticator for TokenAuth {
                     external: false,
                     username: None,
                     rules: None,
+                    expires_at: None,
                 })
             } else {
                 Verdict::Ignore

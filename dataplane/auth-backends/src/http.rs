@@ -287,6 +287,7 @@ impl HttpAuthenticator {
                 external: true,
                 username: None,
                 rules: None,
+                expires_at: None,
             }),
             Ok(Answer::Deny) => Verdict::Deny(default_refusal(request.username)),
             Ok(Answer::Ignore) => Verdict::Ignore,

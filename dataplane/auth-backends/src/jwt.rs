@@ -34,8 +34,14 @@
 //! - Checking is local CPU work of microseconds, bounded by the token's
 //!   size (an MQTT password is at most 65,535 bytes), so it runs in place.
 //!
-//! Not yet: ACL rules carried in an `acl` claim, and ending a session when
-//! its token expires.
+//! - An `acl` claim carries ACL rules, checked before the authorizer chain
+//!   (none matching: the chain decides), in EMQX's two spellings: a list of
+//!   `{"permission", "action", "topic", "qos", "retain"}` objects, or
+//!   `{"pub": [topics], "sub": [topics], "all": [topics]}` (allow rules). A
+//!   claim that does not parse refuses the token (0x86): rules that cannot
+//!   be read are never dropped silently.
+//! - A token with `exp` ends its client's connection when it expires (the
+//!   client is told 0x87 not authorized).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +53,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mqtt_codec::ReasonCode;
 use serde::Deserialize;
 
+use dataplane::auth::client_rules::{RuleSet, RuleSpec, MAX_RULES};
+
+use crate::acl_source::rule_from_json;
 use crate::http::SettingsError;
 use crate::jwks::Jwks;
 use crate::template::{check_template, default_timeout_ms, expand, request_values};
@@ -107,6 +116,54 @@ enum Refusal {
     Claim(String),
     #[error("the JWKS keys have not been fetched")]
     NoKeys,
+    #[error("acl claim: {0}")]
+    Acl(String),
+}
+
+/// What a token that holds grants.
+#[derive(Debug, PartialEq, Eq)]
+struct Granted {
+    rules: Option<RuleSet>,
+    expires_at: Option<std::time::Instant>,
+}
+
+/// The rules of an `acl` claim, in either of EMQX's spellings.
+fn acl_rules(claim: &serde_json::Value) -> Result<RuleSet, String> {
+    let specs: Vec<RuleSpec> = match claim {
+        serde_json::Value::Array(rules) => {
+            if rules.len() > MAX_RULES {
+                return Err(format!("more than {MAX_RULES} rules"));
+            }
+            rules.iter().map(|rule| rule_from_json(rule, None)).collect::<Result<_, _>>()?
+        }
+        serde_json::Value::Object(lists) => {
+            let mut specs = Vec::new();
+            for (action, topics) in lists {
+                let action = match action.as_str() {
+                    "pub" | "publish" => "publish",
+                    "sub" | "subscribe" => "subscribe",
+                    "all" => "all",
+                    other => return Err(format!("{other:?} is not pub, sub or all")),
+                };
+                let topics = topics.as_array().ok_or_else(|| format!("{action}: not a list of topics"))?;
+                for topic in topics {
+                    let topic = topic.as_str().ok_or_else(|| format!("{action}: a topic is not text"))?;
+                    if specs.len() == MAX_RULES {
+                        return Err(format!("more than {MAX_RULES} rules"));
+                    }
+                    specs.push(RuleSpec {
+                        permission: "allow".into(),
+                        action: action.into(),
+                        topic: topic.into(),
+                        ..Default::default()
+                    });
+                }
+            }
+            specs
+        }
+        _ => return Err("not a list of rules or an object of topic lists".into()),
+    };
+    RuleSet::compile(&specs).map_err(|error| error.to_string())
 }
 
 /// Where the keys come from.
@@ -200,8 +257,9 @@ impl JwtAuthenticator {
         })
     }
 
-    /// The claims of a token that holds, or why it does not.
-    fn check(&self, token: &str, values: &[String; 5]) -> Result<(), Refusal> {
+    /// What a token that holds grants (its `acl` rules, its expiry), or why
+    /// it does not hold.
+    fn check(&self, token: &str, values: &[String; 5]) -> Result<Granted, Refusal> {
         let claims = self.verified_claims(token)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
         if let Some(exp) = claims.get("exp") {
@@ -225,7 +283,11 @@ impl JwtAuthenticator {
                 return Err(Refusal::Claim(name.clone()));
             }
         }
-        Ok(())
+        let rules = claims.get("acl").map(acl_rules).transpose().map_err(Refusal::Acl)?;
+        let expires_at = claims.get("exp").and_then(serde_json::Value::as_u64).map(|exp| {
+            std::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now).min(10 * 365 * 86_400))
+        });
+        Ok(Granted { rules, expires_at })
     }
 
     /// The claims of a token whose signature holds.
@@ -263,12 +325,13 @@ impl JwtAuthenticator {
         };
         let Some(token) = token.filter(|token| looks_like_jwt(token)) else { return Verdict::Ignore };
         match self.check(token, &request_values(request)) {
-            Ok(()) => Verdict::Allow(Grant {
+            Ok(granted) => Verdict::Allow(Grant {
                 superuser: false,
                 credential: None,
                 external: true,
                 username: None,
-                rules: None,
+                rules: granted.rules,
+                expires_at: granted.expires_at,
             }),
             Err(Refusal::NoKeys) => {
                 tracing::warn!("JWT not checked: the JWKS keys have not been fetched");

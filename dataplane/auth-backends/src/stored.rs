@@ -228,9 +228,14 @@ pub(crate) fn verdict(
     what: &str,
 ) -> Verdict<Grant> {
     match outcome {
-        Ok(Outcome::Allow { superuser }) => {
-            Verdict::Allow(Grant { superuser, credential: None, external: true, username: None, rules: None })
-        }
+        Ok(Outcome::Allow { superuser }) => Verdict::Allow(Grant {
+            superuser,
+            credential: None,
+            external: true,
+            username: None,
+            rules: None,
+            expires_at: None,
+        }),
         Ok(Outcome::Deny) => Verdict::Deny(default_refusal(username)),
         Ok(Outcome::Ignore) => Verdict::Ignore,
         Err(failure) => {

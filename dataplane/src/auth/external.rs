@@ -65,9 +65,16 @@ pub trait RuleSource: Send + Sync + std::fmt::Debug {
 pub struct ClientAcl {
     pub granted: Option<RuleSet>,
     sources: Box<[Held]>,
+    /// When the client's credential stops being good (a JWT's `exp`).
+    pub expires_at: Option<Instant>,
 }
 
 impl ClientAcl {
+    /// The credential has expired: the client must go.
+    pub fn expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= Instant::now())
+    }
+
     /// The rules `source` (by its place among the external authorizers)
     /// holds for the client, if they were fetched.
     pub fn rules_of(&self, source: usize) -> Option<Arc<RuleSet>> {
@@ -137,8 +144,9 @@ pub async fn load(
     sources: &[Arc<ExternalAuthorizer>],
     who: &Identity,
     granted: Option<RuleSet>,
+    expires_at: Option<Instant>,
 ) -> Option<Arc<ClientAcl>> {
-    if sources.is_empty() && granted.is_none() {
+    if sources.is_empty() && granted.is_none() && expires_at.is_none() {
         return None;
     }
     let mut held = Vec::with_capacity(sources.len());
@@ -146,7 +154,7 @@ pub async fn load(
         let loaded = fetch(source.source.as_ref(), &source.policy.name, who, None).await;
         held.push(Held { loaded: ArcSwap::from_pointee(loaded), refreshing: AtomicBool::new(false) });
     }
-    Some(Arc::new(ClientAcl { granted, sources: held.into() }))
+    Some(Arc::new(ClientAcl { granted, sources: held.into(), expires_at }))
 }
 
 impl Authorizer for ExternalAuthorizer {

@@ -48,6 +48,7 @@ impl X509Authenticator {
             external: true,
             username: Some(name.into()),
             rules: None,
+            expires_at: None,
         })
     }
 }

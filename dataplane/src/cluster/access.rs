@@ -75,6 +75,9 @@ pub struct Grant {
     /// ACL rules the authenticator carries (a JWT's `acl` claim), checked
     /// before the authorizer chain.
     pub rules: Option<crate::auth::client_rules::RuleSet>,
+    /// When the credential stops being good (a JWT's `exp`): the client is
+    /// disconnected then.
+    pub expires_at: Option<std::time::Instant>,
 }
 
 /// How a client is refused when no authenticator decides: 0x86 (bad user
@@ -200,6 +203,7 @@ impl AccessControl {
                         external: false,
                         username: None,
                         rules: None,
+                        expires_at: None,
                     }),
                     (Ok(Ok(_)), Some(_)) => Verdict::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
                     (Ok(Ok(_)), None) => Verdict::Ignore,
@@ -215,6 +219,7 @@ impl AccessControl {
                 external: false,
                 username: None,
                 rules: None,
+                expires_at: None,
             })
         } else {
             Verdict::Ignore
@@ -241,6 +246,9 @@ impl AccessControl {
         }
         if is_banned(&view, &who.client_id, who.username.as_deref(), who.address) {
             return Err(ReasonCode::ADMINISTRATIVE_ACTION);
+        }
+        if who.acl.as_ref().is_some_and(|acl| acl.expired()) {
+            return Err(ReasonCode::NOT_AUTHORIZED);
         }
         if who.external {
             return Ok(());
@@ -467,7 +475,14 @@ mod tests {
         let open = AccessControl::new(Arc::new(ArcSwap::from_pointee(loaded)), AuthConfig::default());
         assert_eq!(
             open.authenticate(None, None, local).await,
-            Ok(Grant { superuser: false, credential: None, external: false, username: None, rules: None }),
+            Ok(Grant {
+                superuser: false,
+                credential: None,
+                external: false,
+                username: None,
+                rules: None,
+                expires_at: None
+            }),
             "no users: loopback is open"
         );
         assert_eq!(open.authenticate(None, None, remote).await, Err(ReasonCode::NOT_AUTHORIZED));

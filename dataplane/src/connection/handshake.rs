@@ -173,6 +173,18 @@ pub(super) async fn accept<T: Transport>(
         aliases: None,
         control,
     });
+    if let Some(at) = connection.session.identity.acl.as_ref().and_then(|acl| acl.expires_at) {
+        // The credential expires (a JWT's `exp`): the connection checks its
+        // access then, and goes (the slot is held weakly: a connection that
+        // ended first is not kept).
+        let slot = Arc::downgrade(&connection.control);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            if let Some(slot) = slot.upgrade() {
+                slot.revalidate();
+            }
+        });
+    }
     if connection.broker.is_shutting_down() {
         // Shutdown began while this client was connecting: it missed the
         // broadcast, so it gets the news now.
