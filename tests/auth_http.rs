@@ -3,7 +3,8 @@
 //! decides), a service that hangs or is down (the configured outcome within
 //! the timeout, while connected clients keep publishing), a service back
 //! again, answers cached, and usernames that try to break out of the
-//! request.
+//! request; and the `http` authorizer, whose rules for each client the
+//! service gives.
 
 mod common;
 
@@ -74,6 +75,30 @@ async fn serve_one(service: Arc<Service>, mut stream: TcpStream) {
     }
     let body: serde_json::Value =
         serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or_default();
+    if buf.starts_with(b"POST /acl ") {
+        let (status, answer) = match body["clientid"].as_str().unwrap_or("") {
+            "dev-1" => (
+                "200 OK",
+                r##"{"rules": [
+                    {"permission": "deny", "action": "all", "topic": "dev/secret/#"},
+                    {"permission": "allow", "action": "publish", "topic": "dev/${clientid}/#", "qos": [0, 1]},
+                    {"permission": "allow", "action": "subscribe", "topic": "eq cmd/#"},
+                    {"permission": "deny", "action": "all", "topic": "#"}
+                ]}"##,
+            ),
+            "teapot" => ("500 Internal Server Error", ""),
+            "bad-rules" => {
+                ("200 OK", r#"{"rules": [{"permission": "allow", "action": "write", "topic": "t"}]}"#)
+            }
+            _ => ("204 No Content", ""),
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        return;
+    }
     let username = body["username"].as_str().unwrap_or("").to_owned();
     let password = body["password"].as_str().unwrap_or("");
     service.usernames.push(username.clone());
@@ -234,4 +259,67 @@ fn bad_http_settings_stop_the_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("auth.authenticators entry 1") && stderr.contains("${user}"), "{stderr}");
+}
+
+/// The `http` authorizer: the service's rules for a client decide (rule
+/// order, placeholders, QoS, `eq`), no rules leave it to acl_no_match, and
+/// a service that fails (500, rules that do not parse, a hang) makes
+/// on_error = deny refuse everything, within the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_service_gives_each_client_its_rules() {
+    let service = Arc::new(Service::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/acl", listener.local_addr().unwrap());
+    let server = run(service.clone(), listener);
+    let authz = format!(
+        "auth.authorizers=[{{ type = \"http\", url = \"{url}\", timeout_ms = 400, on_error = \"deny\" }}]"
+    );
+    let broker = Broker::start(&[&authz, "auth.acl_no_match=allow"]);
+    let port = broker.port;
+
+    let mut dev = common::Client::connect(port, ProtocolVersion::V5, "dev-1", true).await;
+    let reason = dev.publish_reason("dev/dev-1/up", b"x", 1).await;
+    assert!(reason == ReasonCode::SUCCESS || reason == ReasonCode::NO_MATCHING_SUBSCRIBERS, "{reason:?}");
+    assert_eq!(
+        dev.publish_reason("dev/dev-2/up", b"x", 2).await,
+        ReasonCode::NOT_AUTHORIZED,
+        "the last rule"
+    );
+    assert_eq!(
+        dev.publish_reason("dev/secret/up", b"x", 3).await,
+        ReasonCode::NOT_AUTHORIZED,
+        "the first rule"
+    );
+    assert_eq!(subscribe_reason(&mut dev, "cmd/#").await, ReasonCode::GRANTED_QOS_0, "eq: this very filter");
+    assert_eq!(subscribe_reason(&mut dev, "cmd/x").await, ReasonCode::NOT_AUTHORIZED, "eq is no wildcard");
+
+    // No rules (204): acl_no_match = allow decides.
+    let mut other = common::Client::connect(port, ProtocolVersion::V5, "dev-2", true).await;
+    assert_eq!(subscribe_reason(&mut other, "anything/#").await, ReasonCode::GRANTED_QOS_0);
+
+    // The service fails: on_error = deny refuses all this source judges.
+    for failing in ["teapot", "bad-rules"] {
+        let mut client = common::Client::connect(port, ProtocolVersion::V5, failing, true).await;
+        assert_eq!(
+            subscribe_reason(&mut client, "anything/#").await,
+            ReasonCode::NOT_AUTHORIZED,
+            "{failing}"
+        );
+    }
+    service.hang.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let mut late = common::Client::connect(port, ProtocolVersion::V5, "dev-3", true).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "CONNACK within the timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        subscribe_reason(&mut late, "anything/#").await,
+        ReasonCode::NOT_AUTHORIZED,
+        "a hanging service"
+    );
+    // The connected client keeps its rules.
+    assert_eq!(subscribe_reason(&mut dev, "cmd/#").await, ReasonCode::GRANTED_QOS_0);
+    server.abort();
 }

@@ -495,8 +495,8 @@ pub struct AuthConfig {
 pub enum AuthenticatorConfig {
     /// Users from the control plane (and the anonymous policy).
     Builtin,
-    /// Backends named by the design but not built yet: refused by
-    /// [`DataplaneConfig::validate`] with a clear message.
+    /// Built by the `auth-backends` crate, which reads (and checks) the
+    /// rest of the entry.
     Postgresql(toml::Table),
     Mysql(toml::Table),
     Redis(toml::Table),
@@ -540,7 +540,7 @@ pub enum AuthorizerConfig {
     Builtin,
     /// An ACL file in the format of Mosquitto's `acl_file`.
     File(AclFileConfig),
-    /// Named by the design, not built yet (see [`AuthenticatorConfig`]).
+    /// Built by the `auth-backends` crate (see [`AuthenticatorConfig`]).
     Postgresql(toml::Table),
     Mysql(toml::Table),
     Redis(toml::Table),
@@ -667,18 +667,12 @@ impl DataplaneConfig {
                         });
                     }
                 }
-                // `mysql`, `postgresql` and `redis` are built by the
+                // `http`, `mysql`, `postgresql` and `redis` are built by the
                 // `auth-backends` crate.
-                AuthorizerConfig::Postgresql(_) | AuthorizerConfig::Mysql(_) | AuthorizerConfig::Redis(_) => {
-                }
-                other => {
-                    return not_built(
-                        "auth.authorizers",
-                        position,
-                        other.kind(),
-                        "builtin, file, mysql, postgresql, redis",
-                    )
-                }
+                AuthorizerConfig::Postgresql(_)
+                | AuthorizerConfig::Mysql(_)
+                | AuthorizerConfig::Redis(_)
+                | AuthorizerConfig::Http(_) => {}
             }
         }
         Ok(())

@@ -55,7 +55,7 @@ const MAX_BODY: usize = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Method {
+pub(crate) enum Method {
     Get,
     Post,
 }
@@ -112,8 +112,9 @@ enum Encoding {
     Form,
 }
 
-/// The `http` authenticator.
-pub struct HttpAuthenticator {
+/// An HTTP service asked with the request a config describes (shared by
+/// the `http` authenticator and authorizer).
+pub(crate) struct Endpoint {
     client: reqwest::Client,
     url: reqwest::Url,
     encoding: Encoding,
@@ -124,13 +125,33 @@ pub struct HttpAuthenticator {
     pool: Arc<Semaphore>,
     /// `pool_size + queue` permits: requests in flight or waiting.
     admission: Arc<Semaphore>,
+}
+
+/// What an endpoint is made of, from its entry's settings.
+pub(crate) struct EndpointSettings<'a> {
+    pub url: &'a str,
+    pub method: Method,
+    pub headers: &'a BTreeMap<String, String>,
+    pub body: &'a BTreeMap<String, String>,
+    /// Placeholders the body may hold.
+    pub placeholders: &'a [&'a str],
+    pub timeout_ms: u64,
+    pub pool_size: usize,
+    pub queue: usize,
+}
+
+/// The `http` authenticator.
+pub struct HttpAuthenticator {
+    endpoint: Endpoint,
     on_error: OnError,
     cache: AnswerCache<Answer>,
 }
 
 impl std::fmt::Debug for HttpAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpAuthenticator").field("url", &redacted(&self.url)).finish_non_exhaustive()
+        f.debug_struct("HttpAuthenticator")
+            .field("url", &redacted(&self.endpoint.url))
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,7 +165,7 @@ enum Answer {
 
 /// Why no answer came.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(crate) enum Failure {
     #[error("the request queue is full")]
     Busy,
     #[error("no answer within the timeout")]
@@ -174,20 +195,77 @@ impl HttpAuthenticator {
     }
 
     fn new(settings: Settings) -> Result<HttpAuthenticator, SettingsError> {
+        let endpoint = Endpoint::new(&EndpointSettings {
+            url: &settings.url,
+            method: settings.method,
+            headers: &settings.headers,
+            body: &settings.body,
+            placeholders: &PLACEHOLDERS,
+            timeout_ms: settings.timeout_ms,
+            pool_size: settings.pool_size,
+            queue: settings.queue,
+        })?;
+        Ok(HttpAuthenticator {
+            endpoint,
+            on_error: settings.on_error,
+            cache: AnswerCache::new(settings.cache_entries, Duration::from_secs(settings.cache_ttl_s)),
+        })
+    }
+
+    async fn verdict(&self, request: ConnectRequest<'_>) -> Verdict<Grant> {
+        let fields = self.endpoint.fields(&request_values(&request));
+        let key: Vec<&[u8]> =
+            fields.iter().flat_map(|(name, value)| [name.as_bytes(), value.as_bytes()]).collect();
+        let answer = match self.cache.get(&key) {
+            Some(answer) => Ok(answer),
+            None => {
+                let asked = self.endpoint.ask(fields.clone(), read_answer).await;
+                if let Ok(answer) = &asked {
+                    let key: Vec<&[u8]> =
+                        fields.iter().flat_map(|(name, value)| [name.as_bytes(), value.as_bytes()]).collect();
+                    self.cache.put(&key, answer.clone());
+                }
+                asked
+            }
+        };
+        match answer {
+            Ok(Answer::Allow { superuser }) => Verdict::Allow(Grant {
+                superuser,
+                credential: None,
+                external: true,
+                username: None,
+                rules: None,
+                expires_at: None,
+            }),
+            Ok(Answer::Deny) => Verdict::Deny(default_refusal(request.username)),
+            Ok(Answer::Ignore) => Verdict::Ignore,
+            Err(failure) => {
+                tracing::warn!(url = %redacted(&self.endpoint.url), %failure, on_error = ?self.on_error, "HTTP authenticator failed");
+                match self.on_error {
+                    OnError::Deny => Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE),
+                    OnError::Ignore => Verdict::Ignore,
+                }
+            }
+        }
+    }
+}
+
+impl Endpoint {
+    pub fn new(settings: &EndpointSettings<'_>) -> Result<Endpoint, SettingsError> {
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
-        let url = reqwest::Url::parse(&settings.url).map_err(|error| invalid("url", error.to_string()))?;
+        let url = reqwest::Url::parse(settings.url).map_err(|error| invalid("url", error.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("url", format!("scheme {:?} is not http or https", url.scheme())));
         }
         if settings.timeout_ms == 0 || settings.pool_size == 0 {
             return Err(invalid("timeout_ms, pool_size", "must be at least 1".into()));
         }
-        for (name, template) in &settings.body {
-            check_template(template, &PLACEHOLDERS)
+        for (name, template) in settings.body {
+            check_template(template, settings.placeholders)
                 .map_err(|reason| invalid("body", format!("{name}: {reason}")))?;
         }
         let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &settings.headers {
+        for (name, value) in settings.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|error| invalid("headers", format!("{name:?}: {error}")))?;
             let value = reqwest::header::HeaderValue::from_str(value)
@@ -215,28 +293,36 @@ impl HttpAuthenticator {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| invalid("url", error.to_string()))?;
-        Ok(HttpAuthenticator {
+        Ok(Endpoint {
             client,
             url,
             encoding,
             headers,
-            body: settings.body.into_iter().collect(),
+            body: settings.body.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
             timeout,
             pool: Arc::new(Semaphore::new(settings.pool_size)),
             admission: Arc::new(Semaphore::new(settings.pool_size.saturating_add(settings.queue))),
-            on_error: settings.on_error,
-            cache: AnswerCache::new(settings.cache_entries, Duration::from_secs(settings.cache_ttl_s)),
         })
     }
 
-    /// The request's fields, placeholders replaced.
-    fn fields(&self, request: &ConnectRequest<'_>) -> Vec<(String, String)> {
-        let values = request_values(request);
-        self.body.iter().map(|(name, template)| (name.clone(), expand(template, &values))).collect()
+    /// The URL as logs may show it.
+    pub fn name(&self) -> String {
+        redacted(&self.url)
     }
 
-    /// Asks the service, on a task of its own, within the timeout.
-    async fn ask(&self, fields: Vec<(String, String)>) -> Result<Answer, Failure> {
+    /// The request's fields, placeholders replaced by `values`.
+    pub fn fields(&self, values: &[String; 5]) -> Vec<(String, String)> {
+        self.body.iter().map(|(name, template)| (name.clone(), expand(template, values))).collect()
+    }
+
+    /// Asks the service, on a task of its own, within the timeout; `read`
+    /// makes the answer of the response.
+    pub async fn ask<T, F, R>(&self, fields: Vec<(String, String)>, read: R) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, Failure>> + Send + 'static,
+        R: FnOnce(reqwest::Response) -> F + Send + 'static,
+    {
         let admitted = self.admission.clone().try_acquire_owned().map_err(|_| Failure::Busy)?;
         let request = match self.encoding {
             Encoding::Query => self.client.get(self.url.clone()).query(&fields),
@@ -251,55 +337,33 @@ impl HttpAuthenticator {
         }
         .headers(self.headers.clone());
         let pool = self.pool.clone();
-        let task = tokio::spawn(async move {
+        let mut task = tokio::spawn(async move {
             let _admitted = admitted;
             let _permit = pool.acquire_owned().await.map_err(|_| Failure::Busy)?;
             let response = request.send().await.map_err(describe)?;
-            read_answer(response).await
+            read(response).await
         });
-        match tokio::time::timeout(self.timeout, task).await {
+        match tokio::time::timeout(self.timeout, &mut task).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => Err(Failure::Request(error.to_string())),
-            Err(_) => Err(Failure::Timeout),
+            Err(_) => {
+                task.abort();
+                Err(Failure::Timeout)
+            }
         }
     }
+}
 
-    async fn verdict(&self, request: ConnectRequest<'_>) -> Verdict<Grant> {
-        let fields = self.fields(&request);
-        let key: Vec<&[u8]> =
-            fields.iter().flat_map(|(name, value)| [name.as_bytes(), value.as_bytes()]).collect();
-        let answer = match self.cache.get(&key) {
-            Some(answer) => Ok(answer),
-            None => {
-                let asked = self.ask(fields.clone()).await;
-                if let Ok(answer) = &asked {
-                    let key: Vec<&[u8]> =
-                        fields.iter().flat_map(|(name, value)| [name.as_bytes(), value.as_bytes()]).collect();
-                    self.cache.put(&key, answer.clone());
-                }
-                asked
-            }
-        };
-        match answer {
-            Ok(Answer::Allow { superuser }) => Verdict::Allow(Grant {
-                superuser,
-                credential: None,
-                external: true,
-                username: None,
-                rules: None,
-                expires_at: None,
-            }),
-            Ok(Answer::Deny) => Verdict::Deny(default_refusal(request.username)),
-            Ok(Answer::Ignore) => Verdict::Ignore,
-            Err(failure) => {
-                tracing::warn!(url = %redacted(&self.url), %failure, on_error = ?self.on_error, "HTTP authenticator failed");
-                match self.on_error {
-                    OnError::Deny => Verdict::Deny(ReasonCode::SERVER_UNAVAILABLE),
-                    OnError::Ignore => Verdict::Ignore,
-                }
-            }
+/// A response's body, at most `limit` bytes.
+pub(crate) async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(describe)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Failure::Body(format!("over {limit} bytes")));
         }
+        body.extend_from_slice(&chunk);
     }
+    Ok(body)
 }
 
 /// The URL as logs may show it: no user, password or query (the config may
@@ -323,19 +387,13 @@ fn describe(error: reqwest::Error) -> Failure {
     }
 }
 
-async fn read_answer(mut response: reqwest::Response) -> Result<Answer, Failure> {
+async fn read_answer(response: reqwest::Response) -> Result<Answer, Failure> {
     match response.status().as_u16() {
         204 => return Ok(Answer::Allow { superuser: false }),
         200 => {}
         other => return Err(Failure::Status(other)),
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(describe)? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(Failure::Body(format!("over {MAX_BODY} bytes")));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_body(response, MAX_BODY).await?;
     let reply: Reply = serde_json::from_slice(&body).map_err(|error| Failure::Body(error.to_string()))?;
     match reply.result.as_str() {
         "allow" => Ok(Answer::Allow { superuser: reply.is_superuser }),
@@ -389,7 +447,7 @@ mod tests {
             address: std::net::IpAddr::from([10, 0, 0, 1]),
             certificate: None,
         };
-        let fields = hook.fields(&request);
+        let fields = hook.endpoint.fields(&request_values(&request));
         // A placeholder inside a value is not expanded again.
         assert_eq!(
             fields,
@@ -426,8 +484,11 @@ mod tests {
             address: std::net::IpAddr::from([127, 0, 0, 1]),
             certificate: Some(certificate.der()),
         };
-        assert_eq!(hook.fields(&request), vec![("cn".to_owned(), "device-9".to_owned())]);
+        assert_eq!(
+            hook.endpoint.fields(&request_values(&request)),
+            vec![("cn".to_owned(), "device-9".to_owned())]
+        );
         request.certificate = None;
-        assert_eq!(hook.fields(&request), vec![("cn".to_owned(), String::new())]);
+        assert_eq!(hook.endpoint.fields(&request_values(&request)), vec![("cn".to_owned(), String::new())]);
     }
 }

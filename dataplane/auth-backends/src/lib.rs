@@ -5,6 +5,7 @@
 //!
 //! - `http.rs`: `type = "http"`, an HTTP service that answers allow, deny or
 //!   ignore.
+//! - `http_acl.rs`: the `http` authorizer, a client's rules from a service.
 //! - `cache.rs`: the bounded, expiring memory of answers every external
 //!   authenticator keeps.
 //! - `redis_auth.rs`: `type = "redis"`, users in Redis hashes;
@@ -27,6 +28,7 @@
 mod acl_source;
 mod cache;
 pub mod http;
+pub mod http_acl;
 mod jwks;
 pub mod jwt;
 pub mod ldap_auth;
@@ -95,6 +97,11 @@ impl Backends for Factory {
             ),
             AuthorizerConfig::Mysql(table) => Some(
                 sql_acl::SqlRuleSource::from_table(table, sql_auth::Dialect::Mysql)
+                    .map(|source| Arc::new(source) as Arc<dyn RuleSource>)
+                    .map_err(|error| error.to_string()),
+            ),
+            AuthorizerConfig::Http(table) => Some(
+                http_acl::HttpRuleSource::from_table(table)
                     .map(|source| Arc::new(source) as Arc<dyn RuleSource>)
                     .map_err(|error| error.to_string()),
             ),
