@@ -191,3 +191,29 @@ async fn the_chain_order_is_the_configured_one() {
     let mut old = Client::connect_with(broker.port, connect_packet(ProtocolVersion::V311, "o", true)).await.0;
     assert_eq!(subscribe_reasons(&mut old, &["locked/y"]).await, vec![ReasonCode(0x80)]);
 }
+
+/// `auth.deny_action = disconnect`: a refused publish (any QoS) or
+/// subscription closes the connection (5.0: DISCONNECT 0x87 first); what
+/// is allowed keeps it open.
+#[tokio::test]
+async fn deny_action_disconnect_closes_a_refused_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("acl");
+    std::fs::write(&path, RULES).unwrap();
+    let chain = format!("auth.authorizers=[{{ type = \"file\", path = \"{}\" }}]", path.display());
+    let broker = Broker::start(&[&chain, "auth.acl_no_match=deny", "auth.deny_action=disconnect"]);
+    let port = broker.port;
+    for version in VERSIONS {
+        let mut device = Client::connect(port, version, "d1", true).await;
+        assert_eq!(subscribe_reasons(&mut device, &["devices/+/up"]).await, vec![ReasonCode::GRANTED_QOS_1]);
+        device.publish("devices/d1/up", b"ok", QoS::AtLeastOnce, 1).await;
+        // A QoS 0 publish elsewhere: nothing to answer, but the connection goes.
+        device.publish("devices/d2/up", b"not mine", QoS::AtMostOnce, 0).await;
+        device.expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
+
+        let mut device = Client::connect(port, version, "d1", true).await;
+        let filters = vec![("secrets/#".to_owned(), SubscriptionOptions::default())];
+        device.send(&Packet::Subscribe(Subscribe { packet_id: 2, filters, ..Default::default() })).await;
+        device.expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
+    }
+}

@@ -452,6 +452,18 @@ pub enum AclNoMatch {
     Deny,
 }
 
+/// What a client that is refused a publish or a subscription meets, past
+/// the refusal itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyAction {
+    /// Nothing more (PUBACK/PUBREC/SUBACK 0x87; a QoS 0 publish dropped).
+    Ignore,
+    /// The connection is closed (5.0: DISCONNECT 0x87 first), as EMQX's
+    /// `authorization.deny_action = disconnect`.
+    Disconnect,
+}
+
 /// Client authentication and authorization.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -459,6 +471,8 @@ pub struct AuthConfig {
     pub allow_anonymous: AnonymousPolicy,
     /// The decision when no ACL rule matches a publish or subscribe.
     pub acl_no_match: AclNoMatch,
+    /// What a refused publish or subscription does to the connection.
+    pub deny_action: DenyAction,
     /// Threads that check passwords (argon2id); 0: half the cores, at least one.
     pub password_check_threads: usize,
     /// Password checks that may wait for a thread; past that, CONNECT is
@@ -597,6 +611,7 @@ impl Default for AuthConfig {
         AuthConfig {
             allow_anonymous: AnonymousPolicy::Loopback,
             acl_no_match: AclNoMatch::Allow,
+            deny_action: DenyAction::Ignore,
             password_check_threads: 0,
             password_check_queue: 64,
             password_checks_per_username: 4,

@@ -298,6 +298,9 @@ impl<T: Transport> Connection<T> {
                 reason
             }
         };
+        if reason == ReasonCode::NOT_AUTHORIZED && self.disconnects_on_deny() {
+            return Err(Close::Revoked(ReasonCode::NOT_AUTHORIZED));
+        }
         if let Some((alias, topic)) = topic_for_alias {
             let refused = matches!(reason, ReasonCode::NOT_AUTHORIZED | ReasonCode::TOPIC_NAME_INVALID);
             if !refused {
@@ -384,6 +387,9 @@ impl<T: Transport> Connection<T> {
             }
             let subscribed = match self.broker.subscribe_as(&mut self.session, &raw, options, identifier) {
                 Ok(subscribed) => subscribed,
+                Err(ReasonCode::NOT_AUTHORIZED) if self.disconnects_on_deny() => {
+                    return Err(Close::Revoked(ReasonCode::NOT_AUTHORIZED));
+                }
                 Err(reason) => {
                     reasons.push(reason);
                     continue;
@@ -427,6 +433,12 @@ impl<T: Transport> Connection<T> {
     /// Checks this client's access again after users, bans or rules
     /// changed: ends the connection if it would no longer be let in, and
     /// drops the subscriptions the rules now deny.
+    /// `auth.deny_action = disconnect`: a refused publish or subscription
+    /// closes the connection.
+    fn disconnects_on_deny(&self) -> bool {
+        self.broker.config.auth.deny_action == crate::config::DenyAction::Disconnect
+    }
+
     pub(super) fn revalidate(&mut self) -> Result<(), Close> {
         if let Err(reason) = self.broker.access.recheck(&mut self.session.identity) {
             debug!(?reason, "access withdrawn");
