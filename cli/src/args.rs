@@ -161,7 +161,8 @@ pub enum UsersCommand {
         /// Username (what the client sends in CONNECT).
         #[arg(value_name = "NAME")]
         username: String,
-        /// Password; the control plane stores only its argon2id hash.
+        /// Password; the control plane stores only its argon2id hash and its
+        /// SCRAM-SHA-256 verifier (for MQTT 5 enhanced authentication).
         #[arg(long, value_name = "PW")]
         password: String,
         /// Superusers pass every ACL check.

@@ -22,7 +22,7 @@ use mqtt_codec::{QoS, ReasonCode, SubscriptionOptions};
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use crate::cluster::access::Identity;
+use crate::cluster::access::{Grant, Identity};
 use crate::cluster::acl::{Bearing, Pattern, Placeholders, Subject};
 use crate::cluster::view::Action;
 use crate::hooks::{ClientEvent, ConnectRequest, DropReason};
@@ -90,6 +90,21 @@ impl Broker {
     /// Admits and authenticates a client: waits (briefly) for the first
     /// view, refuses banned clients, then asks the authenticator chain.
     pub async fn authenticate_client(&self, request: ConnectRequest<'_>) -> Result<Identity, ReasonCode> {
+        self.admit(&request).await?;
+        let grant = match self.hooks.authenticate(request).await {
+            Ok(grant) => grant,
+            Err(reason) => {
+                self.login_failed(&request, reason);
+                return Err(reason);
+            }
+        };
+        Ok(self.identity_for(&request, grant).await)
+    }
+
+    /// The checks before any credential is looked at: the node's first
+    /// view (waited for briefly), the client's own bans, the address's ban
+    /// after failed logins.
+    pub async fn admit(&self, request: &ConnectRequest<'_>) -> Result<(), ReasonCode> {
         if !self.access.wait_loaded(FIRST_VIEW_WAIT).await {
             // No users, bans or rules yet: serving now would serve without them.
             return Err(ReasonCode::SERVER_UNAVAILABLE);
@@ -98,17 +113,21 @@ impl Broker {
         if self.login_failures.banned(request.address) {
             return Err(ReasonCode::BANNED);
         }
-        let mut grant = match self.hooks.authenticate(request).await {
-            Ok(grant) => grant,
-            Err(reason) => {
-                let credentials =
-                    matches!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD | ReasonCode::NOT_AUTHORIZED);
-                if credentials && self.login_failures.failed(request.address) {
-                    tracing::warn!(address = %request.address, "address banned after repeated failed logins");
-                }
-                return Err(reason);
-            }
-        };
+        Ok(())
+    }
+
+    /// Counts a refusal for bad credentials toward the address's ban.
+    pub fn login_failed(&self, request: &ConnectRequest<'_>, reason: ReasonCode) {
+        let credentials =
+            matches!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD | ReasonCode::NOT_AUTHORIZED);
+        if credentials && self.login_failures.failed(request.address) {
+            tracing::warn!(address = %request.address, "address banned after repeated failed logins");
+        }
+    }
+
+    /// The identity of a client `grant` lets in, with the rules it holds
+    /// (fetched now from the external authorizers).
+    pub async fn identity_for(&self, request: &ConnectRequest<'_>, mut grant: Grant) -> Identity {
         let mut identity = Identity {
             client_id: Arc::from(request.client_id),
             username: grant.username.take().or_else(|| request.username.map(Box::from)),
@@ -119,7 +138,7 @@ impl Broker {
             acl: None,
         };
         identity.acl = self.hooks.load_rules(&identity, &mut grant).await;
-        Ok(identity)
+        identity
     }
 
     /// May `who` publish to `topic_name` at `qos`, with `retain`? (The

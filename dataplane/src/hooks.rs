@@ -194,6 +194,12 @@ impl Hooks {
         self.wants
     }
 
+    /// Whether the built-in users are in the authenticator chain (and so
+    /// may be checked by SCRAM as well).
+    pub fn has_builtin_authenticator(&self) -> bool {
+        self.authenticators.iter().any(|hook| hook.is_builtin())
+    }
+
     /// Runs the authenticator chain; a chain where every hook ignores the
     /// client refuses it (0x86 with a username, else 0x87). What a hook
     /// other than the built-in one allows is marked `external`.

@@ -81,28 +81,36 @@ fn node_info(status: &NodeStatus, addr: &str) -> NodeInfoReply {
     }
 }
 
-async fn hash(password: String) -> Result<String, Status> {
+/// The argon2id hash and the SCRAM-SHA-256 verifier of a new password.
+async fn hash_and_verifier(password: String) -> Result<(String, String), Status> {
     if password.is_empty() {
         return Err(Status::invalid_argument("the password must not be empty"));
     }
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|error| Status::internal(format!("hashing task failed: {error}")))?
-        .map_err(|error| Status::internal(error.to_string()))
+    tokio::task::spawn_blocking(move || {
+        let hash = hash_password(&password)?;
+        Ok::<_, crate::state::PasswordError>((hash, crate::state::scram_verifier(&password)))
+    })
+    .await
+    .map_err(|error| Status::internal(format!("hashing task failed: {error}")))?
+    .map_err(|error| Status::internal(error.to_string()))
 }
 
-/// The hash a new user gets: `password_hash` as given (an import, checked
-/// here so a bad one never enters the log), or `password` hashed here.
-async fn new_user_hash(password: String, password_hash: Option<String>) -> Result<String, Status> {
+/// The hash a new user gets, and its SCRAM verifier: `password_hash` as
+/// given (an import, checked here so a bad one never enters the log; no
+/// verifier, the password is not known), or `password` hashed here.
+async fn new_user_hash(
+    password: String,
+    password_hash: Option<String>,
+) -> Result<(String, Option<String>), Status> {
     match password_hash {
         Some(_) if !password.is_empty() => {
             Err(Status::invalid_argument("set `password` or `password_hash`, not both"))
         }
         Some(imported) => {
             crate::state::validate::password_hash(&imported).map_err(status::command_error)?;
-            Ok(imported)
+            Ok((imported, None))
         }
-        None => hash(password).await,
+        None => hash_and_verifier(password).await.map(|(hash, scram)| (hash, Some(scram))),
     }
 }
 
@@ -226,25 +234,30 @@ impl Admin for AdminService {
     async fn user_add(&self, request: Request<UserAddRequest>) -> Result<Response<WriteReply>, Status> {
         let request = request.into_inner();
         crate::state::validate::username(&request.username).map_err(status::command_error)?;
-        let password_hash = new_user_hash(request.password, request.password_hash).await?;
+        let (password_hash, scram) = new_user_hash(request.password, request.password_hash).await?;
         self.write_reply(Command::AddUser {
             username: request.username,
             password_hash,
             superuser: request.superuser,
+            scram,
         })
         .await
     }
 
     async fn user_update(&self, request: Request<UserUpdateRequest>) -> Result<Response<WriteReply>, Status> {
         let request = request.into_inner();
-        let password_hash = match request.password {
-            Some(password) => Some(hash(password).await?),
-            None => None,
+        let (password_hash, scram) = match request.password {
+            Some(password) => {
+                let (hash, scram) = hash_and_verifier(password).await?;
+                (Some(hash), Some(scram))
+            }
+            None => (None, None),
         };
         self.write_reply(Command::UpdateUser {
             username: request.username,
             password_hash,
             superuser: request.superuser,
+            scram,
         })
         .await
     }
@@ -394,10 +407,12 @@ mod tests {
     async fn new_users_get_an_imported_hash_or_a_fresh_one() {
         let imported = hash_password("elsewhere").expect("hashing works");
         let kept = new_user_hash(String::new(), Some(imported.clone())).await.expect("a valid import");
-        assert_eq!(kept, imported, "an imported hash is stored as it is");
+        assert_eq!(kept, (imported.clone(), None), "an imported hash is stored as it is, without a verifier");
 
-        let fresh = new_user_hash("pw".to_owned(), None).await.expect("hashed here");
+        let (fresh, scram) = new_user_hash("pw".to_owned(), None).await.expect("hashed here");
         assert!(fresh.starts_with("$argon2id$") && crate::state::verify_password("pw", &fresh));
+        let scram = scram.expect("a SCRAM verifier of the same password");
+        assert!(crate::state::validate::scram_verifier(&scram).is_ok(), "{scram}");
 
         let both = new_user_hash("pw".to_owned(), Some(imported)).await.expect_err("both set");
         assert_eq!(both.code(), Code::InvalidArgument);

@@ -120,7 +120,12 @@ mod tests {
             .map(|i| pb::Route { topic_filter: format!("devices/{i:06}/cmd/+"), node_ids: vec![1, 2] })
             .collect();
         let users: Vec<pb::User> = (0..300)
-            .map(|i| pb::User { username: format!("u{i}"), password_hash: "x".repeat(90), superuser: false })
+            .map(|i| pb::User {
+                username: format!("u{i}"),
+                password_hash: "x".repeat(90),
+                superuser: false,
+                scram_sha256: String::new(),
+            })
             .collect();
         let whole = pb::StateSnapshot {
             index: 7,

@@ -12,6 +12,7 @@ impl From<&User> for pb::User {
             username: user.username.clone(),
             password_hash: user.password_hash.clone(),
             superuser: user.superuser,
+            scram_sha256: user.scram.clone().unwrap_or_default(),
         }
     }
 }

@@ -21,12 +21,19 @@ pub enum Command {
         username: String,
         password_hash: String,
         superuser: bool,
+        /// The SCRAM-SHA-256 verifier of the same password, if it was known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scram: Option<String>,
     },
     /// Changes a user's password hash and/or superuser flag.
     UpdateUser {
         username: String,
         password_hash: Option<String>,
         superuser: Option<bool>,
+        /// With a new `password_hash`: its SCRAM verifier (none: the old one
+        /// goes too).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scram: Option<String>,
     },
     DeleteUser {
         username: String,

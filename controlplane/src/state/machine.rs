@@ -135,23 +135,30 @@ impl ControlState {
 
     fn apply_one(&mut self, command: Command, changes: &mut Vec<Change>) -> Result<Response, CommandError> {
         match command {
-            Command::AddUser { username, password_hash, superuser } => {
+            Command::AddUser { username, password_hash, superuser, scram } => {
                 validate::username(&username)?;
                 validate::password_hash(&password_hash)?;
+                if let Some(scram) = &scram {
+                    validate::scram_verifier(scram)?;
+                }
                 if self.users.contains_key(&username) {
                     return Err(CommandError::UserExists(username));
                 }
-                let user = User { username: username.clone(), password_hash, superuser };
+                let user = User { username: username.clone(), password_hash, superuser, scram };
                 changes.push(Change::UserUpserted(user.clone()));
                 self.users.insert(username, user);
             }
-            Command::UpdateUser { username, password_hash, superuser } => {
+            Command::UpdateUser { username, password_hash, superuser, scram } => {
                 if let Some(hash) = &password_hash {
                     validate::password_hash(hash)?;
+                }
+                if let Some(scram) = &scram {
+                    validate::scram_verifier(scram)?;
                 }
                 let user = self.users.get_mut(&username).ok_or(CommandError::UserNotFound(username))?;
                 if let Some(hash) = password_hash {
                     user.password_hash = hash;
+                    user.scram = scram;
                 }
                 if let Some(superuser) = superuser {
                     user.superuser = superuser;

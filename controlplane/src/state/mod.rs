@@ -19,7 +19,7 @@ pub use change::Change;
 pub use command::{Command, CommandError, ErrorKind, Response};
 pub use machine::ControlState;
 pub use node_set::NodeSet;
-pub use password::{hash_password, verify_password, PasswordError};
+pub use password::{hash_password, scram_verifier, verify_password, PasswordError};
 pub use snapshot::{SnapshotFormatError, SNAPSHOT_FORMAT_VERSION};
 pub use types::{
     AclAction, AclPermission, AclRule, AclRuleSpec, AclWho, ApiToken, Ban, BanKey, BanKind, ConfigKind,

@@ -26,6 +26,35 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
         .map_err(|error| PasswordError(error.to_string()))
 }
 
+/// Iterations of PBKDF2 in a new SCRAM-SHA-256 verifier (RFC 7677's
+/// minimum; PostgreSQL's default).
+pub const SCRAM_ITERATIONS: u32 = 4096;
+
+/// The SCRAM-SHA-256 verifier of `password` (RFC 5802, 7677) with a random
+/// 16-byte salt, in PostgreSQL's format:
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64).
+/// It lets the data plane check a SCRAM exchange without the password.
+pub fn scram_verifier(password: &str) -> String {
+    use base64::Engine;
+    use ring::{digest, hmac, pbkdf2};
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let mut salted = [0u8; 32];
+    let iterations = std::num::NonZeroU32::new(SCRAM_ITERATIONS).unwrap_or(std::num::NonZeroU32::MIN);
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, password.as_bytes(), &mut salted);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
+    let client_key = hmac::sign(&key, b"Client Key");
+    let server_key = hmac::sign(&key, b"Server Key");
+    let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    format!(
+        "SCRAM-SHA-256${SCRAM_ITERATIONS}:{}${}:{}",
+        b64(&salt),
+        b64(stored_key.as_ref()),
+        b64(server_key.as_ref())
+    )
+}
+
 /// True if `password` matches the PHC string `hash` (false for a malformed hash).
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)

@@ -17,7 +17,12 @@ fn apply(state: &mut ControlState, command: Command) -> (Response, Vec<Change>) 
 }
 
 fn add_user(name: &str) -> Command {
-    Command::AddUser { username: name.to_owned(), password_hash: HASH.to_owned(), superuser: false }
+    Command::AddUser {
+        username: name.to_owned(),
+        password_hash: HASH.to_owned(),
+        superuser: false,
+        scram: None,
+    }
 }
 
 fn rule(who: AclWho, filter: &str) -> AclRuleSpec {
@@ -74,8 +79,12 @@ fn add_user_checks_name_and_hash() {
     let mut state = ControlState::default();
     let (response, _) = apply(&mut state, add_user(""));
     assert!(matches!(response, Response::Failed(CommandError::InvalidUsername(_))));
-    let plain =
-        Command::AddUser { username: "bob".into(), password_hash: "hunter2".into(), superuser: false };
+    let plain = Command::AddUser {
+        username: "bob".into(),
+        password_hash: "hunter2".into(),
+        superuser: false,
+        scram: None,
+    };
     let (response, _) = apply(&mut state, plain);
     assert!(matches!(response, Response::Failed(CommandError::InvalidPasswordHash(_))));
 }
@@ -88,6 +97,7 @@ fn update_user() {
         username: "alice".into(),
         password_hash: Some(OTHER_HASH.into()),
         superuser: Some(true),
+        scram: None,
     };
     let (response, changes) = apply(&mut state, update);
     assert_eq!(response, Response::Done);
@@ -96,12 +106,20 @@ fn update_user() {
     assert!(user.superuser);
     assert_eq!(user.password_hash, OTHER_HASH);
 
-    let missing =
-        Command::UpdateUser { username: "nobody".into(), password_hash: None, superuser: Some(true) };
+    let missing = Command::UpdateUser {
+        username: "nobody".into(),
+        password_hash: None,
+        superuser: Some(true),
+        scram: None,
+    };
     let (response, _) = apply(&mut state, missing);
     assert_eq!(response, Response::Failed(CommandError::UserNotFound("nobody".into())));
-    let bad_hash =
-        Command::UpdateUser { username: "alice".into(), password_hash: Some("x".into()), superuser: None };
+    let bad_hash = Command::UpdateUser {
+        username: "alice".into(),
+        password_hash: Some("x".into()),
+        superuser: None,
+        scram: None,
+    };
     assert!(matches!(apply(&mut state, bad_hash).0, Response::Failed(CommandError::InvalidPasswordHash(_))));
 }
 

@@ -18,6 +18,11 @@ pub struct User {
     pub password_hash: String,
     /// A superuser passes every ACL check.
     pub superuser: bool,
+    /// The SCRAM-SHA-256 verifier (see `password::scram_verifier`), derived
+    /// from the password when it was set; `None` for a user imported by
+    /// hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram: Option<String>,
 }
 
 /// Whom an ACL rule applies to.

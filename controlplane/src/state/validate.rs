@@ -129,6 +129,34 @@ pub fn password_hash(phc: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// A SCRAM-SHA-256 verifier as `password::scram_verifier` writes it:
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, the keys 32
+/// bytes, the iterations 4096 to [`MAX_SCRAM_ITERATIONS`] (every exchange
+/// costs the client, not the broker, this many; a sane bound all the same).
+pub fn scram_verifier(text: &str) -> Result<(), CommandError> {
+    use base64::Engine;
+    let bad = |why: &str| Err(CommandError::InvalidPasswordHash(format!("SCRAM verifier: {why}")));
+    let decode = |part: &str| base64::engine::general_purpose::STANDARD.decode(part).ok();
+    let Some(rest) = text.strip_prefix("SCRAM-SHA-256$") else { return bad("not SCRAM-SHA-256") };
+    let Some((params, keys)) = rest.split_once('$') else { return bad("no keys") };
+    let Some((iterations, salt)) = params.split_once(':') else { return bad("no salt") };
+    let Some((stored, server)) = keys.split_once(':') else { return bad("one key") };
+    match iterations.parse::<u32>() {
+        Ok(n) if (4096..=MAX_SCRAM_ITERATIONS).contains(&n) => {}
+        _ => return bad("iterations out of bounds"),
+    }
+    if decode(salt).is_none_or(|salt| salt.is_empty() || salt.len() > 64) {
+        return bad("bad salt");
+    }
+    if decode(stored).is_none_or(|key| key.len() != 32) || decode(server).is_none_or(|key| key.len() != 32) {
+        return bad("bad keys");
+    }
+    Ok(())
+}
+
+/// Most PBKDF2 iterations of a SCRAM verifier.
+pub const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
+
 /// Largest argon2 memory cost of a stored hash, in KiB (64 MiB); the data
 /// plane refuses to run anything above the same bounds.
 pub const MAX_HASH_MEMORY_KIB: u32 = 64 * 1024;

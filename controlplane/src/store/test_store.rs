@@ -48,7 +48,8 @@ fn restart_keeps_log_vote_and_snapshot() -> Result<(), Box<dyn std::error::Error
             payload: EntryPayload::Normal(command),
         };
         let hash = crate::state::hash_password("pw")?;
-        let add = Command::AddUser { username: "alice".into(), password_hash: hash, superuser: true };
+        let add =
+            Command::AddUser { username: "alice".into(), password_hash: hash, superuser: true, scram: None };
         {
             let shared = SharedState::new();
             let (mut log_store, mut state_machine, _) = super::open(directory.path(), shared.clone())?;
@@ -94,7 +95,8 @@ fn snapshot_moved_from(place: &str) -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let directory = TempDir::new()?;
         let hash = crate::state::hash_password("pw")?;
-        let add = Command::AddUser { username: "carol".into(), password_hash: hash, superuser: false };
+        let add =
+            Command::AddUser { username: "carol".into(), password_hash: hash, superuser: false, scram: None };
         let entries = vec![Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
             payload: EntryPayload::Normal(add),

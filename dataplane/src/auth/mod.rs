@@ -14,6 +14,7 @@ pub mod acl_file;
 pub mod client_rules;
 pub mod external;
 pub mod failures;
+pub mod scram;
 pub mod x509;
 
 use std::sync::Arc;

@@ -239,6 +239,33 @@ impl AccessControl {
     /// Refreshes its superuser flag; returns the DISCONNECT reason if not:
     /// banned (0x98, administrative action), or its user deleted, its
     /// password changed, or anonymous access ended (0x87).
+    /// The SCRAM-SHA-256 verifier of `username`, if the user exists and has
+    /// one, and the key made-up salts are made with for the others (the
+    /// cluster's peer secret: every node answers alike for a name).
+    pub fn scram(&self, username: &str) -> (Option<Arc<crate::auth::scram::Verifier>>, Vec<u8>) {
+        let view = self.view.load();
+        let verifier = view.users.get(username).and_then(|user| user.scram.clone());
+        let secret = match &*view.peer_secret {
+            "" => crate::auth::scram::node_secret().to_vec(),
+            shared => format!("scram-salt:{shared}").into_bytes(),
+        };
+        (verifier, secret)
+    }
+
+    /// What a user who proved its password by SCRAM is granted (`None`:
+    /// the user is gone meanwhile).
+    pub fn scram_grant(&self, username: &str) -> Option<Grant> {
+        let view = self.view.load();
+        view.users.get(username).map(|user| Grant {
+            superuser: user.superuser,
+            credential: Some(Arc::from(user.password_hash.as_str())),
+            external: false,
+            username: None,
+            rules: None,
+            expires_at: None,
+        })
+    }
+
     pub fn recheck(&self, who: &mut Identity) -> Result<(), ReasonCode> {
         let view = self.view.load();
         if !view.loaded {
@@ -447,7 +474,7 @@ mod tests {
         let salt = SaltString::generate(&mut OsRng);
         let hash = argon2::Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
         let mut users = std::collections::HashMap::new();
-        users.insert("bob".to_string(), User { password_hash: hash, superuser: true });
+        users.insert("bob".to_string(), User { password_hash: hash, superuser: true, scram: None });
         let bans =
             vec![crate::cluster::view::Ban { target: BanTarget::ClientId("evil".into()), until_ms: None }];
         let view =

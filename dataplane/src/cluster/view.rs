@@ -22,6 +22,25 @@ pub struct User {
     /// PHC string (argon2id).
     pub password_hash: String,
     pub superuser: bool,
+    /// For SCRAM-SHA-256 enhanced authentication; `None` for a user
+    /// imported by hash (or a verifier that does not parse).
+    pub scram: Option<Arc<crate::auth::scram::Verifier>>,
+}
+
+impl User {
+    fn from_pb(user: &pb::User) -> User {
+        let scram = match user.scram_sha256.as_str() {
+            "" => None,
+            text => {
+                let parsed = crate::auth::scram::Verifier::parse(text);
+                if parsed.is_none() {
+                    tracing::warn!(username = %user.username, "the user's SCRAM verifier does not parse");
+                }
+                parsed.map(Arc::new)
+            }
+        };
+        User { password_hash: user.password_hash.clone(), superuser: user.superuser, scram }
+    }
 }
 
 /// Whom an ACL rule applies to.
@@ -178,13 +197,7 @@ fn rules(list: &[pb::AclRule]) -> Vec<AclEntry> {
 impl ClusterView {
     /// The view a full snapshot describes.
     pub fn from_snapshot(snapshot: &pb::StateSnapshot) -> ClusterView {
-        let users = snapshot
-            .users
-            .iter()
-            .map(|u| {
-                (u.username.clone(), User { password_hash: u.password_hash.clone(), superuser: u.superuser })
-            })
-            .collect();
+        let users = snapshot.users.iter().map(|u| (u.username.clone(), User::from_pb(u))).collect();
         let peers = snapshot.dataplane_nodes.iter().map(|node| (node.id, peer_node(node))).collect();
         ClusterView {
             index: snapshot.index,
@@ -205,8 +218,7 @@ impl ClusterView {
         for change in delta.changes.iter().filter_map(|c| c.change.as_ref()) {
             match change {
                 Change::UserUpserted(user) => {
-                    let record =
-                        User { password_hash: user.password_hash.clone(), superuser: user.superuser };
+                    let record = User::from_pb(user);
                     Arc::make_mut(&mut next.users).insert(user.username.clone(), record);
                 }
                 Change::UserRemoved(name) => {

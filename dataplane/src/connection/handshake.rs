@@ -71,6 +71,13 @@ pub(super) async fn accept<T: Transport>(
         }
     };
     tracing::Span::current().record("client_id", &*client_id);
+    let scram = match super::enhanced_auth::wants_scram(&broker, &connect) {
+        Ok(scram) => scram,
+        Err(reason) => {
+            refuse_connection(&mut transport, version, reason).await;
+            return None;
+        }
+    };
 
     // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; rules
     // and bans name them as IPv4.
@@ -84,7 +91,18 @@ pub(super) async fn accept<T: Transport>(
         certificate: certificate.as_deref(),
     };
     let generation = broker.access_generation();
-    let identity = match broker.authenticate_client(request).await {
+    let authenticated = if scram {
+        super::enhanced_auth::connect_exchange(&broker, &mut transport, &mut read_buf, &connect, request)
+            .await
+            .map(|(identity, server_final)| {
+                connack_props.authentication_method = Some(crate::auth::scram::METHOD.to_owned());
+                connack_props.authentication_data = Some(server_final.into());
+                identity
+            })
+    } else {
+        broker.authenticate_client(request).await
+    };
+    let identity = match authenticated {
         Ok(identity) => identity,
         Err(reason) => {
             refuse_connection(&mut transport, version, reason).await;
@@ -170,9 +188,12 @@ pub(super) async fn accept<T: Transport>(
         will,
         pressure: Vec::new(),
         acks: Default::default(),
-        aliases: None,
+        extras: None,
         control,
     });
+    if scram {
+        connection.enable_reauth();
+    }
     if let Some(at) = connection.session.identity.acl.as_ref().and_then(|acl| acl.expires_at) {
         // The credential expires (a JWT's `exp`): the connection checks its
         // access then, and goes (the slot is held weakly: a connection that
@@ -258,9 +279,6 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
 fn check_connect(broker: &Broker, connect: &Connect) -> Result<(Arc<str>, bool), ReasonCode> {
     let config = &broker.config;
     let version = connect.protocol;
-    if connect.properties.authentication_method.is_some() {
-        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
-    }
     let (client_id, assigned) = if connect.client_id.is_empty() {
         // 3.1 requires an identifier; 3.1.1 allows none only with Clean Session.
         if version == ProtocolVersion::V31 || (version == ProtocolVersion::V311 && !connect.clean_start) {

@@ -132,10 +132,9 @@ impl<T: Transport> Connection<T> {
                     with_will: disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL,
                 })
             }
-            // A second CONNECT, AUTH without an authentication method, or a
-            // packet only a server sends.
+            Packet::Auth(auth) => self.on_auth(auth),
+            // A second CONNECT, or a packet only a server sends.
             Packet::Connect(_)
-            | Packet::Auth(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
@@ -244,7 +243,7 @@ impl<T: Transport> Connection<T> {
                 return Err(Close::Violation(ReasonCode::TOPIC_ALIAS_INVALID));
             }
             if publish.topic.is_empty() {
-                match self.aliases.as_ref().and_then(|a| a.incoming.get(&alias)) {
+                match self.extras.as_ref().and_then(|a| a.incoming.get(&alias)) {
                     Some(topic) => publish.topic = topic.clone(),
                     None => return Err(Close::Violation(ReasonCode::PROTOCOL_ERROR)),
                 }
@@ -319,7 +318,7 @@ impl<T: Transport> Connection<T> {
     /// for alias topics (0x97, quota exceeded, past it).
     fn store_alias(&mut self, alias: u16, topic: &str) -> Result<(), Close> {
         let budget = self.broker.config.mqtt.max_topic_alias_bytes;
-        let aliases = self.aliases_mut();
+        let aliases = self.extras_mut();
         let replaced = aliases.incoming.get(&alias).map_or(0, String::len);
         let held = aliases.incoming_bytes - replaced + topic.len();
         if held > budget {

@@ -12,6 +12,7 @@
 //! the session state is always handed on when the task ends (parked,
 //! ended, or given to the connection that took it over).
 
+mod enhanced_auth;
 mod handshake;
 mod inbound;
 mod outbound;
@@ -114,8 +115,9 @@ pub(crate) struct Connection<T: Transport> {
     /// Subscribers' queues that asked this publisher to slow down: the
     /// connection waits for them to drain before it reads more.
     pressure: Vec<crate::pressure::Pressure>,
-    /// Topic aliases, allocated when the first is used.
-    aliases: Option<Box<Aliases>>,
+    /// Topic aliases and enhanced authentication, allocated when first
+    /// used (most connections have neither).
+    extras: Option<Box<Extras>>,
     control: Arc<ControlSlot>,
     /// Acknowledgements of the client's messages not sent yet, in order.
     acks: std::collections::VecDeque<PendingAck>,
@@ -137,9 +139,14 @@ pub(crate) enum AckPacket {
     Subscribe { ack: mqtt_codec::SubAck, retained: Vec<crate::message::Delivery> },
 }
 
-/// Topic aliases of one connection, both ways.
+/// What few connections use: topic aliases (both ways) and the state of
+/// enhanced authentication.
 #[derive(Debug, Default)]
-struct Aliases {
+struct Extras {
+    /// Connected with SCRAM-SHA-256: the state of re-authentication
+    /// (`None`: the client used no enhanced authentication, and AUTH is a
+    /// protocol error).
+    reauth: Option<enhanced_auth::ReAuth>,
     /// Set by the client towards us.
     incoming: HashMap<u16, String>,
     /// Bytes of the topics in `incoming` (bounded by `mqtt.max_topic_alias_bytes`).
@@ -168,7 +175,7 @@ pub(crate) struct Dormant {
     limits: ClientLimits,
     session_expiry: u32,
     will: Option<Box<Will>>,
-    aliases: Option<Box<Aliases>>,
+    extras: Option<Box<Extras>>,
     control: Arc<ControlSlot>,
 }
 
@@ -193,13 +200,13 @@ impl<T: Transport> Connection<T> {
             limits: this.limits,
             session_expiry: this.session_expiry,
             will: this.will,
-            aliases: this.aliases,
+            extras: this.extras,
             control: this.control,
         }
     }
 
-    fn aliases_mut(&mut self) -> &mut Aliases {
-        self.aliases.get_or_insert_with(Default::default)
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
     }
 }
 
@@ -287,7 +294,7 @@ impl Dormant {
             session_expiry: self.session_expiry,
             will: self.will,
             pressure: Vec::new(),
-            aliases: self.aliases,
+            extras: self.extras,
             control: self.control,
             acks: Default::default(),
         })

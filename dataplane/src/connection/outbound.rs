@@ -128,7 +128,7 @@ impl<T: Transport> Connection<T> {
             own.message_expiry_interval = message.remaining_expiry(now);
             if self.limits.topic_alias_maximum > 0 {
                 let maximum = self.limits.topic_alias_maximum as usize;
-                let aliases = &mut self.aliases_mut().outgoing;
+                let aliases = &mut self.extras_mut().outgoing;
                 if let Some(alias) = aliases.get(topic) {
                     own.topic_alias = Some(*alias);
                     topic = "";
@@ -157,7 +157,7 @@ impl<T: Transport> Connection<T> {
             self.write_buf.truncate(start);
             if let Some(alias) = new_alias {
                 // The alias was never announced: forget it.
-                self.aliases_mut().outgoing.retain(|_, a| *a != alias);
+                self.extras_mut().outgoing.retain(|_, a| *a != alias);
             }
         }
         fits
