@@ -350,3 +350,55 @@ async fn x509_the_certificate_name_is_the_username() {
         assert_eq!(mqtt_handshake(&mut tls).await, None, "no MQTT with another CA's certificate");
     }
 }
+
+/// The CONNACK reason a WebSocket client gets for `connect`.
+async fn ws_connack(ws_port: u16, connect: mqtt_codec::Connect) -> ReasonCode {
+    let mut request = format!("ws://127.0.0.1:{ws_port}/mqtt").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("ws handshake");
+    let mut out = BytesMut::new();
+    let version = connect.protocol;
+    mqtt_codec::encode(&Packet::Connect(Box::new(connect)), version, &mut out).unwrap();
+    ws.send(WsMessage::Binary(out.to_vec().into())).await.unwrap();
+    let frame = tokio::time::timeout(common::WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let mut data = BytesMut::from(&frame.into_data()[..]);
+    match mqtt_codec::decode(&mut data, version, 1 << 20).unwrap() {
+        Some(Packet::ConnAck(ack)) => ack.reason,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// A listener with a chain of its own (`listeners.tcp.authenticators`)
+/// uses it; the others keep `auth.authenticators` (here the default: the
+/// built-in provider, anonymous clients allowed on loopback).
+#[tokio::test]
+async fn a_listener_may_have_its_own_authenticator_chain() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let broker = Broker::start(&["listeners.tcp.authenticators=[{ type = \"jwt\", secret = \"tcp-only\" }]"]);
+    let token = encode(
+        &Header::default(),
+        &serde_json::json!({"sub": "dev", "exp": 4_000_000_000u64}),
+        &EncodingKey::from_secret(b"tcp-only"),
+    )
+    .unwrap();
+    let with_token = || {
+        let mut connect = connect_packet(ProtocolVersion::V5, "dev", true);
+        connect.username = Some("dev".into());
+        connect.password = Some(token.clone().into_bytes().into());
+        connect
+    };
+    let anonymous = || connect_packet(ProtocolVersion::V5, "anon", true);
+
+    // TCP: the JWT chain alone.
+    let (_c, ack) = Client::connect_with(broker.port, with_token()).await;
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    let (_c, ack) = Client::connect_with(broker.port, anonymous()).await;
+    assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED, "no anonymous clients on this listener");
+    // WebSocket: the global chain.
+    assert_eq!(ws_connack(broker.ws_port, anonymous()).await, ReasonCode::SUCCESS);
+    assert_eq!(
+        ws_connack(broker.ws_port, with_token()).await,
+        ReasonCode::SUCCESS,
+        "no users yet: the built-in provider lets loopback in, token or not"
+    );
+}

@@ -129,6 +129,18 @@ impl Broker {
                 Slot::Hook(hook) => hooks.add_authenticator(hook),
             }
         }
+        for (index, chain) in chains.listener_authenticators.into_iter().enumerate() {
+            if let Some(chain) = chain {
+                let chain = chain
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::Builtin => access.clone() as Arc<dyn crate::hooks::Authenticator>,
+                        Slot::Hook(hook) => hook,
+                    })
+                    .collect();
+                hooks.set_listener_authenticators(index, chain);
+            }
+        }
         for slot in chains.authorizers {
             match slot {
                 Slot::Builtin => hooks.add_authorizer(access.clone()),

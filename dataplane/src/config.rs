@@ -70,6 +70,18 @@ impl ListenersConfig {
         }
     }
 
+    /// The authenticator chain of listener `index` (0 `tcp`, 1 `tls`, 2
+    /// `ws`, 3 `wss`), if it has one of its own.
+    pub fn authenticators(&self, index: u8) -> Option<&[AuthenticatorConfig]> {
+        match index {
+            0 => self.tcp.authenticators.as_deref(),
+            1 => self.tls.authenticators.as_deref(),
+            2 => self.ws.authenticators.as_deref(),
+            3 => self.wss.authenticators.as_deref(),
+            _ => None,
+        }
+    }
+
     /// `max_connections` of the listener named `name` (`tcp`, `tls`, `ws`, `wss`).
     pub fn max_connections(&self, name: &str) -> usize {
         match name {
@@ -96,6 +108,10 @@ pub struct TcpListenerConfig {
     /// Addresses or networks (CIDR) the PROXY header is taken from (the
     /// load balancers); a connection from elsewhere is closed. Empty: any.
     pub proxy_protocol_from: Vec<String>,
+    /// This listener's own authenticator chain (`[[listeners.<name>.authenticators]]`,
+    /// as `[[auth.authenticators]]`), tried instead of `auth.authenticators`;
+    /// absent: the global chain.
+    pub authenticators: Option<Vec<AuthenticatorConfig>>,
 }
 
 impl Default for TcpListenerConfig {
@@ -106,6 +122,7 @@ impl Default for TcpListenerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             proxy_protocol: false,
             proxy_protocol_from: Vec::new(),
+            authenticators: None,
         }
     }
 }
@@ -125,6 +142,10 @@ pub struct TlsListenerConfig {
     /// Addresses or networks (CIDR) the PROXY header is taken from (the
     /// load balancers); a connection from elsewhere is closed. Empty: any.
     pub proxy_protocol_from: Vec<String>,
+    /// This listener's own authenticator chain (`[[listeners.<name>.authenticators]]`,
+    /// as `[[auth.authenticators]]`), tried instead of `auth.authenticators`;
+    /// absent: the global chain.
+    pub authenticators: Option<Vec<AuthenticatorConfig>>,
     /// PEM certificate chain of the server.
     pub certfile: Option<PathBuf>,
     /// PEM private key of the server.
@@ -143,6 +164,7 @@ impl Default for TlsListenerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             proxy_protocol: false,
             proxy_protocol_from: Vec::new(),
+            authenticators: None,
             certfile: None,
             keyfile: None,
             cacertfile: None,
@@ -166,6 +188,10 @@ pub struct WsListenerConfig {
     /// Addresses or networks (CIDR) the PROXY header is taken from (the
     /// load balancers); a connection from elsewhere is closed. Empty: any.
     pub proxy_protocol_from: Vec<String>,
+    /// This listener's own authenticator chain (`[[listeners.<name>.authenticators]]`,
+    /// as `[[auth.authenticators]]`), tried instead of `auth.authenticators`;
+    /// absent: the global chain.
+    pub authenticators: Option<Vec<AuthenticatorConfig>>,
     /// The HTTP path of the MQTT endpoint.
     pub path: String,
     /// Origins a browser page may connect from (the `Origin` header, e.g.
@@ -181,6 +207,7 @@ impl Default for WsListenerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             proxy_protocol: false,
             proxy_protocol_from: Vec::new(),
+            authenticators: None,
             path: "/mqtt".into(),
             allowed_origins: Vec::new(),
         }
@@ -202,6 +229,10 @@ pub struct WssListenerConfig {
     /// Addresses or networks (CIDR) the PROXY header is taken from (the
     /// load balancers); a connection from elsewhere is closed. Empty: any.
     pub proxy_protocol_from: Vec<String>,
+    /// This listener's own authenticator chain (`[[listeners.<name>.authenticators]]`,
+    /// as `[[auth.authenticators]]`), tried instead of `auth.authenticators`;
+    /// absent: the global chain.
+    pub authenticators: Option<Vec<AuthenticatorConfig>>,
     pub path: String,
     /// As `listeners.ws.allowed_origins`.
     pub allowed_origins: Vec<String>,
@@ -219,6 +250,7 @@ impl Default for WssListenerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             proxy_protocol: false,
             proxy_protocol_from: Vec::new(),
+            authenticators: None,
             path: "/mqtt".into(),
             allowed_origins: Vec::new(),
             certfile: None,
@@ -639,38 +671,9 @@ impl DataplaneConfig {
     /// Checks the values that serde cannot.
     /// The chains name only what this build has, with sane settings.
     fn validate_auth_chains(&self) -> Result<(), ConfigError> {
-        let not_built = |key, position: usize, kind: &str, built: &str| {
-            Err(ConfigError {
-                key,
-                message: format!(
-                    "entry {} has type {kind:?}, which this build does not have yet (it has: {built})",
-                    position + 1
-                ),
-            })
-        };
-        for (position, entry) in self.auth.authenticators.iter().enumerate() {
-            // `http`, `jwt`, `ldap`, `mysql`, `postgresql` and `redis` are built by the
-            // `auth-backends` crate, which checks their settings when the
-            // chain is loaded.
-            if !matches!(
-                entry,
-                AuthenticatorConfig::Builtin
-                    | AuthenticatorConfig::Http(_)
-                    | AuthenticatorConfig::Redis(_)
-                    | AuthenticatorConfig::Postgresql(_)
-                    | AuthenticatorConfig::Mysql(_)
-                    | AuthenticatorConfig::Jwt(_)
-                    | AuthenticatorConfig::Ldap(_)
-                    | AuthenticatorConfig::X509(_)
-            ) {
-                return not_built(
-                    "auth.authenticators",
-                    position,
-                    entry.kind(),
-                    "builtin, http, jwt, ldap, mysql, postgresql, redis, x509",
-                );
-            }
-        }
+        // Every type of both chains is built (`http`, `jwt`, `ldap`, `mysql`,
+        // `postgresql` and `redis` by the `auth-backends` crate, which
+        // checks their settings when the chain is loaded).
         for (position, entry) in self.auth.authorizers.iter().enumerate() {
             match entry {
                 AuthorizerConfig::Builtin => {}

@@ -88,10 +88,15 @@ fn levels(topic: &str) -> usize {
 
 impl Broker {
     /// Admits and authenticates a client: waits (briefly) for the first
-    /// view, refuses banned clients, then asks the authenticator chain.
-    pub async fn authenticate_client(&self, request: ConnectRequest<'_>) -> Result<Identity, ReasonCode> {
+    /// view, refuses banned clients, then asks the authenticator chain (of
+    /// `listener`, if it has its own).
+    pub async fn authenticate_client(
+        &self,
+        request: ConnectRequest<'_>,
+        listener: u8,
+    ) -> Result<Identity, ReasonCode> {
         self.admit(&request).await?;
-        let grant = match self.hooks.authenticate(request).await {
+        let grant = match self.hooks.authenticate(request, listener).await {
             Ok(grant) => grant,
             Err(reason) => {
                 self.login_failed(&request, reason);

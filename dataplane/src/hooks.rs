@@ -142,6 +142,9 @@ pub struct Extensions {
 #[derive(Debug, Default)]
 pub struct Hooks {
     authenticators: Vec<Arc<dyn Authenticator>>,
+    /// Listeners' own chains (by listener index), used instead of
+    /// `authenticators` for their clients.
+    listener_authenticators: [Option<Vec<Arc<dyn Authenticator>>>; 4],
     authorizers: Vec<Arc<dyn Authorizer>>,
     /// The external authorizers among `authorizers`, whose rules a client
     /// fetches when it connects.
@@ -152,8 +155,28 @@ pub struct Hooks {
 
 impl Hooks {
     /// Adds an authenticator at the end of the chain.
+    /// Adds an authenticator at the end of the chain (and of every
+    /// listener's own chain).
     pub fn add_authenticator(&mut self, hook: Arc<dyn Authenticator>) {
+        for chain in self.listener_authenticators.iter_mut().flatten() {
+            chain.push(hook.clone());
+        }
         self.authenticators.push(hook);
+    }
+
+    /// Gives listener `index` a chain of its own.
+    pub fn set_listener_authenticators(&mut self, index: usize, chain: Vec<Arc<dyn Authenticator>>) {
+        if let Some(slot) = self.listener_authenticators.get_mut(index) {
+            *slot = Some(chain);
+        }
+    }
+
+    /// The chain for clients of listener `listener`.
+    fn authenticators_of(&self, listener: u8) -> &[Arc<dyn Authenticator>] {
+        match self.listener_authenticators.get(listener as usize) {
+            Some(Some(chain)) => chain,
+            _ => &self.authenticators,
+        }
     }
 
     /// Adds an authorizer at the end of the chain.
@@ -196,15 +219,15 @@ impl Hooks {
 
     /// Whether the built-in users are in the authenticator chain (and so
     /// may be checked by SCRAM as well).
-    pub fn has_builtin_authenticator(&self) -> bool {
-        self.authenticators.iter().any(|hook| hook.is_builtin())
+    pub fn has_builtin_authenticator(&self, listener: u8) -> bool {
+        self.authenticators_of(listener).iter().any(|hook| hook.is_builtin())
     }
 
     /// Runs the authenticator chain; a chain where every hook ignores the
     /// client refuses it (0x86 with a username, else 0x87). What a hook
     /// other than the built-in one allows is marked `external`.
-    pub async fn authenticate(&self, request: ConnectRequest<'_>) -> Result<Grant, ReasonCode> {
-        for hook in &self.authenticators {
+    pub async fn authenticate(&self, request: ConnectRequest<'_>, listener: u8) -> Result<Grant, ReasonCode> {
+        for hook in self.authenticators_of(listener) {
             match hook.authenticate(request).await {
                 Verdict::Allow(grant) => {
                     return Ok(Grant { external: !hook.is_builtin() || grant.external, ..grant })

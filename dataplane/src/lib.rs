@@ -117,7 +117,7 @@ impl Node {
         let first_view = cluster::view::ClusterView { loaded: link.is_none(), ..Default::default() };
         let view = Arc::new(arc_swap::ArcSwap::from_pointee(first_view));
         let registrar = link.as_ref().map(|_| Arc::new(cluster::routes::RouteRegistrar::default()));
-        let chains = auth::Chains::load(&config.auth, extensions.backends.as_deref())?;
+        let chains = auth::Chains::load(&config.auth, &config.listeners, extensions.backends.as_deref())?;
         let acl_files = chains.acl_files.clone();
         let broker = Broker::new(config, node_name, view.clone(), registrar.clone(), chains, extensions);
         let mut addresses = Vec::new();

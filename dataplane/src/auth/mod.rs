@@ -20,7 +20,7 @@ pub mod x509;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{AuthConfig, AuthenticatorConfig, AuthorizerConfig};
+use crate::config::{AuthConfig, AuthenticatorConfig, AuthorizerConfig, ListenersConfig};
 use crate::hooks::{Authenticator, Authorizer};
 
 pub use acl_file::{AclFile, AclFileError};
@@ -59,6 +59,9 @@ pub struct Chains {
     /// The external authorizers, in chain order: each client's rules from
     /// them are fetched when it connects.
     pub rule_sources: Vec<Arc<external::ExternalAuthorizer>>,
+    /// The chains of listeners that have their own (by listener index: 0
+    /// `tcp`, 1 `tls`, 2 `ws`, 3 `wss`), used instead of `authenticators`.
+    pub listener_authenticators: [Option<Vec<Slot<dyn Authenticator>>>; 4],
 }
 
 impl Default for Chains {
@@ -69,6 +72,7 @@ impl Default for Chains {
             authorizers: vec![Slot::Builtin],
             acl_files: Vec::new(),
             rule_sources: Vec::new(),
+            listener_authenticators: Default::default(),
         }
     }
 }
@@ -78,9 +82,9 @@ impl Default for Chains {
 pub enum ChainError {
     #[error("auth.authorizers entry {position}: {source}")]
     AclFile { position: usize, source: AclFileError },
-    #[error("auth.{chain} entry {position}: type {kind:?} is not built yet")]
+    #[error("{chain} entry {position}: type {kind:?} is not built yet")]
     NotBuilt { chain: &'static str, position: usize, kind: &'static str },
-    #[error("auth.{chain} entry {position} (type {kind:?}): {reason}")]
+    #[error("{chain} entry {position} (type {kind:?}): {reason}")]
     Backend { chain: &'static str, position: usize, kind: &'static str, reason: String },
 }
 
@@ -88,34 +92,25 @@ impl Chains {
     /// Loads what `config` lists (reading ACL files), asking `backends` for
     /// the types the core does not have. The config has been validated; a
     /// type no one builds is still refused here.
-    pub fn load(config: &AuthConfig, backends: Option<&dyn Backends>) -> Result<Chains, ChainError> {
+    pub fn load(
+        config: &AuthConfig,
+        listeners: &ListenersConfig,
+        backends: Option<&dyn Backends>,
+    ) -> Result<Chains, ChainError> {
         let mut chains = Chains {
-            authenticators: Vec::new(),
+            authenticators: authenticators(&config.authenticators, "auth.authenticators", backends)?,
             authorizers: Vec::new(),
             acl_files: Vec::new(),
             rule_sources: Vec::new(),
+            listener_authenticators: Default::default(),
         };
-        for (index, entry) in config.authenticators.iter().enumerate() {
-            match entry {
-                AuthenticatorConfig::Builtin => chains.authenticators.push(Slot::Builtin),
-                AuthenticatorConfig::X509(x509) => chains
-                    .authenticators
-                    .push(Slot::Hook(Arc::new(x509::X509Authenticator::new(x509.username)))),
-                other => {
-                    let (position, kind) = (index + 1, other.kind());
-                    match backends.and_then(|backends| backends.authenticator(other)) {
-                        Some(Ok(hook)) => chains.authenticators.push(Slot::Hook(hook)),
-                        Some(Err(reason)) => {
-                            return Err(ChainError::Backend {
-                                chain: "authenticators",
-                                position,
-                                kind,
-                                reason,
-                            })
-                        }
-                        None => return Err(ChainError::NotBuilt { chain: "authenticators", position, kind }),
-                    }
+        for (index, key) in LISTENER_CHAINS.iter().enumerate() {
+            if let Some(entries) = listeners.authenticators(index as u8) {
+                let mut chain = authenticators(entries, key, backends)?;
+                if chain.is_empty() {
+                    chain.push(Slot::Builtin);
                 }
+                chains.listener_authenticators[index] = Some(chain);
             }
         }
         for (index, entry) in config.authorizers.iter().enumerate() {
@@ -140,9 +135,16 @@ impl Chains {
                             chains.authorizers.push(Slot::Hook(hook));
                         }
                         Some(Err(reason)) => {
-                            return Err(ChainError::Backend { chain: "authorizers", position, kind, reason })
+                            return Err(ChainError::Backend {
+                                chain: "auth.authorizers",
+                                position,
+                                kind,
+                                reason,
+                            })
                         }
-                        None => return Err(ChainError::NotBuilt { chain: "authorizers", position, kind }),
+                        None => {
+                            return Err(ChainError::NotBuilt { chain: "auth.authorizers", position, kind })
+                        }
                     }
                 }
             }
@@ -155,4 +157,40 @@ impl Chains {
         }
         Ok(chains)
     }
+}
+
+/// The config keys of the listeners' own chains, by listener index.
+const LISTENER_CHAINS: [&str; 4] = [
+    "listeners.tcp.authenticators",
+    "listeners.tls.authenticators",
+    "listeners.ws.authenticators",
+    "listeners.wss.authenticators",
+];
+
+/// Builds an authenticator chain (`key` names it in errors).
+fn authenticators(
+    entries: &[AuthenticatorConfig],
+    key: &'static str,
+    backends: Option<&dyn Backends>,
+) -> Result<Vec<Slot<dyn Authenticator>>, ChainError> {
+    let mut chain: Vec<Slot<dyn Authenticator>> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        match entry {
+            AuthenticatorConfig::Builtin => chain.push(Slot::Builtin),
+            AuthenticatorConfig::X509(x509) => {
+                chain.push(Slot::Hook(Arc::new(x509::X509Authenticator::new(x509.username))))
+            }
+            other => {
+                let (position, kind) = (index + 1, other.kind());
+                match backends.and_then(|backends| backends.authenticator(other)) {
+                    Some(Ok(hook)) => chain.push(Slot::Hook(hook)),
+                    Some(Err(reason)) => {
+                        return Err(ChainError::Backend { chain: key, position, kind, reason })
+                    }
+                    None => return Err(ChainError::NotBuilt { chain: key, position, kind }),
+                }
+            }
+        }
+    }
+    Ok(chain)
 }

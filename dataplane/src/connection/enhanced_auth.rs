@@ -4,7 +4,7 @@
 //! connection (AUTH 0x19).
 //!
 //! Invariants:
-//! - Offered only while the authenticator chain holds `builtin` (the users
+//! - Offered only while the listener's authenticator chain holds `builtin` (the users
 //!   SCRAM checks): a chain without it answers the method 0x8C, so SCRAM is
 //!   never a way around the configured authenticators.
 //! - The exchange goes through the door like any login: admission and bans
@@ -39,10 +39,10 @@ pub(super) enum ReAuth {
 
 /// Whether this CONNECT asks for SCRAM, and whether it may have it: `Err`
 /// with 0x8C for a method this node does not offer.
-pub(super) fn wants_scram(broker: &Broker, connect: &Connect) -> Result<bool, ReasonCode> {
+pub(super) fn wants_scram(broker: &Broker, connect: &Connect, listener: u8) -> Result<bool, ReasonCode> {
     match connect.properties.authentication_method.as_deref() {
         None => Ok(false),
-        Some(scram::METHOD) if broker.hooks.has_builtin_authenticator() => Ok(true),
+        Some(scram::METHOD) if broker.hooks.has_builtin_authenticator(listener) => Ok(true),
         Some(_) => Err(ReasonCode::BAD_AUTHENTICATION_METHOD),
     }
 }

@@ -71,7 +71,7 @@ pub(super) async fn accept<T: Transport>(
         }
     };
     tracing::Span::current().record("client_id", &*client_id);
-    let scram = match super::enhanced_auth::wants_scram(&broker, &connect) {
+    let scram = match super::enhanced_auth::wants_scram(&broker, &connect, listener) {
         Ok(scram) => scram,
         Err(reason) => {
             refuse_connection(&mut transport, version, reason).await;
@@ -100,7 +100,7 @@ pub(super) async fn accept<T: Transport>(
                 identity
             })
     } else {
-        broker.authenticate_client(request).await
+        broker.authenticate_client(request, listener).await
     };
     let identity = match authenticated {
         Ok(identity) => identity,
