@@ -402,3 +402,40 @@ async fn a_listener_may_have_its_own_authenticator_chain() {
         "no users yet: the built-in provider lets loopback in, token or not"
     );
 }
+
+/// `type = "x509"` with `clientid = "cn"`: the certificate's name is the
+/// client id too, whatever CONNECT said (a 5.0 client is told it as an
+/// assigned client identifier), so a device cannot take another's session
+/// by sending its client id.
+#[tokio::test]
+async fn x509_the_certificate_name_may_be_the_client_id() {
+    let pki = Pki::new();
+    let [port, ws_port, tls_port] = common::free_ports();
+    let mut settings = pki.verifying_listener(tls_port);
+    settings.push("listeners.tls.authenticators=[{ type = \"x509\", clientid = \"cn\" }]".to_owned());
+    let mut broker =
+        Broker::start_on(port, ws_port, &settings.iter().map(String::as_str).collect::<Vec<_>>());
+    broker.wait_port(tls_port);
+    let server_name = ServerName::try_from("localhost").unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(pki.client_config_for(Some((&pki, "device-9")))));
+
+    // Watch for presence: the session is device-9's, not "someone-else"'s.
+    let mut watcher = Client::connect(port, ProtocolVersion::V5, "watcher", true).await;
+    watcher.subscribe("$SYS/brokers/+/clients/+/connected", mqtt_codec::QoS::AtMostOnce).await;
+
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    let mut tls = connector.connect(server_name, tcp).await.expect("handshake");
+    let mut buf = BytesMut::new();
+    let connect = connect_packet(ProtocolVersion::V5, "someone-else", true);
+    send_over(&mut tls, &Packet::Connect(Box::new(connect))).await;
+    match recv_over(&mut tls, &mut buf).await {
+        Some(Packet::ConnAck(ack)) => {
+            assert_eq!(ack.reason, ReasonCode::SUCCESS);
+            assert_eq!(ack.properties.assigned_client_identifier.as_deref(), Some("device-9"));
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let event = watcher.expect_publish().await;
+    assert!(event.topic.ends_with("/clients/device-9/connected"), "{}", event.topic);
+}

@@ -560,6 +560,10 @@ pub enum AuthenticatorConfig {
 pub struct X509Config {
     #[serde(default = "default_cert_name")]
     pub username: CertName,
+    /// A name of the certificate that becomes the client id too (as EMQX's
+    /// `peer_cert_as_clientid`); absent: the CONNECT's client id stays.
+    #[serde(default)]
+    pub clientid: Option<CertName>,
 }
 
 /// A name in a certificate.

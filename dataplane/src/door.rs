@@ -134,7 +134,7 @@ impl Broker {
     /// (fetched now from the external authorizers).
     pub async fn identity_for(&self, request: &ConnectRequest<'_>, mut grant: Grant) -> Identity {
         let mut identity = Identity {
-            client_id: Arc::from(request.client_id),
+            client_id: grant.client_id.take().map_or_else(|| Arc::from(request.client_id), Arc::from),
             username: grant.username.take().or_else(|| request.username.map(Box::from)),
             address: request.address,
             superuser: grant.superuser,

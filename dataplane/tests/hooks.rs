@@ -231,6 +231,7 @@ impl dataplane::hooks::Authenticator for TokenAuth {
                     username: None,
                     rules: None,
                     expires_at: None,
+                    client_id: None,
                 })
             } else {
                 Verdict::Ignore

@@ -236,6 +236,7 @@ impl HttpAuthenticator {
                 username: None,
                 rules: None,
                 expires_at: None,
+                client_id: None,
             }),
             Ok(Answer::Deny) => Verdict::Deny(default_refusal(request.username)),
             Ok(Answer::Ignore) => Verdict::Ignore,

@@ -332,6 +332,7 @@ impl JwtAuthenticator {
                 username: None,
                 rules: granted.rules,
                 expires_at: granted.expires_at,
+                client_id: None,
             }),
             Err(Refusal::NoKeys) => {
                 tracing::warn!("JWT not checked: the JWKS keys have not been fetched");

@@ -235,6 +235,7 @@ pub(crate) fn verdict(
             username: None,
             rules: None,
             expires_at: None,
+            client_id: None,
         }),
         Ok(Outcome::Deny) => Verdict::Deny(default_refusal(username)),
         Ok(Outcome::Ignore) => Verdict::Ignore,

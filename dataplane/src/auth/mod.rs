@@ -178,7 +178,7 @@ fn authenticators(
         match entry {
             AuthenticatorConfig::Builtin => chain.push(Slot::Builtin),
             AuthenticatorConfig::X509(x509) => {
-                chain.push(Slot::Hook(Arc::new(x509::X509Authenticator::new(x509.username))))
+                chain.push(Slot::Hook(Arc::new(x509::X509Authenticator::new(x509.username, x509.clientid))))
             }
             other => {
                 let (position, kind) = (index + 1, other.kind());

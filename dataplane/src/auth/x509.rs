@@ -29,11 +29,13 @@ const SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.
 #[derive(Debug)]
 pub struct X509Authenticator {
     name: CertName,
+    /// The name that becomes the client id too, if any.
+    client_id: Option<CertName>,
 }
 
 impl X509Authenticator {
-    pub fn new(name: CertName) -> X509Authenticator {
-        X509Authenticator { name }
+    pub fn new(name: CertName, client_id: Option<CertName>) -> X509Authenticator {
+        X509Authenticator { name, client_id }
     }
 
     fn verdict(&self, request: ConnectRequest<'_>) -> Verdict<Grant> {
@@ -42,6 +44,14 @@ impl X509Authenticator {
         if name.is_empty() || name.contains('\0') {
             return Verdict::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
         }
+        let client_id = match self.client_id {
+            None => None,
+            Some(which) => match name_in(der, which) {
+                Some(id) if !id.is_empty() && !id.contains('\0') => Some(Box::from(id.as_str())),
+                // Asked for a client id the certificate does not give.
+                _ => return Verdict::Deny(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+            },
+        };
         Verdict::Allow(Grant {
             superuser: false,
             credential: None,
@@ -49,6 +59,7 @@ impl X509Authenticator {
             username: Some(name.into()),
             rules: None,
             expires_at: None,
+            client_id,
         })
     }
 }

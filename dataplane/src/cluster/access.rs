@@ -78,6 +78,10 @@ pub struct Grant {
     /// When the credential stops being good (a JWT's `exp`): the client is
     /// disconnected then.
     pub expires_at: Option<std::time::Instant>,
+    /// The client id the client is known by from now on, when the
+    /// authenticator gives one (`x509` with `clientid`); `None` keeps the
+    /// one in CONNECT.
+    pub client_id: Option<Box<str>>,
 }
 
 /// How a client is refused when no authenticator decides: 0x86 (bad user
@@ -204,6 +208,7 @@ impl AccessControl {
                         username: None,
                         rules: None,
                         expires_at: None,
+                        client_id: None,
                     }),
                     (Ok(Ok(_)), Some(_)) => Verdict::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
                     (Ok(Ok(_)), None) => Verdict::Ignore,
@@ -220,6 +225,7 @@ impl AccessControl {
                 username: None,
                 rules: None,
                 expires_at: None,
+                client_id: None,
             })
         } else {
             Verdict::Ignore
@@ -263,6 +269,7 @@ impl AccessControl {
             username: None,
             rules: None,
             expires_at: None,
+            client_id: None,
         })
     }
 
@@ -508,7 +515,8 @@ mod tests {
                 external: false,
                 username: None,
                 rules: None,
-                expires_at: None
+                expires_at: None,
+                client_id: None,
             }),
             "no users: loopback is open"
         );

@@ -109,6 +109,18 @@ pub(super) async fn accept<T: Transport>(
             return None;
         }
     };
+    // The authenticator may have named the client (x509 `clientid`): 5.0
+    // clients are told, as of an id the server assigns.
+    let (client_id, assigned) = if identity.client_id != client_id {
+        if identity.client_id.len() > config.mqtt.max_clientid_len {
+            refuse_connection(&mut transport, version, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID).await;
+            return None;
+        }
+        tracing::Span::current().record("client_id", &*identity.client_id);
+        (identity.client_id.clone(), true)
+    } else {
+        (client_id, assigned)
+    };
 
     let will = match build_will(&broker, &connect, &identity) {
         Ok(will) => will,
