@@ -57,11 +57,43 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
+/// A CA (PEM) and a server certificate and key for 127.0.0.1 it signed.
+struct ServerPki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+fn server_pki(name: &str) -> ServerPki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} ca"));
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    ServerPki { ca: ca.pem(), cert: cert.pem(), key: key.serialize_pem() }
+}
+
 impl Postgres {
     fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// With `pki`, TLS on (`ssl = on`) with its server certificate.
+    fn start_with(pki: Option<&ServerPki>) -> Postgres {
         let bin = bin_dir();
         let mut dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), PG_PASSWORD).unwrap();
+        if let Some(pki) = pki {
+            std::fs::write(dir.path().join("server.crt"), &pki.cert).unwrap();
+            std::fs::write(dir.path().join("server.key"), &pki.key).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            let key = dir.path().join("server.key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         if running_as_root() {
             let owner = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
             assert!(owner.is_ok_and(|status| status.success()), "chown the data directory to postgres");
@@ -78,7 +110,13 @@ impl Postgres {
         assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
         for _ in 0..3 {
             let port = common::free_port();
-            let child = as_postgres(&bin.join("postgres"))
+            let mut command = as_postgres(&bin.join("postgres"));
+            if pki.is_some() {
+                let file = |name: &str| dir.path().join(name).display().to_string();
+                command.args(["-c", "ssl=on", "-c", &format!("ssl_cert_file={}", file("server.crt"))]);
+                command.args(["-c", &format!("ssl_key_file={}", file("server.key"))]);
+            }
+            let child = command
                 .arg("-D")
                 .arg(&data)
                 .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
@@ -459,4 +497,50 @@ async fn mysql_rules_decide_what_a_client_may_do() {
     db.root(&insert_rules("mqtt.mqtt_acl"));
     let entry = rules_entry("mysql", db.port, "mqtt", DB_PASSWORD);
     exercise_rules(&entry, &mut db, "mqtt.mqtt_acl").await;
+}
+
+/// TLS to PostgreSQL: `verify_full` with the CA that signed the server's
+/// certificate connects; with another CA, or `require` against a server
+/// without TLS, the check fails (on_error = deny: 0x88).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_over_tls_verifies_the_server_certificate() {
+    let pki = server_pki("pg");
+    let mut pg = Postgres::start_with(Some(&pki));
+    pg.sql("CREATE TABLE mqtt_user (id serial PRIMARY KEY, username text UNIQUE, password_hash text, salt text, is_superuser boolean)");
+    pg.sql(&insert("mqtt_user", |superuser| if superuser { "true" } else { "false" }));
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ca.pem");
+    std::fs::write(&ours, &pki.ca).unwrap();
+    let theirs = dir.path().join("other.pem");
+    std::fs::write(&theirs, server_pki("other").ca).unwrap();
+    let entry = |tls: &str, ca: &std::path::Path| {
+        format!(
+            "auth.authenticators=[{{ type = \"postgresql\", server = \"127.0.0.1:{}\", database = \"postgres\", \
+             username = \"mqtt\", password = \"{PG_PASSWORD}\", tls = \"{tls}\", ca_file = \"{}\", \
+             query = \"SELECT password_hash, salt FROM mqtt_user WHERE username = ${{username}}\", \
+             password_hash = {{ algorithm = \"sha256\", salt_position = \"suffix\" }}, timeout_ms = 2000 }}]",
+            pg.port,
+            ca.display()
+        )
+    };
+    let broker = Broker::start(&[&entry("verify_full", &ours)]);
+    let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SUCCESS, "TLS with the server's CA");
+    let broker = Broker::start(&[&entry("verify_full", &theirs)]);
+    let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SERVER_UNAVAILABLE, "another CA: no connection");
+    pg.stop();
+
+    let plain = Postgres::start();
+    plain.sql("CREATE TABLE mqtt_user (username text, password_hash text, salt text)");
+    let required = format!(
+        "auth.authenticators=[{{ type = \"postgresql\", server = \"127.0.0.1:{}\", database = \"postgres\", \
+         username = \"mqtt\", password = \"{PG_PASSWORD}\", tls = \"require\", \
+         query = \"SELECT password_hash FROM mqtt_user WHERE username = ${{username}}\", \
+         password_hash = {{ algorithm = \"plain\" }}, timeout_ms = 2000 }}]",
+        plain.port
+    );
+    let broker = Broker::start(&[&required]);
+    let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SERVER_UNAVAILABLE, "tls = require and a server without TLS");
 }

@@ -39,7 +39,7 @@ use sqlx::{Column, Row};
 
 use crate::acl_source::{qos_levels, retain_flag, Fetcher};
 use crate::http::SettingsError;
-use crate::sql_auth::{bind_placeholders, connect_pool, describe, Connection, Dialect, Pool};
+use crate::sql_auth::{bind_placeholders, connect_pool, describe, Connection, Dialect, Pool, SqlTls};
 use crate::stored;
 use crate::template::{
     default_acl_on_error, default_pool_size, default_queue, default_refresh_s, default_timeout_ms,
@@ -54,6 +54,10 @@ struct Settings {
     username: String,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    tls: SqlTls,
+    #[serde(default)]
+    ca_file: Option<std::path::PathBuf>,
     query: String,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
@@ -153,6 +157,8 @@ impl SqlRuleSource {
                 database: &settings.database,
                 username: &settings.username,
                 password: settings.password.as_deref(),
+                tls: settings.tls,
+                ca_file: settings.ca_file.as_deref(),
             },
             settings.pool_size.max(1),
             Duration::from_millis(fetcher_timeout.max(1)),

@@ -70,6 +70,10 @@ struct Settings {
     username: String,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    tls: SqlTls,
+    #[serde(default)]
+    ca_file: Option<std::path::PathBuf>,
     query: String,
     password_hash: HashAlgorithm,
     #[serde(default = "default_timeout_ms")]
@@ -84,6 +88,24 @@ struct Settings {
     cache_entries: usize,
     #[serde(default = "default_cache_ttl_s")]
     cache_ttl_s: u64,
+}
+
+/// TLS to the database (`tls` in an entry).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SqlTls {
+    /// Never.
+    None,
+    /// When the server offers it, unverified (the drivers' default).
+    #[default]
+    Prefer,
+    /// Always, the certificate unverified.
+    Require,
+    /// Always, the certificate verified against `ca_file` (or the system's
+    /// CAs), not the host name.
+    VerifyCa,
+    /// Always, certificate and host name verified.
+    VerifyFull,
 }
 
 /// A pool of either database's connections.
@@ -134,6 +156,8 @@ impl SqlAuthenticator {
                 database: &settings.database,
                 username: &settings.username,
                 password: settings.password.as_deref(),
+                tls: settings.tls,
+                ca_file: settings.ca_file.as_deref(),
             },
             settings.pool_size,
             Duration::from_millis(settings.timeout_ms),
@@ -192,6 +216,8 @@ pub(crate) struct Connection<'a> {
     pub database: &'a str,
     pub username: &'a str,
     pub password: Option<&'a str>,
+    pub tls: SqlTls,
+    pub ca_file: Option<&'a std::path::Path>,
 }
 
 /// A lazy pool of at most `pool_size` connections (made on first use, so
@@ -203,6 +229,20 @@ pub(crate) fn connect_pool(
     pool_size: usize,
     timeout: Duration,
 ) -> Result<(Pool, &'static str), SettingsError> {
+    if connection.ca_file.is_some()
+        && matches!(connection.tls, SqlTls::None | SqlTls::Prefer | SqlTls::Require)
+    {
+        return Err(SettingsError::Invalid {
+            key: "ca_file",
+            reason: "is for tls = \"verify_ca\" or \"verify_full\"".into(),
+        });
+    }
+    if let Some(path) = connection.ca_file {
+        std::fs::metadata(path).map_err(|error| SettingsError::Invalid {
+            key: "ca_file",
+            reason: format!("{}: {error}", path.display()),
+        })?;
+    }
     Ok(match dialect {
         Dialect::Postgres => {
             let (host, port) = stored::host_port(connection.server, 5432)?;
@@ -214,6 +254,17 @@ pub(crate) fn connect_pool(
                 .application_name("mqttd");
             if let Some(password) = connection.password {
                 options = options.password(password);
+            }
+            use sqlx::postgres::PgSslMode;
+            options = options.ssl_mode(match connection.tls {
+                SqlTls::None => PgSslMode::Disable,
+                SqlTls::Prefer => PgSslMode::Prefer,
+                SqlTls::Require => PgSslMode::Require,
+                SqlTls::VerifyCa => PgSslMode::VerifyCa,
+                SqlTls::VerifyFull => PgSslMode::VerifyFull,
+            });
+            if let Some(path) = connection.ca_file {
+                options = options.ssl_root_cert(path);
             }
             let pool = PgPoolOptions::new()
                 .max_connections(pool_size as u32)
@@ -231,6 +282,17 @@ pub(crate) fn connect_pool(
                 .username(connection.username);
             if let Some(password) = connection.password {
                 options = options.password(password);
+            }
+            use sqlx::mysql::MySqlSslMode;
+            options = options.ssl_mode(match connection.tls {
+                SqlTls::None => MySqlSslMode::Disabled,
+                SqlTls::Prefer => MySqlSslMode::Preferred,
+                SqlTls::Require => MySqlSslMode::Required,
+                SqlTls::VerifyCa => MySqlSslMode::VerifyCa,
+                SqlTls::VerifyFull => MySqlSslMode::VerifyIdentity,
+            });
+            if let Some(path) = connection.ca_file {
+                options = options.ssl_ca(path);
             }
             let pool = MySqlPoolOptions::new()
                 .max_connections(pool_size as u32)
