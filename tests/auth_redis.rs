@@ -25,29 +25,44 @@ const REDIS_PASSWORD: &str = "redis-s3cret";
 struct Redis {
     child: Child,
     port: u16,
+    /// With TLS only: the CA that signed the server's certificate.
+    ca_file: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(false)
+    }
+
+    /// With `tls`, TLS only (no plain port), a certificate for 127.0.0.1
+    /// from a CA of the test's own.
+    fn start_with(tls: bool) -> Redis {
         assert!(
             Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success()),
             "redis-server is missing: install Debian's redis-server (scripts/test.sh does)"
         );
         let dir = tempfile::tempdir().unwrap();
+        let ca_file = tls.then(|| {
+            let (ca, cert, key) = server_certificate();
+            std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+            std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+            std::fs::write(dir.path().join("key.pem"), key).unwrap();
+            dir.path().join("ca.pem")
+        });
         for _ in 0..3 {
             let port = common::free_port();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
+            let mut command = Command::new("redis-server");
+            if tls {
+                let file = |name: &str| dir.path().join(name).display().to_string();
+                command.args(["--port", "0", "--tls-port", &port.to_string(), "--tls-auth-clients", "no"]);
+                command.args(["--tls-cert-file", &file("cert.pem"), "--tls-key-file", &file("key.pem")]);
+                command.args(["--tls-ca-cert-file", &file("ca.pem")]);
+            } else {
+                command.args(["--port", &port.to_string()]);
+            }
+            let child = command
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--requirepass", REDIS_PASSWORD])
                 .arg("--dir")
                 .arg(dir.path())
@@ -55,7 +70,8 @@ impl Redis {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn redis-server");
-            let mut redis = Redis { child, port, _dir: tempfile::tempdir().unwrap() };
+            let mut redis =
+                Redis { child, port, ca_file: ca_file.clone(), _dir: tempfile::tempdir().unwrap() };
             if common::wait_listening(&mut redis.child, port, Duration::from_secs(10)).is_ok() {
                 redis._dir = dir;
                 return redis;
@@ -66,7 +82,11 @@ impl Redis {
 
     /// Runs a command with redis-cli; returns its output.
     fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if let Some(ca) = &self.ca_file {
+            command.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let output = command
             .args(["-p", &self.port.to_string(), "--no-auth-warning", "-a", REDIS_PASSWORD])
             .args(args)
             .output()
@@ -87,6 +107,19 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA, and a certificate and key for 127.0.0.1 it signed, as PEM.
+fn server_certificate() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "redis test ca");
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// Adds a user as EMQX's documentation shows it: sha256 of password then
@@ -255,4 +288,26 @@ async fn rules_in_redis_decide_what_a_user_may_do() {
         ReasonCode::NOT_AUTHORIZED,
         "held denies"
     );
+}
+
+/// TLS to Redis: a TLS-only server, its certificate verified against the
+/// CA in `ca_file`; another CA, or no TLS, gets no answer (on_error = deny).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_verifies_the_server_certificate() {
+    let redis = Redis::start_with(true);
+    add_user(&redis, "alice", "secret", "s", false);
+    let ca = redis.ca_file.clone().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = other_dir.path().join("other.pem");
+    std::fs::write(&other, server_certificate().0).unwrap();
+    let tls = |ca: &std::path::Path| format!(", tls = true, ca_file = \"{}\"", ca.display());
+    let broker = Broker::start(&[&chain(&redis, "deny", &tls(&ca))]);
+    let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SUCCESS, "TLS with the server's CA");
+    let broker = Broker::start(&[&chain(&redis, "deny", &tls(&other))]);
+    let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SERVER_UNAVAILABLE, "another CA");
+    let broker = Broker::start(&[&chain(&redis, "deny", "")]);
+    let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await;
+    assert_eq!(reason, ReasonCode::SERVER_UNAVAILABLE, "plain TCP to a TLS-only server");
 }

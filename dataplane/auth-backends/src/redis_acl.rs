@@ -49,6 +49,10 @@ struct Settings {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    ca_file: Option<std::path::PathBuf>,
     cmd: String,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
@@ -100,6 +104,8 @@ impl RedisRuleSource {
                 database: settings.database,
                 username: settings.username.as_deref(),
                 password: settings.password.as_deref(),
+                tls: settings.tls,
+                ca_file: settings.ca_file.as_deref(),
             },
             settings.pool_size,
         )?;

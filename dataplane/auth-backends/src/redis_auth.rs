@@ -85,6 +85,10 @@ struct Settings {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    ca_file: Option<std::path::PathBuf>,
     cmd: String,
     password_hash: HashAlgorithm,
     #[serde(default = "default_timeout_ms")]
@@ -128,13 +132,29 @@ pub(crate) struct RedisServer<'a> {
     pub database: i64,
     pub username: Option<&'a str>,
     pub password: Option<&'a str>,
+    /// TLS, the certificate and host name verified against `ca_file` (or
+    /// the system's CAs).
+    pub tls: bool,
+    pub ca_file: Option<&'a std::path::Path>,
 }
 
 impl RedisLink {
     pub fn new(server: &RedisServer<'_>, pool_size: usize) -> Result<RedisLink, SettingsError> {
+        let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
         let (host, port) = stored::host_port(server.server, 6379)?;
+        if server.ca_file.is_some() && !server.tls {
+            return Err(invalid("ca_file", "is for tls = true".into()));
+        }
+        let addr = if server.tls {
+            // The redis crate builds its TLS settings with rustls's
+            // process-wide provider: ring, as everywhere else in mqttd.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            redis::ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None }
+        } else {
+            redis::ConnectionAddr::Tcp(host, port)
+        };
         let info = redis::ConnectionInfo {
-            addr: redis::ConnectionAddr::Tcp(host, port),
+            addr,
             redis: redis::RedisConnectionInfo {
                 db: server.database,
                 username: server.username.map(str::to_owned),
@@ -142,8 +162,16 @@ impl RedisLink {
                 ..Default::default()
             },
         };
-        let client = redis::Client::open(info)
-            .map_err(|error| SettingsError::Invalid { key: "server", reason: error.to_string() })?;
+        let client = match server.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|error| invalid("ca_file", format!("{}: {error}", path.display())))?;
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+                redis::Client::build_with_tls(info, certificates)
+            }
+            None => redis::Client::open(info),
+        }
+        .map_err(|error| invalid("server", error.to_string()))?;
         Ok(RedisLink {
             client,
             connection: Arc::new(Mutex::new(None)),
@@ -231,6 +259,8 @@ impl RedisAuthenticator {
                 database: settings.database,
                 username: settings.username.as_deref(),
                 password: settings.password.as_deref(),
+                tls: settings.tls,
+                ca_file: settings.ca_file.as_deref(),
             },
             settings.pool_size,
         )?;
