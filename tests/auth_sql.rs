@@ -450,6 +450,37 @@ async fn exercise_rules(entry: &str, db: &mut impl Database, table: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A rule removed from the table takes the subscription it granted
+    // away once the client's rules are read again (its next check after
+    // refresh_s finds them stale).
+    db.run(&format!(
+        "INSERT INTO {table} (clientid, permission, action, topic) VALUES ('pub-1', 'allow', 'publish', 'dev/#');"
+    ));
+    let mut publisher = common::Client::connect(port, ProtocolVersion::V5, "pub-1", true).await;
+    assert!(allowed(ack(&mut publisher, "dev/dev-1/down", QoS::AtLeastOnce, false, 1).await));
+    assert_eq!(dev.expect_publish().await.topic, "dev/dev-1/down", "subscribed by rule 3");
+    db.run(&format!("DELETE FROM {table} WHERE clientid = 'dev-1' AND action = 'subscribe';"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        packet_id += 1;
+        // The client's own publish: the check that finds its rules stale.
+        assert!(allowed(ack(&mut dev, "dev/dev-1/up", QoS::AtLeastOnce, false, packet_id).await));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(allowed(ack(&mut publisher, "dev/dev-1/down", QoS::AtLeastOnce, false, 2).await));
+        match dev.recv_within(Duration::from_millis(300)).await {
+            None => break,
+            Some(Packet::Publish(_)) => {}
+            other => panic!("expected a PUBLISH or nothing, got {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "the subscription was never dropped");
+    }
+    packet_id += 1;
+    assert!(
+        allowed(ack(&mut dev, "dev/dev-1/up", QoS::AtLeastOnce, false, packet_id).await),
+        "still connected"
+    );
+    assert_eq!(subscribe_reason(&mut dev, "dev/dev-1/down").await, ReasonCode::NOT_AUTHORIZED);
+
     // The database goes down: the connected client keeps the rules it
     // holds; a client connecting now gets none (on_error = ignore: the
     // built-in rules, none, then acl_no_match = deny).

@@ -16,6 +16,9 @@
 //!   most [`RETRY_AFTER_FAILURE`]). A refresh that fails keeps the rules
 //!   the client holds (they were the source's answer a moment ago) and is
 //!   tried again as soon.
+//! - **New rules reach what the client holds**: a refresh that brings rules
+//!   other than the held ones asks the connection to judge its
+//!   subscriptions again (`Control::Revalidate`).
 //! - The rules a client holds are bounded by the client (at most
 //!   `client_rules::MAX_RULES` per source) and go with it.
 
@@ -67,9 +70,17 @@ pub struct ClientAcl {
     sources: Box<[Held]>,
     /// When the client's credential stops being good (a JWT's `exp`).
     pub expires_at: Option<Instant>,
+    /// The connection, told to judge what it holds again when a refresh
+    /// brings other rules (held weakly: set once the connection exists).
+    connection: std::sync::OnceLock<std::sync::Weak<crate::registry::ControlSlot>>,
 }
 
 impl ClientAcl {
+    /// Names the connection that holds these rules.
+    pub fn attach(&self, control: &Arc<crate::registry::ControlSlot>) {
+        let _ = self.connection.set(Arc::downgrade(control));
+    }
+
     /// The credential has expired: the client must go.
     pub fn expired(&self) -> bool {
         self.expires_at.is_some_and(|at| at <= Instant::now())
@@ -154,7 +165,7 @@ pub async fn load(
         let loaded = fetch(source.source.as_ref(), &source.policy.name, who, None).await;
         held.push(Held { loaded: ArcSwap::from_pointee(loaded), refreshing: AtomicBool::new(false) });
     }
-    Some(Arc::new(ClientAcl { granted, sources: held.into(), expires_at }))
+    Some(Arc::new(ClientAcl { granted, sources: held.into(), expires_at, connection: Default::default() }))
 }
 
 impl Authorizer for ExternalAuthorizer {
@@ -174,10 +185,18 @@ impl Authorizer for ExternalAuthorizer {
                 who.acl = None;
                 let previous = loaded.rules.clone();
                 runtime.spawn(async move {
-                    let loaded = fetch(source.as_ref(), &name, &who, previous).await;
+                    let loaded = fetch(source.as_ref(), &name, &who, previous.clone()).await;
+                    let changed = loaded.rules != previous;
                     if let Some(held) = acl.sources.get(index) {
                         held.loaded.store(Arc::new(loaded));
                         held.refreshing.store(false, Ordering::Release);
+                    }
+                    if changed {
+                        // Subscriptions (and queued messages) the new rules
+                        // deny go, as after a change of the built-in rules.
+                        if let Some(control) = acl.connection.get().and_then(std::sync::Weak::upgrade) {
+                            control.revalidate();
+                        }
                     }
                 });
             } else {

@@ -206,6 +206,9 @@ pub(super) async fn accept<T: Transport>(
     if scram {
         connection.enable_reauth();
     }
+    if let Some(acl) = &connection.session.identity.acl {
+        acl.attach(&connection.control);
+    }
     if let Some(at) = connection.session.identity.acl.as_ref().and_then(|acl| acl.expires_at) {
         // The credential expires (a JWT's `exp`): the connection checks its
         // access then, and goes (the slot is held weakly: a connection that
