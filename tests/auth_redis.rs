@@ -311,3 +311,159 @@ async fn redis_over_tls_verifies_the_server_certificate() {
     let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await;
     assert_eq!(reason, ReasonCode::SERVER_UNAVAILABLE, "plain TCP to a TLS-only server");
 }
+
+/// Redis processes of the test's own (a cluster's nodes, a master and its
+/// Sentinel), killed on drop.
+struct Processes {
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--no-auth-warning", "-a", REDIS_PASSWORD])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(output.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn spawn_redis(processes: &mut Processes, args: &[&str]) {
+    let child = Command::new("redis-server")
+        .args(args)
+        .current_dir(processes.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    processes.children.push(child);
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `mode = "cluster"`: users spread over a three-node Redis Cluster's
+/// slots are found wherever their key lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_holds_the_users() {
+    let mut nodes = Processes { children: Vec::new(), dir: tempfile::tempdir().unwrap() };
+    let ports = common::free_ports::<3>();
+    for port in ports {
+        let port = port.to_string();
+        let config = format!("nodes-{port}.conf");
+        spawn_redis(
+            &mut nodes,
+            &[
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &config,
+            ]
+            .into_iter()
+            .chain(["--save", "", "--appendonly", "no", "--requirepass", REDIS_PASSWORD])
+            .chain(["--masterauth", REDIS_PASSWORD])
+            .collect::<Vec<_>>(),
+        );
+    }
+    for (child, port) in nodes.children.iter_mut().zip(ports) {
+        common::wait_listening(child, port, Duration::from_secs(10)).expect("a cluster node listens");
+    }
+    let addresses: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addresses.iter().map(String::as_str));
+    create.push("--cluster-yes");
+    redis_cli(ports[0], &create);
+    wait_for("the cluster is ok", || {
+        ports.iter().all(|port| redis_cli(*port, &["cluster", "info"]).contains("cluster_state:ok"))
+    });
+    let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    for (n, name) in users.iter().enumerate() {
+        let hash = hex_sha256(format!("pw-{n}salt").as_bytes());
+        let key = format!("mqtt_user:{name}");
+        redis_cli(ports[0], &["-c", "HSET", &key, "password_hash", &hash, "salt", "salt"]);
+    }
+    let slots: std::collections::BTreeSet<String> = users
+        .iter()
+        .map(|name| redis_cli(ports[0], &["cluster", "keyslot", &format!("mqtt_user:{name}")]))
+        .collect();
+    assert!(slots.len() > 1, "the keys are spread over slots");
+
+    let chain = format!(
+        "auth.authenticators=[{{ type = \"redis\", mode = \"cluster\", servers = \"{}\", password = \"{REDIS_PASSWORD}\", \
+         cmd = \"HMGET mqtt_user:${{username}} password_hash salt\", \
+         password_hash = {{ algorithm = \"sha256\", salt_position = \"suffix\" }}, timeout_ms = 2000 }}]",
+        addresses.join(",")
+    );
+    let broker = Broker::start(&[&chain, "auth.allow_anonymous=deny"]);
+    for (n, name) in users.iter().enumerate() {
+        let (_c, reason) = login(broker.port, ProtocolVersion::V5, "c", name, &format!("pw-{n}")).await;
+        assert_eq!(reason, ReasonCode::SUCCESS, "{name}");
+        let (_c, reason) = login(broker.port, ProtocolVersion::V5, "c", name, "wrong").await;
+        assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD, "{name}");
+    }
+}
+
+/// `mode = "sentinel"`: the master is the one the Sentinel names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_names_the_master_that_holds_the_users() {
+    let mut processes = Processes { children: Vec::new(), dir: tempfile::tempdir().unwrap() };
+    let [master, sentinel] = common::free_ports();
+    let master_port = master.to_string();
+    spawn_redis(
+        &mut processes,
+        &["--port", &master_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .into_iter()
+            .chain(["--requirepass", REDIS_PASSWORD])
+            .collect::<Vec<_>>(),
+    );
+    common::wait_listening(&mut processes.children[0], master, Duration::from_secs(10))
+        .expect("the master listens");
+    let config = processes.dir.path().join("sentinel.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "port {sentinel}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master} 1\n\
+             sentinel auth-pass mymaster {REDIS_PASSWORD}\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    spawn_redis(&mut processes, &[&config, "--sentinel"]);
+    common::wait_listening(&mut processes.children[1], sentinel, Duration::from_secs(10))
+        .expect("the sentinel listens");
+    let hash = hex_sha256(b"secretsalt");
+    redis_cli(master, &["HSET", "mqtt_user:alice", "password_hash", &hash, "salt", "salt"]);
+
+    let chain = format!(
+        "auth.authenticators=[{{ type = \"redis\", mode = \"sentinel\", servers = [\"127.0.0.1:{sentinel}\"], \
+         sentinel = \"mymaster\", password = \"{REDIS_PASSWORD}\", \
+         cmd = \"HMGET mqtt_user:${{username}} password_hash salt\", \
+         password_hash = {{ algorithm = \"sha256\", salt_position = \"suffix\" }}, timeout_ms = 2000 }}]"
+    );
+    let broker = Broker::start(&[&chain, "auth.allow_anonymous=deny"]);
+    common::eventually("the sentinel answers", || async {
+        login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await.1 == ReasonCode::SUCCESS
+    })
+    .await;
+    let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "wrong").await;
+    assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+}

@@ -35,6 +35,7 @@ pub mod ldap_auth;
 pub mod password;
 pub mod redis_acl;
 pub mod redis_auth;
+mod redis_link;
 pub mod sql_acl;
 pub mod sql_auth;
 mod stored;

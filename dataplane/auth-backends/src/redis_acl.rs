@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use crate::acl_source::{rule_from_json, Fetcher};
 use crate::http::SettingsError;
-use crate::redis_auth::{RedisLink, RedisServer};
+use crate::redis_link::{Mode, RedisLink, RedisServer, Servers};
 use crate::stored;
 use crate::template::{
     check_template, default_acl_on_error, default_pool_size, default_queue, default_refresh_s,
@@ -42,7 +42,14 @@ use crate::template::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    server: String,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    servers: Option<Servers>,
+    #[serde(default)]
+    sentinel: Option<String>,
     #[serde(default)]
     database: i64,
     #[serde(default)]
@@ -96,11 +103,14 @@ impl RedisRuleSource {
             settings.queue,
             settings.on_error,
             settings.refresh_s,
-            format!("redis {}", settings.server),
+            format!("redis {}", settings.server.as_deref().unwrap_or("cluster/sentinel")),
         )?;
         let link = RedisLink::new(
             &RedisServer {
-                server: &settings.server,
+                mode: settings.mode,
+                server: settings.server.as_deref(),
+                servers: settings.servers.as_ref(),
+                sentinel: settings.sentinel.as_deref(),
                 database: settings.database,
                 username: settings.username.as_deref(),
                 password: settings.password.as_deref(),

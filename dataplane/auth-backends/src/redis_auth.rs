@@ -42,19 +42,17 @@
 //! - **No password is kept**: the cache holds a keyed MAC of the password
 //!   with the outcome (`cache.rs`), and only outcomes that came from
 //!   Redis.
-//! - Only a single server for now: `mode = "sentinel"` and `"cluster"`
-//!   are refused at start with a message saying so.
-
-use std::sync::Arc;
+//! - `mode = "cluster"` (`servers`: some of its nodes) and `"sentinel"`
+//!   (`servers`: the Sentinels, `sentinel`: the master's name) as well as
+//!   a single `server` (`redis_link.rs`); TLS with a single server only.
 
 use dataplane::cluster::access::Grant;
 use dataplane::hooks::{Authenticator, ConnectRequest, HookFuture, Verdict};
-use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
-use tokio::sync::{Mutex, Semaphore};
 
 use crate::http::SettingsError;
 use crate::password::HashAlgorithm;
+use crate::redis_link::{Mode, RedisLink, RedisServer, Servers};
 use crate::stored::{self, Store, StoreSettings, StoredUser};
 use crate::template::{
     check_template, default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size,
@@ -64,21 +62,18 @@ use crate::template::{
 /// Placeholders a key may hold.
 const KEY_PLACEHOLDERS: [&str; 4] = ["${username}", "${clientid}", "${peerhost}", "${cert_common_name}"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Mode {
-    Single,
-    Sentinel,
-    Cluster,
-}
-
 /// The settings of one `type = "redis"` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    #[serde(default = "single")]
+    #[serde(default)]
     mode: Mode,
-    server: String,
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    servers: Option<Servers>,
+    #[serde(default)]
+    sentinel: Option<String>,
     #[serde(default)]
     database: i64,
     #[serde(default)]
@@ -105,109 +100,12 @@ struct Settings {
     cache_ttl_s: u64,
 }
 
-fn single() -> Mode {
-    Mode::Single
-}
-
 /// Where each wanted field is in the command's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fields {
     hash: usize,
     salt: Option<usize>,
     superuser: Option<usize>,
-}
-
-/// One Redis server: a pipelined connection, made on first use and again
-/// after an error, with at most `pool_size` commands in flight.
-#[derive(Clone)]
-pub(crate) struct RedisLink {
-    client: redis::Client,
-    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
-    pool: Arc<Semaphore>,
-}
-
-/// Where a Redis server is and who the broker is there.
-pub(crate) struct RedisServer<'a> {
-    pub server: &'a str,
-    pub database: i64,
-    pub username: Option<&'a str>,
-    pub password: Option<&'a str>,
-    /// TLS, the certificate and host name verified against `ca_file` (or
-    /// the system's CAs).
-    pub tls: bool,
-    pub ca_file: Option<&'a std::path::Path>,
-}
-
-impl RedisLink {
-    pub fn new(server: &RedisServer<'_>, pool_size: usize) -> Result<RedisLink, SettingsError> {
-        let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
-        let (host, port) = stored::host_port(server.server, 6379)?;
-        if server.ca_file.is_some() && !server.tls {
-            return Err(invalid("ca_file", "is for tls = true".into()));
-        }
-        let addr = if server.tls {
-            // The redis crate builds its TLS settings with rustls's
-            // process-wide provider: ring, as everywhere else in mqttd.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            redis::ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None }
-        } else {
-            redis::ConnectionAddr::Tcp(host, port)
-        };
-        let info = redis::ConnectionInfo {
-            addr,
-            redis: redis::RedisConnectionInfo {
-                db: server.database,
-                username: server.username.map(str::to_owned),
-                password: server.password.map(str::to_owned),
-                ..Default::default()
-            },
-        };
-        let client = match server.ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|error| invalid("ca_file", format!("{}: {error}", path.display())))?;
-                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-                redis::Client::build_with_tls(info, certificates)
-            }
-            None => redis::Client::open(info),
-        }
-        .map_err(|error| invalid("server", error.to_string()))?;
-        Ok(RedisLink {
-            client,
-            connection: Arc::new(Mutex::new(None)),
-            pool: Arc::new(Semaphore::new(pool_size)),
-        })
-    }
-
-    /// Runs `command`; a connection that failed is dropped, to be made
-    /// anew by the next command.
-    pub async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, String> {
-        let _permit = self.pool.acquire().await.map_err(|_| "the Redis pool is closed".to_owned())?;
-        let mut link = {
-            let mut held = self.connection.lock().await;
-            match held.as_ref() {
-                Some(link) => link.clone(),
-                None => {
-                    let link = self
-                        .client
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(|error| describe(&error))?;
-                    *held = Some(link.clone());
-                    link
-                }
-            }
-        };
-        match command.query_async::<T>(&mut link).await {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
-                    *self.connection.lock().await = None;
-                }
-                Err(describe(&error))
-            }
-        }
-    }
 }
 
 /// The `redis` authenticator.
@@ -241,29 +139,25 @@ impl RedisAuthenticator {
 
     fn new(settings: Settings) -> Result<RedisAuthenticator, SettingsError> {
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
-        if settings.mode != Mode::Single {
-            return Err(invalid(
-                "mode",
-                format!("{:?} is not supported yet: only \"single\"", settings.mode).to_lowercase(),
-            ));
-        }
         if settings.timeout_ms == 0 || settings.pool_size == 0 {
             return Err(invalid("timeout_ms, pool_size", "must be at least 1".into()));
         }
         settings.password_hash.validate().map_err(|error| invalid("password_hash", error.to_string()))?;
         let (verb, key, fields) = parse_command(&settings.cmd).map_err(|reason| invalid("cmd", reason))?;
         let wanted = wanted_fields(&fields).map_err(|reason| invalid("cmd", reason))?;
-        let link = RedisLink::new(
-            &RedisServer {
-                server: &settings.server,
-                database: settings.database,
-                username: settings.username.as_deref(),
-                password: settings.password.as_deref(),
-                tls: settings.tls,
-                ca_file: settings.ca_file.as_deref(),
-            },
-            settings.pool_size,
-        )?;
+        let server = RedisServer {
+            mode: settings.mode,
+            server: settings.server.as_deref(),
+            servers: settings.servers.as_ref(),
+            sentinel: settings.sentinel.as_deref(),
+            database: settings.database,
+            username: settings.username.as_deref(),
+            password: settings.password.as_deref(),
+            tls: settings.tls,
+            ca_file: settings.ca_file.as_deref(),
+        };
+        let name = server.name();
+        let link = RedisLink::new(&server, settings.pool_size)?;
         Ok(RedisAuthenticator {
             link,
             verb,
@@ -278,9 +172,9 @@ impl RedisAuthenticator {
                 on_error: settings.on_error,
                 cache_entries: settings.cache_entries,
                 cache_ttl_s: settings.cache_ttl_s,
-                name: format!("redis {}", settings.server),
+                name: format!("redis {name}"),
             }),
-            server: settings.server,
+            server: name,
         })
     }
 
@@ -313,20 +207,6 @@ impl RedisAuthenticator {
         let key = expand(&self.key, &request_values(&request));
         let lookup = self.lookup(key.clone());
         self.store.decide(request.username, &[key.as_bytes()], password, lookup).await
-    }
-}
-
-/// A Redis error without anything the server echoed back (which may hold
-/// a key, and so a username).
-fn describe(error: &redis::RedisError) -> String {
-    if error.is_timeout() {
-        "timed out".into()
-    } else if error.is_connection_refusal() {
-        "cannot connect".into()
-    } else if error.is_io_error() || error.is_connection_dropped() {
-        "connection lost".into()
-    } else {
-        format!("{:?}", error.kind())
     }
 }
 
@@ -408,7 +288,7 @@ mod tests {
     fn bad_settings_are_refused_with_the_key() {
         let base = "server = \"127.0.0.1:6379\"\ncmd = \"HMGET u:${username} password_hash\"\n";
         for (extra, expect) in [
-            ("password_hash = { algorithm = \"sha256\" }\nmode = \"cluster\"", "not supported yet"),
+            ("password_hash = { algorithm = \"sha256\" }\nmode = \"cluster\"", "servers"),
             ("password_hash = { algorithm = \"rot13\" }", "rot13"),
             ("password_hash = { algorithm = \"pbkdf2\", mac_fun = \"sha\", iterations = 0 }", "iterations"),
             ("password_hash = { algorithm = \"plain\" }\ntimeout_ms = 0", "timeout_ms"),
