@@ -422,42 +422,53 @@ async fn a_redis_cluster_holds_the_users() {
     }
 }
 
-/// `mode = "sentinel"`: the master is the one the Sentinel names.
+/// `mode = "sentinel"`: the master is the one the Sentinel names; when it
+/// dies and the Sentinel promotes its replica, logins go on against the new
+/// master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sentinel_names_the_master_that_holds_the_users() {
+async fn a_sentinel_names_the_master_and_a_failover_is_followed() {
     let mut processes = Processes { children: Vec::new(), dir: tempfile::tempdir().unwrap() };
-    let [master, sentinel] = common::free_ports();
-    let master_port = master.to_string();
-    spawn_redis(
-        &mut processes,
-        &["--port", &master_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    let [master, replica, sentinel] = common::free_ports();
+    let auth = ["--requirepass", REDIS_PASSWORD, "--masterauth", REDIS_PASSWORD];
+    let common_args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+    let (master_port, replica_port) = (master.to_string(), replica.to_string());
+    let master_args: Vec<&str> =
+        ["--port", master_port.as_str()].into_iter().chain(common_args).chain(auth).collect();
+    spawn_redis(&mut processes, &master_args);
+    let replica_args: Vec<&str> =
+        ["--port", replica_port.as_str(), "--replicaof", "127.0.0.1", master_port.as_str()]
             .into_iter()
-            .chain(["--requirepass", REDIS_PASSWORD])
-            .collect::<Vec<_>>(),
-    );
+            .chain(common_args)
+            .chain(auth)
+            .collect();
+    spawn_redis(&mut processes, &replica_args);
     common::wait_listening(&mut processes.children[0], master, Duration::from_secs(10))
         .expect("the master listens");
+    common::wait_listening(&mut processes.children[1], replica, Duration::from_secs(10))
+        .expect("the replica listens");
     let config = processes.dir.path().join("sentinel.conf");
     std::fs::write(
         &config,
         format!(
             "port {sentinel}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master} 1\n\
-             sentinel auth-pass mymaster {REDIS_PASSWORD}\n"
+             sentinel auth-pass mymaster {REDIS_PASSWORD}\nsentinel down-after-milliseconds mymaster 500\n\
+             sentinel failover-timeout mymaster 2000\n"
         ),
     )
     .unwrap();
     let config = config.display().to_string();
     spawn_redis(&mut processes, &[&config, "--sentinel"]);
-    common::wait_listening(&mut processes.children[1], sentinel, Duration::from_secs(10))
+    common::wait_listening(&mut processes.children[2], sentinel, Duration::from_secs(10))
         .expect("the sentinel listens");
     let hash = hex_sha256(b"secretsalt");
     redis_cli(master, &["HSET", "mqtt_user:alice", "password_hash", &hash, "salt", "salt"]);
+    wait_for("the replica has the user", || redis_cli(replica, &["EXISTS", "mqtt_user:alice"]) == "1");
 
     let chain = format!(
         "auth.authenticators=[{{ type = \"redis\", mode = \"sentinel\", servers = [\"127.0.0.1:{sentinel}\"], \
-         sentinel = \"mymaster\", password = \"{REDIS_PASSWORD}\", \
+         sentinel = \"mymaster\", password = \"{REDIS_PASSWORD}\", cache_entries = 0, \
          cmd = \"HMGET mqtt_user:${{username}} password_hash salt\", \
-         password_hash = {{ algorithm = \"sha256\", salt_position = \"suffix\" }}, timeout_ms = 2000 }}]"
+         password_hash = {{ algorithm = \"sha256\", salt_position = \"suffix\" }}, timeout_ms = 1000 }}]"
     );
     let broker = Broker::start(&[&chain, "auth.allow_anonymous=deny"]);
     common::eventually("the sentinel answers", || async {
@@ -466,4 +477,15 @@ async fn a_sentinel_names_the_master_that_holds_the_users() {
     .await;
     let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "wrong").await;
     assert_eq!(reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+
+    // The master dies; the Sentinel promotes the replica; logins resume
+    // (the connection to the dead master fails once, and the Sentinel is
+    // asked again).
+    let _ = processes.children[0].kill();
+    let _ = processes.children[0].wait();
+    wait_for("the replica is promoted", || redis_cli(replica, &["ROLE"]).starts_with("master"));
+    common::eventually("logins go on against the new master", || async {
+        login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await.1 == ReasonCode::SUCCESS
+    })
+    .await;
 }
