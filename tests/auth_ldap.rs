@@ -82,26 +82,6 @@ cn: mqtt-admins
 member: uid=root,ou=people,dc=example,dc=org
 ";
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM.
-struct Pki {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn pki(name: &str) -> Pki {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} ca"));
-    let ca = params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    Pki { ca: ca.pem(), cert: cert.pem(), key: key.serialize_pem() }
-}
-
 /// A `slapd` of the test's own, killed on drop.
 struct Slapd {
     child: Child,
@@ -121,7 +101,7 @@ impl Slapd {
         );
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
-        let pki = pki("ldap");
+        let pki = common::test_pki("ldap", &["127.0.0.1"]);
         std::fs::write(path("ca.pem"), &pki.ca).unwrap();
         std::fs::write(path("cert.pem"), &pki.cert).unwrap();
         std::fs::write(path("key.pem"), &pki.key).unwrap();
@@ -318,7 +298,7 @@ async fn a_directory_whose_certificate_another_ca_signed_is_not_trusted() {
     let slapd = Slapd::start();
     let other = tempfile::tempdir().unwrap();
     let other_ca = other.path().join("ca.pem");
-    std::fs::write(&other_ca, pki("other").ca).unwrap();
+    std::fs::write(&other_ca, common::test_pki("other", &["127.0.0.1"]).ca).unwrap();
     let server = format!("127.0.0.1:{}", slapd.tls_port);
     let untrusted = search_entry(&server, "ldaps", &other_ca, "people");
     let broker = Broker::start(&[&format!("auth.authenticators=[{untrusted}]"), "auth.allow_anonymous=deny"]);

@@ -44,10 +44,10 @@ impl Redis {
         );
         let dir = tempfile::tempdir().unwrap();
         let ca_file = tls.then(|| {
-            let (ca, cert, key) = server_certificate();
-            std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
-            std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-            std::fs::write(dir.path().join("key.pem"), key).unwrap();
+            let pki = common::test_pki("redis", &["127.0.0.1"]);
+            std::fs::write(dir.path().join("ca.pem"), pki.ca).unwrap();
+            std::fs::write(dir.path().join("cert.pem"), pki.cert).unwrap();
+            std::fs::write(dir.path().join("key.pem"), pki.key).unwrap();
             dir.path().join("ca.pem")
         });
         for _ in 0..3 {
@@ -107,19 +107,6 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A CA, and a certificate and key for 127.0.0.1 it signed, as PEM.
-fn server_certificate() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, "redis test ca");
-    let ca = params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// Adds a user as EMQX's documentation shows it: sha256 of password then
@@ -299,7 +286,7 @@ async fn redis_over_tls_verifies_the_server_certificate() {
     let ca = redis.ca_file.clone().unwrap();
     let other_dir = tempfile::tempdir().unwrap();
     let other = other_dir.path().join("other.pem");
-    std::fs::write(&other, server_certificate().0).unwrap();
+    std::fs::write(&other, common::test_pki("other", &["127.0.0.1"]).ca).unwrap();
     let tls = |ca: &std::path::Path| format!(", tls = true, ca_file = \"{}\"", ca.display());
     let broker = Broker::start(&[&chain(&redis, "deny", &tls(&ca))]);
     let (_c, reason) = login(broker.port, ProtocolVersion::V5, "a", "alice", "secret").await;
@@ -350,7 +337,7 @@ fn spawn_redis(processes: &mut Processes, args: &[&str]) {
 }
 
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !ready() {
         assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(100));
@@ -480,7 +467,16 @@ async fn a_sentinel_names_the_master_and_a_failover_is_followed() {
 
     // The master dies; the Sentinel promotes the replica; logins resume
     // (the connection to the dead master fails once, and the Sentinel is
-    // asked again).
+    // asked again). The Sentinel learns of replicas from the master's INFO,
+    // every 10 s: the master may die only once the replica is known.
+    let replica_port = replica.to_string();
+    wait_for("the Sentinel knows the replica", || {
+        let output = Command::new("redis-cli")
+            .args(["-p", &sentinel.to_string(), "SENTINEL", "replicas", "mymaster"])
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&output.stdout).lines().any(|line| line.trim() == replica_port)
+    });
     let _ = processes.children[0].kill();
     let _ = processes.children[0].wait();
     wait_for("the replica is promoted", || redis_cli(replica, &["ROLE"]).starts_with("master"));

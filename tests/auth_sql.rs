@@ -57,33 +57,13 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
-/// A CA (PEM) and a server certificate and key for 127.0.0.1 it signed.
-struct ServerPki {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn server_pki(name: &str) -> ServerPki {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} ca"));
-    let ca = params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    ServerPki { ca: ca.pem(), cert: cert.pem(), key: key.serialize_pem() }
-}
-
 impl Postgres {
     fn start() -> Postgres {
         Postgres::start_with(None)
     }
 
     /// With `pki`, TLS on (`ssl = on`) with its server certificate.
-    fn start_with(pki: Option<&ServerPki>) -> Postgres {
+    fn start_with(pki: Option<&common::TestPki>) -> Postgres {
         let bin = bin_dir();
         let mut dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), PG_PASSWORD).unwrap();
@@ -535,7 +515,7 @@ async fn mysql_rules_decide_what_a_client_may_do() {
 /// without TLS, the check fails (on_error = deny: 0x88).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_over_tls_verifies_the_server_certificate() {
-    let pki = server_pki("pg");
+    let pki = common::test_pki("pg", &["127.0.0.1"]);
     let mut pg = Postgres::start_with(Some(&pki));
     pg.sql("CREATE TABLE mqtt_user (id serial PRIMARY KEY, username text UNIQUE, password_hash text, salt text, is_superuser boolean)");
     pg.sql(&insert("mqtt_user", |superuser| if superuser { "true" } else { "false" }));
@@ -543,7 +523,7 @@ async fn postgresql_over_tls_verifies_the_server_certificate() {
     let ours = dir.path().join("ca.pem");
     std::fs::write(&ours, &pki.ca).unwrap();
     let theirs = dir.path().join("other.pem");
-    std::fs::write(&theirs, server_pki("other").ca).unwrap();
+    std::fs::write(&theirs, common::test_pki("other", &["127.0.0.1"]).ca).unwrap();
     let entry = |tls: &str, ca: &std::path::Path| {
         format!(
             "auth.authenticators=[{{ type = \"postgresql\", server = \"127.0.0.1:{}\", database = \"postgres\", \

@@ -76,19 +76,10 @@ async fn mqttctl_works_next_to_a_standalone_mqttd_and_nowhere_without_a_token() 
 /// A CA and a certificate for 127.0.0.1 (server and client use), as files
 /// in `dir`: `{name}-ca.pem`, `{name}.pem`, `{name}.key`.
 fn pki(dir: &Path, name: &str) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} ca"));
-    let ca = params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    params.extended_key_usages =
-        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    let pki = common::test_pki(name, &["127.0.0.1"]);
+    std::fs::write(dir.join(format!("{name}-ca.pem")), pki.ca).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), pki.cert).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), pki.key).unwrap();
 }
 
 #[tokio::test]

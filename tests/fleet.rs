@@ -767,23 +767,6 @@ async fn a_session_claimed_from_two_nodes_at_once_survives_on_the_newest() {
     }
 }
 
-/// A CA, and a certificate signed by it for `ips` (server and client use):
-/// (CA PEM, certificate PEM, key PEM).
-fn pki(name: &str, ips: &[&str]) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} ca"));
-    let ca = params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>()).unwrap();
-    params.extended_key_usages =
-        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 /// The peer-link address a node was started with.
 fn peer_address(node: &Process) -> String {
     node.args
@@ -801,7 +784,7 @@ async fn peer_links_over_mutual_tls_deliver_and_refuse_strangers() {
         std::fs::write(&path, pem).unwrap();
         path.display().to_string()
     };
-    let (ca, cert, key) = pki("fleet", &IPS);
+    let common::TestPki { ca, cert, key } = common::test_pki("fleet", &IPS);
     let (ca, cert, key) = (write("ca.pem", &ca), write("peer.pem", &cert), write("peer.key", &key));
     let extra = vec![
         "dataplane.peer_tls.enabled=true".to_string(),
@@ -848,7 +831,7 @@ async fn peer_links_over_mutual_tls_deliver_and_refuse_strangers() {
     assert!(served(member).await, "a peer with the cluster's certificate and secret is served");
     let plain = tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap();
     assert!(!served(plain).await, "a plaintext peer was served");
-    let (_, stranger_cert, stranger_key) = pki("stranger", &IPS);
+    let common::TestPki { cert: stranger_cert, key: stranger_key, .. } = common::test_pki("stranger", &IPS);
     assert!(
         !served(tls_as(&stranger_cert, &stranger_key)).await,
         "a peer with another CA's certificate was served"

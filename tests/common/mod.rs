@@ -529,3 +529,34 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// PEM of a CA made for one test, and of a certificate and key it signed.
+#[allow(dead_code)]
+pub struct TestPki {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// A CA named `name`, and a certificate it signed for `names` (IP
+/// addresses or DNS names; the first is also the common name), for server
+/// and client use.
+#[allow(dead_code)]
+pub fn test_pki(name: &str, names: &[&str]) -> TestPki {
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} ca"));
+    let ca = params.self_signed(&ca_key).expect("a self-signed CA");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|name| name.to_string()).collect::<Vec<_>>())
+            .expect("certificate parameters");
+    if let Some(first) = names.first() {
+        params.distinguished_name.push(rcgen::DnType::CommonName, *first);
+    }
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("a certificate");
+    TestPki { ca: ca.pem(), cert: cert.pem(), key: key.serialize_pem() }
+}

@@ -45,10 +45,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use crate::cache::AnswerCache;
-use crate::template::{
-    check_template, default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size,
-    default_queue, default_timeout_ms, expand, request_values, OnError, PLACEHOLDERS,
-};
+use crate::template::{check_template, expand, request_values, Chain, Limits, OnError, PLACEHOLDERS};
 
 /// The most of an answer's body that is read.
 const MAX_BODY: usize = 64 << 10;
@@ -71,18 +68,6 @@ struct Settings {
     headers: BTreeMap<String, String>,
     #[serde(default = "default_body")]
     body: BTreeMap<String, String>,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_pool_size")]
-    pool_size: usize,
-    #[serde(default = "default_queue")]
-    queue: usize,
-    #[serde(default = "default_on_error")]
-    on_error: OnError,
-    #[serde(default = "default_cache_entries")]
-    cache_entries: usize,
-    #[serde(default = "default_cache_ttl_s")]
-    cache_ttl_s: u64,
 }
 
 fn default_method() -> Method {
@@ -188,27 +173,26 @@ struct Reply {
 impl HttpAuthenticator {
     /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
     pub fn from_table(table: &toml::Table) -> Result<HttpAuthenticator, SettingsError> {
-        let settings: Settings = toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))?;
-        HttpAuthenticator::new(settings)
+        let (settings, limits): (Settings, Limits) =
+            crate::stored::parse_settings(table, Chain::Authenticator)?;
+        HttpAuthenticator::new(settings, limits)
     }
 
-    fn new(settings: Settings) -> Result<HttpAuthenticator, SettingsError> {
+    fn new(settings: Settings, limits: Limits) -> Result<HttpAuthenticator, SettingsError> {
         let endpoint = Endpoint::new(&EndpointSettings {
             url: &settings.url,
             method: settings.method,
             headers: &settings.headers,
             body: &settings.body,
             placeholders: &PLACEHOLDERS,
-            timeout_ms: settings.timeout_ms,
-            pool_size: settings.pool_size,
-            queue: settings.queue,
+            timeout_ms: limits.timeout_ms,
+            pool_size: limits.pool_size,
+            queue: limits.queue,
         })?;
         Ok(HttpAuthenticator {
             endpoint,
-            on_error: settings.on_error,
-            cache: AnswerCache::new(settings.cache_entries, Duration::from_secs(settings.cache_ttl_s)),
+            on_error: limits.on_error,
+            cache: AnswerCache::new(limits.cache_entries, Duration::from_secs(limits.cache_ttl_s)),
         })
     }
 

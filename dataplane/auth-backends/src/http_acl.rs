@@ -37,10 +37,7 @@ use serde::Deserialize;
 use crate::acl_source::{rule_from_json, Fetcher};
 use crate::http::{read_body, Endpoint, EndpointSettings, Failure, Method, SettingsError};
 use crate::stored;
-use crate::template::{
-    default_acl_on_error, default_pool_size, default_queue, default_refresh_s, default_timeout_ms,
-    identity_values, OnError, ACL_PLACEHOLDERS,
-};
+use crate::template::{identity_values, Chain, Limits, ACL_PLACEHOLDERS};
 
 /// The most of an answer's body that is read.
 const MAX_BODY: usize = 1 << 20;
@@ -55,16 +52,6 @@ struct Settings {
     headers: BTreeMap<String, String>,
     #[serde(default = "default_body")]
     body: BTreeMap<String, String>,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_pool_size")]
-    pool_size: usize,
-    #[serde(default = "default_queue")]
-    queue: usize,
-    #[serde(default = "default_acl_on_error")]
-    on_error: OnError,
-    #[serde(default = "default_refresh_s")]
-    refresh_s: u64,
 }
 
 fn post() -> Method {
@@ -93,23 +80,23 @@ impl std::fmt::Debug for HttpRuleSource {
 impl HttpRuleSource {
     /// Reads one `[[auth.authorizers]]` entry (its `type` taken out).
     pub fn from_table(table: &toml::Table) -> Result<HttpRuleSource, SettingsError> {
-        let settings: Settings = stored::parse_settings(table)?;
+        let (settings, limits): (Settings, Limits) = stored::parse_settings(table, Chain::Authorizer)?;
         let endpoint = Endpoint::new(&EndpointSettings {
             url: &settings.url,
             method: settings.method,
             headers: &settings.headers,
             body: &settings.body,
             placeholders: &ACL_PLACEHOLDERS,
-            timeout_ms: settings.timeout_ms,
-            pool_size: settings.pool_size,
-            queue: settings.queue,
+            timeout_ms: limits.timeout_ms,
+            pool_size: limits.pool_size,
+            queue: limits.queue,
         })?;
         let fetcher = Fetcher::new(
-            settings.timeout_ms,
-            settings.pool_size,
-            settings.queue,
-            settings.on_error,
-            settings.refresh_s,
+            limits.timeout_ms,
+            limits.pool_size,
+            limits.queue,
+            limits.on_error,
+            limits.refresh_s,
             format!("http {}", endpoint.name()),
         )?;
         Ok(HttpRuleSource { endpoint: std::sync::Arc::new(endpoint), fetcher })

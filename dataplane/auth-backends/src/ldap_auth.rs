@@ -67,10 +67,7 @@ use tokio::sync::Semaphore;
 
 use crate::http::SettingsError;
 use crate::stored::{self, Outcome, Store, StoreSettings};
-use crate::template::{
-    check_template, default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size,
-    default_queue, default_timeout_ms, expand, request_values, OnError,
-};
+use crate::template::{check_template, expand, request_values, Chain, Limits};
 
 /// Placeholders a DN or a filter may hold.
 const PLACEHOLDERS: [&str; 4] = ["${username}", "${clientid}", "${peerhost}", "${cert_common_name}"];
@@ -112,18 +109,6 @@ struct Settings {
     is_superuser_attribute: Option<String>,
     #[serde(default)]
     superuser_group: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_pool_size")]
-    pool_size: usize,
-    #[serde(default = "default_queue")]
-    queue: usize,
-    #[serde(default = "default_on_error")]
-    on_error: OnError,
-    #[serde(default = "default_cache_entries")]
-    cache_entries: usize,
-    #[serde(default = "default_cache_ttl_s")]
-    cache_ttl_s: u64,
 }
 
 fn no_tls() -> Tls {
@@ -171,13 +156,13 @@ impl std::fmt::Debug for LdapAuthenticator {
 impl LdapAuthenticator {
     /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
     pub fn from_table(table: &toml::Table) -> Result<LdapAuthenticator, SettingsError> {
-        let settings: Settings = stored::parse_settings(table)?;
-        LdapAuthenticator::new(settings)
+        let (settings, limits): (Settings, Limits) = stored::parse_settings(table, Chain::Authenticator)?;
+        LdapAuthenticator::new(settings, limits)
     }
 
-    fn new(settings: Settings) -> Result<LdapAuthenticator, SettingsError> {
+    fn new(settings: Settings, limits: Limits) -> Result<LdapAuthenticator, SettingsError> {
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
-        if settings.timeout_ms == 0 || settings.pool_size == 0 {
+        if limits.timeout_ms == 0 || limits.pool_size == 0 {
             return Err(invalid("timeout_ms, pool_size", "must be at least 1".into()));
         }
         let find = match (settings.bind_dn, settings.base_dn, settings.filter) {
@@ -233,20 +218,20 @@ impl LdapAuthenticator {
                 url: format!("{scheme}://{host}:{port}"),
                 tls,
                 starttls: settings.tls == Tls::Starttls,
-                connect_timeout: Duration::from_millis(settings.timeout_ms),
+                connect_timeout: Duration::from_millis(limits.timeout_ms),
                 superuser_attribute: settings.is_superuser_attribute,
                 superuser_group: settings.superuser_group,
             }),
             find,
-            pool: Arc::new(Semaphore::new(settings.pool_size)),
+            pool: Arc::new(Semaphore::new(limits.pool_size)),
             store: Store::new(StoreSettings {
                 algorithm: None,
-                timeout_ms: settings.timeout_ms,
-                pool_size: settings.pool_size,
-                queue: settings.queue,
-                on_error: settings.on_error,
-                cache_entries: settings.cache_entries,
-                cache_ttl_s: settings.cache_ttl_s,
+                timeout_ms: limits.timeout_ms,
+                pool_size: limits.pool_size,
+                queue: limits.queue,
+                on_error: limits.on_error,
+                cache_entries: limits.cache_entries,
+                cache_ttl_s: limits.cache_ttl_s,
                 name: format!("ldap {}", settings.server),
             }),
         })

@@ -34,10 +34,7 @@ use crate::acl_source::{rule_from_json, Fetcher};
 use crate::http::SettingsError;
 use crate::redis_link::{Mode, RedisLink, RedisServer, Servers};
 use crate::stored;
-use crate::template::{
-    check_template, default_acl_on_error, default_pool_size, default_queue, default_refresh_s,
-    default_timeout_ms, expand, identity_values, OnError, ACL_PLACEHOLDERS,
-};
+use crate::template::{check_template, expand, identity_values, Chain, Limits, ACL_PLACEHOLDERS};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,16 +58,6 @@ struct Settings {
     #[serde(default)]
     ca_file: Option<std::path::PathBuf>,
     cmd: String,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_pool_size")]
-    pool_size: usize,
-    #[serde(default = "default_queue")]
-    queue: usize,
-    #[serde(default = "default_acl_on_error")]
-    on_error: OnError,
-    #[serde(default = "default_refresh_s")]
-    refresh_s: u64,
 }
 
 /// The `redis` authorizer.
@@ -89,7 +76,7 @@ impl std::fmt::Debug for RedisRuleSource {
 impl RedisRuleSource {
     /// Reads one `[[auth.authorizers]]` entry (its `type` taken out).
     pub fn from_table(table: &toml::Table) -> Result<RedisRuleSource, SettingsError> {
-        let settings: Settings = stored::parse_settings(table)?;
+        let (settings, limits): (Settings, Limits) = stored::parse_settings(table, Chain::Authorizer)?;
         let invalid = |reason: String| SettingsError::Invalid { key: "cmd", reason };
         let words: Vec<&str> = settings.cmd.split_whitespace().collect();
         let key = match words.as_slice() {
@@ -98,11 +85,11 @@ impl RedisRuleSource {
         };
         check_template(&key, &ACL_PLACEHOLDERS).map_err(invalid)?;
         let fetcher = Fetcher::new(
-            settings.timeout_ms,
-            settings.pool_size,
-            settings.queue,
-            settings.on_error,
-            settings.refresh_s,
+            limits.timeout_ms,
+            limits.pool_size,
+            limits.queue,
+            limits.on_error,
+            limits.refresh_s,
             format!("redis {}", settings.server.as_deref().unwrap_or("cluster/sentinel")),
         )?;
         let link = RedisLink::new(
@@ -117,7 +104,7 @@ impl RedisRuleSource {
                 tls: settings.tls,
                 ca_file: settings.ca_file.as_deref(),
             },
-            settings.pool_size,
+            limits.pool_size,
         )?;
         Ok(RedisRuleSource { link, key, fetcher })
     }

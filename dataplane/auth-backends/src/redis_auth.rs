@@ -54,10 +54,7 @@ use crate::http::SettingsError;
 use crate::password::HashAlgorithm;
 use crate::redis_link::{Mode, RedisLink, RedisServer, Servers};
 use crate::stored::{self, Store, StoreSettings, StoredUser};
-use crate::template::{
-    check_template, default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size,
-    default_queue, default_timeout_ms, expand, request_values, OnError,
-};
+use crate::template::{check_template, expand, request_values, Chain, Limits};
 
 /// Placeholders a key may hold.
 const KEY_PLACEHOLDERS: [&str; 4] = ["${username}", "${clientid}", "${peerhost}", "${cert_common_name}"];
@@ -86,18 +83,6 @@ struct Settings {
     ca_file: Option<std::path::PathBuf>,
     cmd: String,
     password_hash: HashAlgorithm,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_pool_size")]
-    pool_size: usize,
-    #[serde(default = "default_queue")]
-    queue: usize,
-    #[serde(default = "default_on_error")]
-    on_error: OnError,
-    #[serde(default = "default_cache_entries")]
-    cache_entries: usize,
-    #[serde(default = "default_cache_ttl_s")]
-    cache_ttl_s: u64,
 }
 
 /// Where each wanted field is in the command's reply.
@@ -133,13 +118,13 @@ impl std::fmt::Debug for RedisAuthenticator {
 impl RedisAuthenticator {
     /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
     pub fn from_table(table: &toml::Table) -> Result<RedisAuthenticator, SettingsError> {
-        let settings: Settings = stored::parse_settings(table)?;
-        RedisAuthenticator::new(settings)
+        let (settings, limits): (Settings, Limits) = stored::parse_settings(table, Chain::Authenticator)?;
+        RedisAuthenticator::new(settings, limits)
     }
 
-    fn new(settings: Settings) -> Result<RedisAuthenticator, SettingsError> {
+    fn new(settings: Settings, limits: Limits) -> Result<RedisAuthenticator, SettingsError> {
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
-        if settings.timeout_ms == 0 || settings.pool_size == 0 {
+        if limits.timeout_ms == 0 || limits.pool_size == 0 {
             return Err(invalid("timeout_ms, pool_size", "must be at least 1".into()));
         }
         settings.password_hash.validate().map_err(|error| invalid("password_hash", error.to_string()))?;
@@ -157,7 +142,7 @@ impl RedisAuthenticator {
             ca_file: settings.ca_file.as_deref(),
         };
         let name = server.name();
-        let link = RedisLink::new(&server, settings.pool_size)?;
+        let link = RedisLink::new(&server, limits.pool_size)?;
         Ok(RedisAuthenticator {
             link,
             verb,
@@ -166,12 +151,12 @@ impl RedisAuthenticator {
             wanted,
             store: Store::new(StoreSettings {
                 algorithm: Some(settings.password_hash),
-                timeout_ms: settings.timeout_ms,
-                pool_size: settings.pool_size,
-                queue: settings.queue,
-                on_error: settings.on_error,
-                cache_entries: settings.cache_entries,
-                cache_ttl_s: settings.cache_ttl_s,
+                timeout_ms: limits.timeout_ms,
+                pool_size: limits.pool_size,
+                queue: limits.queue,
+                on_error: limits.on_error,
+                cache_entries: limits.cache_entries,
+                cache_ttl_s: limits.cache_ttl_s,
                 name: format!("redis {name}"),
             }),
             server: name,

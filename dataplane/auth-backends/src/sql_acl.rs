@@ -41,10 +41,7 @@ use crate::acl_source::{qos_levels, retain_flag, Fetcher};
 use crate::http::SettingsError;
 use crate::sql_auth::{bind_placeholders, connect_pool, describe, Connection, Dialect, Pool, SqlTls};
 use crate::stored;
-use crate::template::{
-    default_acl_on_error, default_pool_size, default_queue, default_refresh_s, default_timeout_ms,
-    identity_values, OnError, ACL_PLACEHOLDERS,
-};
+use crate::template::{identity_values, Chain, Limits, ACL_PLACEHOLDERS};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,16 +56,6 @@ struct Settings {
     #[serde(default)]
     ca_file: Option<std::path::PathBuf>,
     query: String,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_pool_size")]
-    pool_size: usize,
-    #[serde(default = "default_queue")]
-    queue: usize,
-    #[serde(default = "default_acl_on_error")]
-    on_error: OnError,
-    #[serde(default = "default_refresh_s")]
-    refresh_s: u64,
 }
 
 /// A rule from a row (either database's): each column read as the first
@@ -142,14 +129,14 @@ impl std::fmt::Debug for SqlRuleSource {
 impl SqlRuleSource {
     /// Reads one `[[auth.authorizers]]` entry (its `type` taken out).
     pub fn from_table(table: &toml::Table, dialect: Dialect) -> Result<SqlRuleSource, SettingsError> {
-        let settings: Settings = stored::parse_settings(table)?;
+        let (settings, limits): (Settings, Limits) = stored::parse_settings(table, Chain::Authorizer)?;
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
-        if settings.pool_size > 1024 {
+        if limits.pool_size > 1024 {
             return Err(invalid("pool_size", "at most 1024".into()));
         }
         let (sql, parameters) = bind_placeholders(&settings.query, dialect, &ACL_PLACEHOLDERS)
             .map_err(|reason| invalid("query", reason))?;
-        let fetcher_timeout = settings.timeout_ms;
+        let fetcher_timeout = limits.timeout_ms;
         let (pool, kind) = connect_pool(
             dialect,
             &Connection {
@@ -160,15 +147,15 @@ impl SqlRuleSource {
                 tls: settings.tls,
                 ca_file: settings.ca_file.as_deref(),
             },
-            settings.pool_size.max(1),
+            limits.pool_size.max(1),
             Duration::from_millis(fetcher_timeout.max(1)),
         )?;
         let fetcher = Fetcher::new(
-            settings.timeout_ms,
-            settings.pool_size,
-            settings.queue,
-            settings.on_error,
-            settings.refresh_s,
+            limits.timeout_ms,
+            limits.pool_size,
+            limits.queue,
+            limits.on_error,
+            limits.refresh_s,
             format!("{kind} {}", settings.server),
         )?;
         Ok(SqlRuleSource { pool, sql, parameters, fetcher })

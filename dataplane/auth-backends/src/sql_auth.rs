@@ -46,10 +46,7 @@ use sqlx::{Column, Row};
 use crate::http::SettingsError;
 use crate::password::HashAlgorithm;
 use crate::stored::{self, Store, StoreSettings, StoredUser};
-use crate::template::{
-    default_cache_entries, default_cache_ttl_s, default_on_error, default_pool_size, default_queue,
-    default_timeout_ms, request_values, OnError, PLACEHOLDERS,
-};
+use crate::template::{request_values, Chain, Limits, PLACEHOLDERS};
 
 /// Placeholders a query may hold.
 const QUERY_PLACEHOLDERS: [&str; 4] = ["${username}", "${clientid}", "${peerhost}", "${cert_common_name}"];
@@ -76,18 +73,6 @@ struct Settings {
     ca_file: Option<std::path::PathBuf>,
     query: String,
     password_hash: HashAlgorithm,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_pool_size")]
-    pool_size: usize,
-    #[serde(default = "default_queue")]
-    queue: usize,
-    #[serde(default = "default_on_error")]
-    on_error: OnError,
-    #[serde(default = "default_cache_entries")]
-    cache_entries: usize,
-    #[serde(default = "default_cache_ttl_s")]
-    cache_ttl_s: u64,
 }
 
 /// TLS to the database (`tls` in an entry).
@@ -138,9 +123,9 @@ impl std::fmt::Debug for SqlAuthenticator {
 impl SqlAuthenticator {
     /// Reads one `[[auth.authenticators]]` entry (its `type` taken out).
     pub fn from_table(table: &toml::Table, dialect: Dialect) -> Result<SqlAuthenticator, SettingsError> {
-        let settings: Settings = stored::parse_settings(table)?;
+        let (settings, limits): (Settings, Limits) = stored::parse_settings(table, Chain::Authenticator)?;
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
-        if settings.timeout_ms == 0 || settings.pool_size == 0 || settings.pool_size > 1024 {
+        if limits.timeout_ms == 0 || limits.pool_size == 0 || limits.pool_size > 1024 {
             return Err(invalid(
                 "timeout_ms, pool_size",
                 "timeout_ms at least 1, pool_size 1 to 1024".into(),
@@ -159,8 +144,8 @@ impl SqlAuthenticator {
                 tls: settings.tls,
                 ca_file: settings.ca_file.as_deref(),
             },
-            settings.pool_size,
-            Duration::from_millis(settings.timeout_ms),
+            limits.pool_size,
+            Duration::from_millis(limits.timeout_ms),
         )?;
         Ok(SqlAuthenticator {
             pool,
@@ -168,12 +153,12 @@ impl SqlAuthenticator {
             parameters,
             store: Store::new(StoreSettings {
                 algorithm: Some(settings.password_hash),
-                timeout_ms: settings.timeout_ms,
-                pool_size: settings.pool_size,
-                queue: settings.queue,
-                on_error: settings.on_error,
-                cache_entries: settings.cache_entries,
-                cache_ttl_s: settings.cache_ttl_s,
+                timeout_ms: limits.timeout_ms,
+                pool_size: limits.pool_size,
+                queue: limits.queue,
+                on_error: limits.on_error,
+                cache_entries: limits.cache_entries,
+                cache_ttl_s: limits.cache_ttl_s,
                 name: format!("{kind} {}", settings.server),
             }),
             server: settings.server,

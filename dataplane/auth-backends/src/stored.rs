@@ -18,18 +18,21 @@ use tokio::sync::Semaphore;
 use crate::cache::AnswerCache;
 use crate::http::SettingsError;
 use crate::password::{from_emqx_spelling, HashAlgorithm};
-use crate::template::OnError;
+use crate::template::{take_limits, Chain, Limits, OnError};
 
-/// A user store's settings from its chain entry (EMQX's spelling of the
-/// hash setting read too).
+/// A backend's settings from its chain entry: the ones every backend of
+/// `chain` has, and its own (EMQX's spelling of the hash setting read too).
 pub(crate) fn parse_settings<T: serde::de::DeserializeOwned>(
     table: &toml::Table,
-) -> Result<T, SettingsError> {
+    chain: Chain,
+) -> Result<(T, Limits), SettingsError> {
     let mut table = table.clone();
     from_emqx_spelling(&mut table);
-    toml::Value::Table(table)
+    let limits = take_limits(&mut table, chain)?;
+    let own = toml::Value::Table(table)
         .try_into()
-        .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))
+        .map_err(|error: toml::de::Error| SettingsError::Parse(error.to_string().trim().to_owned()))?;
+    Ok((own, limits))
 }
 
 /// `host:port` (or `host`, `[v6]:port`) as host and port.

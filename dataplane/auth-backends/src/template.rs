@@ -23,9 +23,6 @@ pub(crate) enum OnError {
     Ignore,
 }
 
-pub(crate) fn default_on_error() -> OnError {
-    OnError::Deny
-}
 pub(crate) fn default_timeout_ms() -> u64 {
     5000
 }
@@ -58,13 +55,83 @@ pub(crate) fn identity_values(who: &dataplane::cluster::access::Identity) -> [St
     ]
 }
 
-pub(crate) fn default_refresh_s() -> u64 {
-    60
+/// Which settings an entry shares with the others of its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chain {
+    /// `timeout_ms`, `pool_size`, `queue`, `on_error` (default `deny`),
+    /// `cache_entries`, `cache_ttl_s`.
+    Authenticator,
+    /// `timeout_ms`, `pool_size`, `queue`, `on_error` (default `ignore`),
+    /// `refresh_s`.
+    Authorizer,
 }
 
-/// An authorizer that fails leaves the check to the next one unless told.
-pub(crate) fn default_acl_on_error() -> OnError {
-    OnError::Ignore
+/// The settings every external backend has, read apart from the rest of
+/// its entry (serde's `flatten` does not mix with `deny_unknown_fields`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub timeout_ms: u64,
+    pub pool_size: usize,
+    pub queue: usize,
+    pub on_error: OnError,
+    pub cache_entries: usize,
+    pub cache_ttl_s: u64,
+    pub refresh_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsEntry {
+    timeout_ms: Option<u64>,
+    pool_size: Option<usize>,
+    queue: Option<usize>,
+    on_error: Option<OnError>,
+    cache_entries: Option<usize>,
+    cache_ttl_s: Option<u64>,
+    refresh_s: Option<u64>,
+}
+
+/// Takes the shared settings of `chain` out of `table` (what is left is the
+/// backend's own) and reads them, defaults filled in. A key of the other
+/// chain's stays in `table`, where the backend refuses it as unknown.
+pub(crate) fn take_limits(
+    table: &mut toml::Table,
+    chain: Chain,
+) -> Result<Limits, crate::http::SettingsError> {
+    let keys: &[&str] = match chain {
+        Chain::Authenticator => {
+            &["timeout_ms", "pool_size", "queue", "on_error", "cache_entries", "cache_ttl_s"]
+        }
+        Chain::Authorizer => &["timeout_ms", "pool_size", "queue", "on_error", "refresh_s"],
+    };
+    let mut taken = toml::Table::new();
+    for key in keys {
+        if let Some(value) = table.remove(*key) {
+            taken.insert((*key).to_owned(), value);
+        }
+    }
+    let entry: LimitsEntry = toml::Value::Table(taken).try_into().map_err(|error: toml::de::Error| {
+        crate::http::SettingsError::Parse(error.to_string().trim().to_owned())
+    })?;
+    let limits = Limits {
+        timeout_ms: entry.timeout_ms.unwrap_or_else(default_timeout_ms),
+        pool_size: entry.pool_size.unwrap_or_else(default_pool_size),
+        queue: entry.queue.unwrap_or_else(default_queue),
+        on_error: entry.on_error.unwrap_or(match chain {
+            Chain::Authenticator => OnError::Deny,
+            Chain::Authorizer => OnError::Ignore,
+        }),
+        cache_entries: entry.cache_entries.unwrap_or_else(default_cache_entries),
+        cache_ttl_s: entry.cache_ttl_s.unwrap_or_else(default_cache_ttl_s),
+        refresh_s: entry.refresh_s.unwrap_or(60),
+    };
+    if limits.timeout_ms == 0 || limits.pool_size == 0 || limits.refresh_s == 0 {
+        return Err(crate::http::SettingsError::Invalid {
+            key: "timeout_ms, pool_size, refresh_s",
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(limits)
 }
 
 /// The placeholders' values for `request`, in [`PLACEHOLDERS`]' order.
