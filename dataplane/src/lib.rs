@@ -119,6 +119,7 @@ impl Node {
         let registrar = link.as_ref().map(|_| Arc::new(cluster::routes::RouteRegistrar::default()));
         let chains = auth::Chains::load(&config.auth, &config.listeners, extensions.backends.as_deref())?;
         let acl_files = chains.acl_files.clone();
+        let rule_sources = chains.rule_sources.clone();
         let broker = Broker::new(config, node_name, view.clone(), registrar.clone(), chains, extensions);
         let mut addresses = Vec::new();
         let mut tasks = Vec::new();
@@ -148,6 +149,9 @@ impl Node {
             })?;
             addresses.push((name, addr));
             tasks.push(tokio::spawn(listener::accept_loop(broker.clone(), socket, protocol)));
+        }
+        for source in rule_sources {
+            tasks.push(tokio::spawn(source.sweep()));
         }
         for file in acl_files {
             let judged = broker.clone();

@@ -2,7 +2,9 @@
 //! `redis`, `http`; built by the `auth-backends` crate as [`RuleSource`]s):
 //! a client's rules are fetched when it connects, held with the client
 //! (its [`ClientAcl`]), and fetched again in the background once they are
-//! older than the source's `refresh_s`, while the ones held keep deciding.
+//! older than the source's `refresh_s` (found so by a check of the client,
+//! or by the source's sweep over its connected clients, every half
+//! `refresh_s`), while the ones held keep deciding.
 //!
 //! Invariants:
 //! - **Checks never wait for a source**: the authorizer chain runs on every
@@ -73,6 +75,9 @@ pub struct ClientAcl {
     /// The connection, told to judge what it holds again when a refresh
     /// brings other rules (held weakly: set once the connection exists).
     connection: std::sync::OnceLock<std::sync::Weak<crate::registry::ControlSlot>>,
+    /// Whom the rules are for (without rules), for refreshes; `None` when
+    /// no external source holds any.
+    who: Option<Identity>,
 }
 
 impl ClientAcl {
@@ -116,12 +121,76 @@ pub struct ExternalAuthorizer {
     index: usize,
     source: Arc<dyn RuleSource>,
     policy: SourcePolicy,
+    /// The rules held for clients, for the sweep (dead ones pruned there).
+    clients: parking_lot::Mutex<Vec<std::sync::Weak<ClientAcl>>>,
 }
 
 impl ExternalAuthorizer {
     pub fn new(index: usize, source: Arc<dyn RuleSource>) -> ExternalAuthorizer {
         let policy = source.policy();
-        ExternalAuthorizer { index, source, policy }
+        ExternalAuthorizer { index, source, policy, clients: Default::default() }
+    }
+
+    /// Fetches the client's rules again on a task of its own, if they are
+    /// older than `refresh_s` (or failed, and older than
+    /// [`RETRY_AFTER_FAILURE`]) and no fetch is under way.
+    fn refresh_if_due(&self, acl: &Arc<ClientAcl>) {
+        let Some(held) = acl.sources.get(self.index) else { return };
+        let Some(who) = &acl.who else { return };
+        let loaded = held.loaded.load();
+        let due = match loaded.failed {
+            false => self.policy.refresh,
+            true => self.policy.refresh.min(RETRY_AFTER_FAILURE),
+        };
+        if loaded.at.elapsed() < due || held.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            held.refreshing.store(false, Ordering::Release);
+            return;
+        };
+        let (acl, index) = (acl.clone(), self.index);
+        let (source, name) = (self.source.clone(), self.policy.name.clone());
+        let who = who.clone();
+        let previous = loaded.rules.clone();
+        runtime.spawn(async move {
+            let loaded = fetch(source.as_ref(), &name, &who, previous.clone()).await;
+            let changed = loaded.rules != previous;
+            if let Some(held) = acl.sources.get(index) {
+                held.loaded.store(Arc::new(loaded));
+                held.refreshing.store(false, Ordering::Release);
+            }
+            if changed {
+                // Subscriptions (and queued messages) the new rules deny go,
+                // as after a change of the built-in rules.
+                if let Some(control) = acl.connection.get().and_then(std::sync::Weak::upgrade) {
+                    control.revalidate();
+                }
+            }
+        });
+    }
+
+    /// Refreshes, every so often, the rules of every connected client whose
+    /// rules are due, so that a client that only listens is judged by the
+    /// source's rules of now too. Runs until the broker stops.
+    pub async fn sweep(self: Arc<Self>) {
+        let tick = (self.policy.refresh / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let live: Vec<Arc<ClientAcl>> = {
+                let mut clients = self.clients.lock();
+                clients.retain(|client| client.strong_count() > 0);
+                clients.iter().filter_map(std::sync::Weak::upgrade).collect()
+            };
+            for acl in live {
+                // Parked sessions wait for their client to come back.
+                if acl.connection.get().and_then(std::sync::Weak::upgrade).is_some() {
+                    self.refresh_if_due(&acl);
+                }
+            }
+        }
     }
 
     fn failed(&self) -> Verdict<()> {
@@ -165,7 +234,18 @@ pub async fn load(
         let loaded = fetch(source.source.as_ref(), &source.policy.name, who, None).await;
         held.push(Held { loaded: ArcSwap::from_pointee(loaded), refreshing: AtomicBool::new(false) });
     }
-    Some(Arc::new(ClientAcl { granted, sources: held.into(), expires_at, connection: Default::default() }))
+    let who = (!sources.is_empty()).then(|| Identity { acl: None, ..who.clone() });
+    let acl = Arc::new(ClientAcl {
+        granted,
+        sources: held.into(),
+        expires_at,
+        connection: Default::default(),
+        who,
+    });
+    for source in sources {
+        source.clients.lock().push(Arc::downgrade(&acl));
+    }
+    Some(acl)
 }
 
 impl Authorizer for ExternalAuthorizer {
@@ -173,36 +253,7 @@ impl Authorizer for ExternalAuthorizer {
         let Some(acl) = &who.acl else { return self.failed() };
         let Some(held) = acl.sources.get(self.index) else { return self.failed() };
         let loaded = held.loaded.load();
-        let due = match loaded.failed {
-            false => self.policy.refresh,
-            true => self.policy.refresh.min(RETRY_AFTER_FAILURE),
-        };
-        if loaded.at.elapsed() >= due && !held.refreshing.swap(true, Ordering::AcqRel) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let (acl, index) = (acl.clone(), self.index);
-                let (source, name) = (self.source.clone(), self.policy.name.clone());
-                let mut who = who.clone();
-                who.acl = None;
-                let previous = loaded.rules.clone();
-                runtime.spawn(async move {
-                    let loaded = fetch(source.as_ref(), &name, &who, previous.clone()).await;
-                    let changed = loaded.rules != previous;
-                    if let Some(held) = acl.sources.get(index) {
-                        held.loaded.store(Arc::new(loaded));
-                        held.refreshing.store(false, Ordering::Release);
-                    }
-                    if changed {
-                        // Subscriptions (and queued messages) the new rules
-                        // deny go, as after a change of the built-in rules.
-                        if let Some(control) = acl.connection.get().and_then(std::sync::Weak::upgrade) {
-                            control.revalidate();
-                        }
-                    }
-                });
-            } else {
-                held.refreshing.store(false, Ordering::Release);
-            }
-        }
+        self.refresh_if_due(acl);
         match &loaded.rules {
             Some(rules) => rules.decide(who, action, subject),
             None => self.failed(),
