@@ -196,14 +196,14 @@ impl AccessControl {
                         None => Verdict::Ignore,
                     };
                 };
-                let phc = user.map(|user| user.password_hash.as_str());
+                let phc = user.map(|user| &*user.password_hash);
                 let checked =
                     tokio::time::timeout(VERIFY_TIMEOUT, self.verifier.verify(name, address, phc, password))
                         .await;
                 return match (checked, user) {
                     (Ok(Ok(true)), Some(user)) => Verdict::Allow(Grant {
                         superuser: user.superuser,
-                        credential: Some(Arc::from(user.password_hash.as_str())),
+                        credential: Some(user.password_hash.clone()),
                         external: false,
                         username: None,
                         rules: None,
@@ -264,7 +264,7 @@ impl AccessControl {
         let view = self.view.load();
         view.users.get(username).map(|user| Grant {
             superuser: user.superuser,
-            credential: Some(Arc::from(user.password_hash.as_str())),
+            credential: Some(user.password_hash.clone()),
             external: false,
             username: None,
             rules: None,
@@ -481,7 +481,10 @@ mod tests {
         let salt = SaltString::generate(&mut OsRng);
         let hash = argon2::Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
         let mut users = std::collections::HashMap::new();
-        users.insert("bob".to_string(), User { password_hash: hash, superuser: true, scram: None });
+        users.insert(
+            "bob".to_string(),
+            User { password_hash: Arc::from(hash.as_str()), superuser: true, scram: None },
+        );
         let bans =
             vec![crate::cluster::view::Ban { target: BanTarget::ClientId("evil".into()), until_ms: None }];
         let view =

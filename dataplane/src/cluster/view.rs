@@ -19,8 +19,9 @@ use super::acl::Pattern;
 /// A user as the data plane needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    /// PHC string (argon2id).
-    pub password_hash: String,
+    /// PHC string (argon2id). Shared: every client logged in as this user
+    /// holds it as its credential (one copy, not one per connection).
+    pub password_hash: Arc<str>,
     pub superuser: bool,
     /// For SCRAM-SHA-256 enhanced authentication; `None` for a user
     /// imported by hash (or a verifier that does not parse).
@@ -39,7 +40,7 @@ impl User {
                 parsed.map(Arc::new)
             }
         };
-        User { password_hash: user.password_hash.clone(), superuser: user.superuser, scram }
+        User { password_hash: Arc::from(user.password_hash.as_str()), superuser: user.superuser, scram }
     }
 }
 
