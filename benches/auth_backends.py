@@ -143,12 +143,14 @@ class Mariadb:
     def __init__(self, workdir, users):
         self.dir = tempfile.mkdtemp(prefix="maria-", dir=workdir)
         data = os.path.join(self.dir, "data")
-        subprocess.run(["mariadb-install-db", f"--datadir={data}", "--user=root", "--skip-test-db",
+        tmp = os.path.join(self.dir, "tmp")
+        os.mkdir(tmp)
+        subprocess.run(["mariadb-install-db", f"--datadir={data}", f"--tmpdir={tmp}", "--user=root", "--skip-test-db",
                         "--auth-root-authentication-method=socket"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
         self.port = benchlib.free_port()
         self.proc = subprocess.Popen(
-            ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={self.dir}/sock",
+            ["mariadbd", "--no-defaults", f"--datadir={data}", f"--tmpdir={tmp}", f"--socket={self.dir}/sock",
              f"--pid-file={self.dir}/pid", f"--log-error={self.dir}/err", "--user=root",
              "--bind-address=127.0.0.1", "--skip-name-resolve", "--skip-log-bin",
              "--innodb-buffer-pool-size=16M", f"--port={self.port}"],

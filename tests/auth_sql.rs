@@ -165,8 +165,13 @@ impl Mariadb {
         );
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // A temporary directory of its own: instances started at once (the
+        // tests run in parallel) must not share /tmp's temporary tables.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let init = Command::new("mariadb-install-db")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args(["--user=root", "--skip-test-db", "--auth-root-authentication-method=socket"])
             .output()
             .expect("run mariadb-install-db");
@@ -175,6 +180,7 @@ impl Mariadb {
         let child = Command::new("mariadbd")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg(format!("--log-error={}", dir.path().join("err").display()))
