@@ -167,37 +167,27 @@ impl SqlRuleSource {
         let (pool, sql) = (self.pool.clone(), self.sql.clone());
         self.fetcher
             .fetch(async move {
+                // The same steps for either database: its pool and row types differ.
+                macro_rules! rows_as_rules {
+                    ($pool:expr) => {{
+                        let mut query = sqlx::query(&sql);
+                        for value in values {
+                            query = query.bind(value);
+                        }
+                        let mut rows = query.fetch($pool);
+                        let mut rules = Vec::new();
+                        while let Some(row) = rows.try_next().await.map_err(|error| describe(&error))? {
+                            if rules.len() == MAX_RULES {
+                                return Err(format!("more than {MAX_RULES} rules"));
+                            }
+                            rules.push(read_rule!(row)?);
+                        }
+                        Ok(rules)
+                    }};
+                }
                 match pool {
-                    Pool::Postgres(pool) => {
-                        let mut query = sqlx::query(&sql);
-                        for value in values {
-                            query = query.bind(value);
-                        }
-                        let mut rows = query.fetch(&pool);
-                        let mut rules = Vec::new();
-                        while let Some(row) = rows.try_next().await.map_err(|error| describe(&error))? {
-                            if rules.len() == MAX_RULES {
-                                return Err(format!("more than {MAX_RULES} rules"));
-                            }
-                            rules.push(read_rule!(row)?);
-                        }
-                        Ok(rules)
-                    }
-                    Pool::Mysql(pool) => {
-                        let mut query = sqlx::query(&sql);
-                        for value in values {
-                            query = query.bind(value);
-                        }
-                        let mut rows = query.fetch(&pool);
-                        let mut rules = Vec::new();
-                        while let Some(row) = rows.try_next().await.map_err(|error| describe(&error))? {
-                            if rules.len() == MAX_RULES {
-                                return Err(format!("more than {MAX_RULES} rules"));
-                            }
-                            rules.push(read_rule!(row)?);
-                        }
-                        Ok(rules)
-                    }
+                    Pool::Postgres(pool) => rows_as_rules!(&pool),
+                    Pool::Mysql(pool) => rows_as_rules!(&pool),
                 }
             })
             .await
